@@ -1,0 +1,32 @@
+"""langchain-latts: the best answer a local LLM can give within a deadline.
+
+Data flow of one ``invoke``::
+
+    messages -> prompt (chat template)                       _messages.py
+             -> settings for this call (branches, speculation) settings.py
+             -> engine branches, one request each             engines/ (vLLM on its own loop)
+             -> answers, vote, early stop, deadline           tts/ (answers, voting, branches)
+             -> AIMessage with usage and TTS metadata         _messages.py
+
+``LatencyOptimalTTSLLM`` (chat_models.py) is the LangChain surface over those stages.
+"""
+
+from langchain_latts._version import __version__
+from langchain_latts.chat_models import LatencyOptimalTTSLLM
+from langchain_latts.errors import (
+    DeadlineExceededError,
+    EngineDeadError,
+    EngineStartError,
+    LattsError,
+    LattsValueError,
+)
+
+__all__ = [
+    "DeadlineExceededError",
+    "EngineDeadError",
+    "EngineStartError",
+    "LatencyOptimalTTSLLM",
+    "LattsError",
+    "LattsValueError",
+    "__version__",
+]

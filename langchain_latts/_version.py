@@ -1,0 +1,8 @@
+"""The package version (one place)."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("langchain-latts")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0"

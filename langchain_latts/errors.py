@@ -1,0 +1,47 @@
+"""The package's errors: one base class, and a message that says what to change.
+
+Every message names the parameter, the value received and the fix, in the style of
+vLLM's validation errors (``"branches must be >= 1, got 0. ..."``).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DeadlineExceededError",
+    "EngineDeadError",
+    "EngineStartError",
+    "LattsError",
+    "LattsValueError",
+]
+
+
+class LattsError(Exception):
+    """Base class of every error raised by langchain-latts."""
+
+
+class LattsValueError(LattsError, ValueError):
+    """A bad setting or input; the message names the parameter, the value and the fix."""
+
+    @classmethod
+    def bad(cls, name: str, value: object, requirement: str, fix: str = "") -> LattsValueError:
+        """``"<name> <requirement>, got <value!r>. <fix>"``."""
+        message = f"{name} {requirement}, got {value!r}."
+        return cls(f"{message} {fix}".strip())
+
+
+class EngineStartError(LattsError, RuntimeError):
+    """The inference engine could not be started (bad model path, out of memory, ...)."""
+
+
+class EngineDeadError(LattsError, RuntimeError):
+    """The engine process died during a call; the next call restarts it."""
+
+
+class DeadlineExceededError(LattsError, TimeoutError):
+    """No branch finished before the deadline and ``on_deadline="raise"`` was set."""
+
+    def __init__(self, message: str, *, deadline_s: float, elapsed_s: float, tokens: int) -> None:
+        super().__init__(message)
+        self.deadline_s = deadline_s
+        self.elapsed_s = elapsed_s
+        self.tokens = tokens
