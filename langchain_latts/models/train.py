@@ -1,0 +1,191 @@
+"""Train the shipped tiny target and draft models on the arithmetic task (CPU, seeded).
+
+    python -m langchain_latts.models.train            # both models, ~40 min on 2 cores
+    latts models train --steps-target 200 --out /tmp/m  # a quick smoke run
+
+Both are Hugging Face Llama checkpoints (safetensors) with the character tokenizer of
+:mod:`langchain_latts.models.tokenizer`; vLLM and transformers load them. Training data
+is generated on the fly from :mod:`langchain_latts.tasks.arithmetic` with a per-step
+slip rate (see that module) and never contains a question of the held-out split.
+Everything is seeded: the same command gives the same weights on the same machine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from langchain_latts.models.tokenizer import build_tokenizer
+from langchain_latts.tasks.arithmetic import LEVELS, generate_problem, generate_problems
+
+logger = logging.getLogger(__name__)
+
+#: Seed of the held-out split (the model card's numbers); training never sees it.
+HELD_OUT_SEED = 20251
+HELD_OUT_SIZE = 1000
+#: Share of training steps whose written result carries a slip (see tasks.arithmetic).
+SLIP_RATE = 0.2
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Architecture and optimisation settings of one shipped model."""
+
+    name: str
+    hidden_size: int
+    layers: int
+    heads: int
+    intermediate_size: int
+    steps: int
+    batch_size: int
+    lr: float
+    seed: int
+
+
+TARGET = ModelSpec("target", hidden_size=128, layers=4, heads=4, intermediate_size=384,
+                   steps=3000, batch_size=48, lr=2e-3, seed=1)
+DRAFT = ModelSpec("draft", hidden_size=64, layers=2, heads=2, intermediate_size=256,
+                  steps=2400, batch_size=48, lr=3e-3, seed=2)
+
+
+def llama_config(spec: ModelSpec, tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
+    """The Llama config of ``spec`` (head_dim 32: vLLM's CPU attention needs >= 32)."""
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.layers,
+        num_attention_heads=spec.heads,
+        num_key_value_heads=spec.heads,
+        head_dim=spec.hidden_size // spec.heads,
+        max_position_embeddings=1024,
+        rope_theta=10000.0,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        torch_dtype="float32",
+    )
+
+
+def encode_example(tokenizer: PreTrainedTokenizerFast, question: str, solution: str) -> tuple[list[int], int]:
+    """Token ids of one chat example and the index where the answer (the loss) starts."""
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
+    )
+    prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
+    answer_ids = tokenizer.encode(solution, add_special_tokens=False) + [tokenizer.eos_token_id]
+    return prompt_ids + answer_ids, len(prompt_ids)
+
+
+def make_batch(
+    tokenizer: PreTrainedTokenizerFast, rng: random.Random, size: int, held_out: set[str]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A padded batch (input ids, attention mask, labels with -100 outside the answers)."""
+    rows: list[tuple[list[int], int]] = []
+    levels = list(LEVELS)
+    while len(rows) < size:
+        problem = generate_problem(rng, rng.choice(levels))
+        if problem.question in held_out:
+            continue
+        rows.append(encode_example(tokenizer, problem.question,
+                                   problem.solution(slip_rate=SLIP_RATE, rng=rng)))
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.full((size, width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((size, width), dtype=torch.long)
+    labels = torch.full((size, width), -100, dtype=torch.long)
+    for i, (row, start) in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+        labels[i, start : len(row)] = torch.tensor(row[start:])
+    return ids, mask, labels
+
+
+def lr_at(step: int, spec: ModelSpec, warmup: int = 200) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    if step < warmup:
+        return spec.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, spec.steps - warmup)
+    return spec.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train_model(spec: ModelSpec, out_dir: Path, progress: Progress) -> dict[str, float]:
+    """Train one model and save it with the tokenizer to ``out_dir``; returns a summary."""
+    torch.manual_seed(spec.seed)
+    rng = random.Random(spec.seed)
+    tokenizer = build_tokenizer()
+    held_out = {p.question for p in generate_problems(HELD_OUT_SIZE, seed=HELD_OUT_SEED)}
+    model = LlamaForCausalLM(llama_config(spec, tokenizer))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    task = progress.add_task(f"train {spec.name}", total=spec.steps, loss=float("nan"))
+    started = time.perf_counter()
+    smoothed = float("nan")
+    model.train()
+    for step in range(spec.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, spec)
+        ids, mask, labels = make_batch(tokenizer, rng, spec.batch_size, held_out)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        smoothed = loss.item() if math.isnan(smoothed) else 0.98 * smoothed + 0.02 * loss.item()
+        progress.update(task, advance=1, loss=smoothed)
+        if step % 250 == 0 or step == spec.steps - 1:
+            logger.info("%s step %d/%d loss %.4f (%.1f min)", spec.name, step, spec.steps, smoothed,
+                        (time.perf_counter() - started) / 60)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    tokenizer.save_pretrained(str(out_dir))
+    GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    ).save_pretrained(str(out_dir))
+    summary = {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "final_loss": round(smoothed, 4),
+        "minutes": round((time.perf_counter() - started) / 60, 1),
+    }
+    (out_dir / "training.json").write_text(
+        json.dumps({"spec": asdict(spec), "slip_rate": SLIP_RATE, **summary}, indent=2) + "\n"
+    )
+    return summary
+
+
+def train_all(out: Path, *, target_steps: int | None = None, draft_steps: int | None = None) -> None:
+    """Train the target and the draft into ``out/target`` and ``out/draft``."""
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    specs = [
+        TARGET if target_steps is None else _with_steps(TARGET, target_steps),
+        DRAFT if draft_steps is None else _with_steps(DRAFT, draft_steps),
+    ]
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns) as progress:
+        for spec in specs:
+            summary = train_model(spec, out / spec.name, progress)
+            progress.console.print(f"{spec.name}: {summary}")
+
+
+def _with_steps(spec: ModelSpec, steps: int) -> ModelSpec:
+    return ModelSpec(**{**asdict(spec), "steps": steps})
+
+
+if __name__ == "__main__":
+    import sys
+
+    from langchain_latts.models import MODELS_DIR
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    train_all(Path(sys.argv[1]) if len(sys.argv) > 1 else MODELS_DIR)
