@@ -1,0 +1,76 @@
+"""The branch runner on a scripted engine: vote, early stop, deadline, errors, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from langchain_latts.engines.base import BranchRequest
+from langchain_latts.tts.answers import extract_hash
+from langchain_latts.tts.branches import run_branches
+
+from .fakes import ScriptedEngine
+
+
+def _requests(n: int) -> list[BranchRequest]:
+    return [BranchRequest(prompt_token_ids=(1,), max_tokens=8, seed=i) for i in range(n)]
+
+
+async def _run(engine: ScriptedEngine, n: int, **kwargs):  # type: ignore[no-untyped-def]
+    started = time.monotonic()
+    return await run_branches(engine, _requests(n), call_id="c", extractor=extract_hash, started=started, **kwargs)
+
+
+async def test_all_branches_vote() -> None:
+    engine = ScriptedEngine([["#### ", "3"], ["#### ", "4"], ["#### ", "3"]])
+    run = await _run(engine, 3, early_stop=False)
+    assert run.vote.answer == "3" and run.vote.counts == {"3": 2, "4": 1}
+    assert [b.text for b in run.branches] == ["#### 3", "#### 4", "#### 3"]
+    assert run.num_output_tokens == 6 and not run.deadline_hit and not run.stopped_early
+    assert engine.aborted == [] and engine.num_unfinished_requests() == 0
+
+
+async def test_early_stop_aborts_branches_that_cannot_change_the_vote() -> None:
+    # Branches 0-2 answer "3" quickly; 3 and 4 are slow (50 pieces). After three
+    # votes for "3" with two branches left, "3" can no longer lose.
+    fast = ["#### ", "3"]
+    slow = ["x"] * 50 + ["#### 9"]
+    engine = ScriptedEngine([fast, fast, fast, slow, slow])
+    run = await _run(engine, 5, early_stop=True)
+    assert run.stopped_early and run.vote.answer == "3"
+    assert sorted(engine.aborted) == ["c-3", "c-4"]
+    assert [b.finished for b in run.branches] == [True, True, True, False, False]
+    assert engine.num_unfinished_requests() == 0
+
+
+async def test_deadline_votes_over_finished_and_aborts_the_rest() -> None:
+    fast = ["#### ", "5"]
+    slow = ["x"] * 200
+    engine = ScriptedEngine([slow, fast, slow], step_s=0.01)
+    started = time.monotonic()
+    run = await _run(engine, 3, deadline=started + 0.3)
+    elapsed = time.monotonic() - started
+    assert run.deadline_hit and run.vote.answer == "5"
+    assert sorted(engine.aborted) == ["c-0", "c-2"]
+    assert elapsed < 2.0  # returned at the deadline, not after the 2 s slow branches
+    assert run.branches[0].num_tokens > 0 and run.branches[0].text.startswith("x")  # partial kept
+
+
+async def test_engine_error_in_one_branch_aborts_the_others_and_raises() -> None:
+    engine = ScriptedEngine([["x"] * 100, ["x"] * 100], fail_branch=1)
+    with pytest.raises(RuntimeError, match="engine exploded"):
+        await _run(engine, 2)
+    assert engine.aborted == ["c-0"] and engine.num_unfinished_requests() == 0
+
+
+async def test_cancelling_the_call_aborts_every_branch() -> None:
+    engine = ScriptedEngine([["x"] * 1000] * 4)
+    task = asyncio.create_task(_run(engine, 4))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert sorted(engine.aborted) == ["c-0", "c-1", "c-2", "c-3"]
+    assert engine.num_unfinished_requests() == 0
