@@ -1,0 +1,139 @@
+"""Message shaping: LangChain messages in, ``AIMessage`` / chunks with metadata out.
+
+Pure functions, tested without an engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.messages.utils import convert_to_openai_messages, merge_message_runs
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+
+from langchain_latts.errors import LattsValueError
+from langchain_latts.tts.branches import BranchRun
+
+__all__ = ["build_chat_result", "result_to_chunks", "to_chat_messages"]
+
+#: ``model_provider`` reported in metadata and to LangSmith.
+PROVIDER = "vllm"
+
+
+def to_chat_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
+    """Validate messages and turn them into chat-template dicts (``role``/``content``).
+
+    Consecutive messages of the same role are merged (many chat templates reject two
+    user or two system turns in a row). Only text content is accepted.
+    """
+    if not messages:
+        raise LattsValueError.bad(
+            "messages", [], "must hold at least one message",
+            "Pass e.g. [HumanMessage('Compute 2 + 3.')] or a plain string.",
+        )
+    for i, message in enumerate(messages):
+        if isinstance(message.content, str):
+            continue
+        for block in message.content:
+            kind = block if isinstance(block, str) else block.get("type")
+            if not isinstance(block, str) and kind != "text":
+                raise LattsValueError.bad(
+                    f"messages[{i}].content block type", kind,
+                    "is not supported: this model reads text only",
+                    "Send text content (a string or {'type': 'text', 'text': ...} blocks).",
+                )
+    merged = merge_message_runs(list(messages))
+    shaped = convert_to_openai_messages(merged, text_format="string")
+    return [{"role": m["role"], "content": m.get("content") or ""} for m in shaped]  # type: ignore[index,union-attr]
+
+
+def _tts_metadata(run: BranchRun, *, latency_s: float, speculative: dict[str, Any] | None,
+                  deadline_s: float | None, partial: bool) -> dict[str, Any]:
+    branches = run.branches
+    spec = run.spec
+    spec_meta = None
+    if speculative is not None:
+        spec_meta = {
+            **speculative,
+            "acceptance_rate": None if spec is None else spec.acceptance_rate,
+            "mean_acceptance_length": None if spec is None else spec.mean_acceptance_length,
+            "num_drafts": 0 if spec is None else spec.num_drafts,
+            "num_draft_tokens": 0 if spec is None else spec.num_draft_tokens,
+            "num_accepted_tokens": 0 if spec is None else spec.num_accepted_tokens,
+        }
+    return {
+        "branches_launched": len(branches),
+        "branches_finished": len(run.finished),
+        "branches_aborted": sum(1 for b in branches if not b.finished),
+        "votes": dict(run.vote.counts),
+        "answer": run.vote.answer,
+        "selected_branch": None,  # filled by build_chat_result
+        "partial": partial,
+        "stopped_early": run.stopped_early,
+        "deadline_s": deadline_s,
+        "deadline_hit": run.deadline_hit,
+        "decided_at_s": round(run.decided_at_s, 4),
+        "latency_s": round(latency_s, 4),
+        "speculative": spec_meta,
+        "branch_answers": [b.answer for b in branches],
+        "branch_tokens": [b.num_tokens for b in branches],
+        "branch_finish_reasons": [b.finish_reason if b.finished else "abort" for b in branches],
+    }
+
+
+def select_branch(run: BranchRun) -> tuple[int, bool]:
+    """The branch whose text is returned, and whether it is partial.
+
+    The first branch with the winning answer; with no answer, the first finished branch;
+    with nothing finished (deadline), the most advanced partial branch (most tokens,
+    lowest index on a tie).
+    """
+    if run.vote.winner_index is not None:
+        return run.vote.winner_index, False
+    finished = run.finished
+    if finished:
+        return finished[0].index, False
+    best = max(run.branches, key=lambda b: (b.num_tokens, -b.index))
+    return best.index, True
+
+
+def build_chat_result(run: BranchRun, *, prompt_tokens: int, model_name: str, latency_s: float,
+                      speculative: dict[str, Any] | None, deadline_s: float | None) -> ChatResult:
+    """The ``ChatResult`` of a call: the selected branch's text with usage and TTS metadata.
+
+    ``usage_metadata`` counts the prompt once and the output tokens of *all* branches
+    (aborted ones included): that is the compute the answer cost.
+    """
+    index, partial = select_branch(run)
+    branch = run.branches[index]
+    tts = _tts_metadata(run, latency_s=latency_s, speculative=speculative, deadline_s=deadline_s, partial=partial)
+    tts["selected_branch"] = index
+    finish_reason = "deadline" if partial else branch.finish_reason
+    output_tokens = run.num_output_tokens
+    usage = UsageMetadata(input_tokens=prompt_tokens, output_tokens=output_tokens,
+                          total_tokens=prompt_tokens + output_tokens)
+    metadata = {"model_name": model_name, "model_provider": PROVIDER, "finish_reason": finish_reason, "tts": tts}
+    message = AIMessage(content=branch.text, usage_metadata=usage, response_metadata=metadata)
+    return ChatResult(generations=[ChatGeneration(message=message)], llm_output={"model_name": model_name})
+
+
+def result_to_chunks(result: ChatResult) -> Iterator[ChatGenerationChunk]:
+    """Stream a finished result: the text, then a last chunk with usage and metadata.
+
+    The selected answer is only known once the vote is done, so streaming yields the
+    same text ``invoke`` returns. Usage and ``model_name``/``finish_reason`` go on the
+    last chunk only, so that summing chunks does not double them.
+    """
+    message = result.generations[0].message
+    yield ChatGenerationChunk(message=AIMessageChunk(content=message.content, id=message.id))
+    yield ChatGenerationChunk(
+        message=AIMessageChunk(
+            content="",
+            id=message.id,
+            usage_metadata=getattr(message, "usage_metadata", None),
+            response_metadata=dict(message.response_metadata),
+            chunk_position="last",
+        )
+    )

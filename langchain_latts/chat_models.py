@@ -1,0 +1,248 @@
+"""``LatencyOptimalTTSLLM``: the LangChain surface (messages in, ``AIMessage`` out).
+
+Everything else lives in its own module: settings (:mod:`langchain_latts.settings`),
+message shaping (:mod:`langchain_latts._messages`), the engine
+(:mod:`langchain_latts.engines`) and branches and voting (:mod:`langchain_latts.tts`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LangSmithParams
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from pydantic import ValidationError, model_validator
+
+from langchain_latts._messages import PROVIDER, build_chat_result, result_to_chunks, to_chat_messages
+from langchain_latts._version import __version__
+from langchain_latts.engines.base import BranchRequest, Engine
+from langchain_latts.engines.vllm_local import get_engine
+from langchain_latts.errors import LattsValueError
+from langchain_latts.settings import CALL_OPTIONS, TTSSettings
+from langchain_latts.tts.answers import extractor_name
+from langchain_latts.tts.branches import run_branches
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LatencyOptimalTTSLLM"]
+
+#: Per-call keyword arguments LangChain itself may pass along; accepted and ignored.
+_LANGCHAIN_KWARGS = frozenset({"stream"})
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One call, prepared: validated settings, the engine and the clock."""
+
+    settings: TTSSettings
+    engine: Engine
+    messages: list[dict[str, Any]]
+    stop: tuple[str, ...]
+    started: float
+    deadline: float | None
+    call_id: str
+
+
+class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
+    """A chat model that answers with the vote of parallel, speculatively decoded branches.
+
+    Data flow of one call::
+
+        messages -> chat template -> N branch requests (seed + i) on a local vLLM engine
+                 -> each finished branch's answer (answer_extractor) -> majority vote
+                 -> AIMessage: the text of a branch with the winning answer,
+                    usage over all branches, and response_metadata["tts"]
+
+    The engine starts on first use (never in the constructor), is shared by every
+    instance with the same engine settings, and shuts down at exit. Without ``model``
+    the package's own tiny arithmetic model is used, so it runs offline::
+
+        from langchain_latts import LatencyOptimalTTSLLM
+
+        llm = LatencyOptimalTTSLLM(branches=8, seed=0)
+        msg = llm.invoke("Compute 48 + 17 - 23.")
+        msg.response_metadata["tts"]["votes"]   # e.g. {"42": 7, "43": 1}
+
+    ``usage_metadata`` counts the prompt once and the output tokens of **all** branches
+    (aborted ones included). ``response_metadata["tts"]`` holds branches launched,
+    finished and aborted, the votes, the winning answer, latency and the speculative
+    decoding acceptance. Any setting can be overridden per call
+    (``llm.invoke(q, branches=16)``) or per chain step (``llm.bind(deadline_s=2)``).
+
+    Ties in the vote go to the answer of the lowest-numbered branch (branch ``i``
+    samples with ``seed + i``), so a seeded call is deterministic.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        try:
+            super().__init__(**kwargs)
+        except ValidationError as e:
+            raise _ours(e) from e
+
+    @model_validator(mode="after")
+    def _latts_add_version(self) -> LatencyOptimalTTSLLM:
+        self._add_version("langchain-latts", __version__)
+        return self
+
+    # -- LangChain metadata ----------------------------------------------------------
+    @property
+    def _llm_type(self) -> str:
+        return "latts-vllm"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        """Every setting that changes the output (tracing and the LLM cache key)."""
+        return {
+            "model": self.model_name,
+            "draft_model": self.draft_model,
+            "speculative_method": self.resolved_speculative_method,
+            "num_speculative_tokens": self.num_speculative_tokens,
+            "branches": self.branches,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "stop": self.stop,
+            "seed": self.seed,
+            "answer_extractor": extractor_name(self.answer_extractor),
+            "early_stop": self.early_stop,
+            "deadline_s": self.deadline_s,
+            "on_deadline": self.on_deadline,
+            "max_model_len": self.max_model_len,
+            "dtype": self.dtype,
+        }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(
+            ls_provider=PROVIDER,
+            ls_model_name=kwargs.get("model") or self.model_name,
+            ls_model_type="chat",
+            ls_temperature=kwargs.get("temperature", self.temperature),
+            ls_max_tokens=kwargs.get("max_tokens", self.max_tokens),
+        )
+        if stop or self.stop:
+            params["ls_stop"] = list(stop or self.stop or [])
+        return params
+
+    # -- one call ----------------------------------------------------------------------
+    def _settings_for_call(self, stop: list[str] | None, kwargs: dict[str, Any]) -> TTSSettings:
+        unknown = sorted(k for k in kwargs if k not in CALL_OPTIONS and k not in _LANGCHAIN_KWARGS)
+        if unknown:
+            raise LattsValueError.bad(
+                "call option", unknown[0], "is not a setting of LatencyOptimalTTSLLM",
+                f"Per-call options are: {', '.join(CALL_OPTIONS)}.",
+            )
+        overrides = {k: v for k, v in kwargs.items() if k in CALL_OPTIONS}
+        if stop is not None:
+            overrides["stop"] = list(stop)
+        if not overrides:
+            return self
+        values = {name: getattr(self, name) for name in CALL_OPTIONS} | overrides
+        try:
+            return TTSSettings.model_validate(values)
+        except ValidationError as e:
+            raise _ours(e) from e
+
+    def _prepare(self, messages: Sequence[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]) -> _Call:
+        started = time.monotonic()
+        settings = self._settings_for_call(stop, kwargs)
+        chat = to_chat_messages(messages)
+        deadline = None if settings.deadline_s is None else started + settings.deadline_s
+        return _Call(
+            settings=settings,
+            engine=get_engine(settings.engine_config()),
+            messages=chat,
+            stop=tuple(settings.stop or ()),
+            started=started,
+            deadline=deadline,
+            call_id=f"latts-{uuid.uuid4().hex[:12]}",
+        )
+
+    async def _execute(self, call: _Call) -> ChatResult:
+        """The whole call, on the engine's loop: start, render, branch, vote, shape."""
+        settings, engine = call.settings, call.engine
+        await engine.ensure_started()
+        prompt = engine.render_prompt(call.messages)
+        room = engine.max_model_len - len(prompt)
+        if room < 1:
+            raise LattsValueError.bad(
+                "messages", f"{len(prompt)} prompt tokens",
+                f"must fit the model's context of {engine.max_model_len} tokens with room to answer",
+                "Shorten the conversation or raise max_model_len.",
+            )
+        requests = [
+            BranchRequest(
+                prompt_token_ids=tuple(prompt),
+                max_tokens=min(settings.max_tokens, room),
+                temperature=settings.temperature,
+                top_p=settings.top_p,
+                seed=None if settings.seed is None else settings.seed + i,
+                stop=call.stop,
+            )
+            for i in range(settings.effective_branches)
+        ]
+        run = await run_branches(
+            engine, requests, call_id=call.call_id, extractor=settings.extractor(),
+            started=call.started, deadline=call.deadline, early_stop=settings.early_stop,
+        )
+        method = settings.resolved_speculative_method
+        speculative = None
+        if method is not None:
+            speculative = {"method": method, "num_speculative_tokens": settings.num_speculative_tokens}
+        return build_chat_result(
+            run, prompt_tokens=len(prompt), model_name=settings.model_name,
+            latency_s=time.monotonic() - call.started, speculative=speculative,
+            deadline_s=settings.deadline_s,
+        )
+
+    # -- the BaseChatModel hooks: sync wraps async, one code path ------------------------
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        call = self._prepare(messages, stop, kwargs)
+        return call.engine.run_sync(self._execute(call))
+
+    async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                         run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        call = self._prepare(messages, stop, kwargs)
+        return await call.engine.run(self._execute(call))
+
+    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        yield from result_to_chunks(self._generate(messages, stop, **kwargs))
+
+    async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                       run_manager: AsyncCallbackManagerForLLMRun | None = None,
+                       **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        for chunk in result_to_chunks(await self._agenerate(messages, stop, **kwargs)):
+            yield chunk
+
+    # -- engine lifecycle ------------------------------------------------------------------
+    def warmup(self) -> None:
+        """Start the engine now (it otherwise starts on the first call, ~20 s on CPU)."""
+        engine = get_engine(self.engine_config())
+        engine.run_sync(engine.ensure_started())
+
+    async def awarmup(self) -> None:
+        """Async :meth:`warmup`."""
+        engine = get_engine(self.engine_config())
+        await engine.run(engine.ensure_started())
+
+    @property
+    def engine(self) -> Engine:
+        """The (shared) engine of this model's settings; it starts on first use."""
+        return get_engine(self.engine_config())
+
+
+def _ours(error: ValidationError) -> Exception:
+    """Our own error when pydantic wrapped one (its message says what to fix)."""
+    for detail in error.errors():
+        inner = (detail.get("ctx") or {}).get("error")
+        if isinstance(inner, LattsValueError):
+            return inner
+    return error

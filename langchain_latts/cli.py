@@ -1,0 +1,80 @@
+"""The ``latts`` command line: demo, benchmarks and the shipped models."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="langchain-latts: better answers from a local LLM within a deadline.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+bench_app = typer.Typer(help="Benchmarks (they print measured ratios; nothing is asserted).",
+                        no_args_is_help=True)
+models_app = typer.Typer(help="Train and evaluate the shipped tiny model pair.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+app.add_typer(models_app, name="models")
+
+
+@app.callback()
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at INFO level.")) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+
+
+@app.command()
+def demo(
+    questions: int = typer.Option(5, help="How many questions to answer."),
+    branches: int = typer.Option(8, help="Parallel branches per question."),
+    seed: int = typer.Option(0, help="Seed of the questions and the sampling."),
+) -> None:
+    """Answer a few questions with a `prompt | llm | parser` chain on the built-in model."""
+    from langchain_latts.demo import run_demo
+
+    run_demo(questions=questions, branches=branches, seed=seed)
+
+
+@bench_app.command("core")
+def bench_core(
+    branches: str = typer.Option("1,2,4,8,16", help="Branch counts to measure, comma-separated."),
+    repeats: int = typer.Option(7, help="Measurements per branch count (the median is reported)."),
+    max_tokens: int = typer.Option(64, help="Tokens per branch (fixed: ignore_eos)."),
+    plot: Path | None = typer.Option(Path("bench-core.png"), help="Where to save the plot (none: skip)."),
+) -> None:
+    """Latency of one call per branch count, and the wrapper's overhead over raw AsyncLLM."""
+    from langchain_latts.bench.core import run_core_bench
+
+    run_core_bench([int(b) for b in branches.split(",")], repeats=repeats, max_tokens=max_tokens, plot=plot)
+
+
+@models_app.command("train")
+def models_train(
+    out: Path | None = typer.Option(None, help="Output directory (default: the package's models/)."),
+    target_steps: int | None = typer.Option(None, help="Override the target's training steps."),
+    draft_steps: int | None = typer.Option(None, help="Override the draft's training steps."),
+) -> None:
+    """Train the tiny target and draft models (about 40 minutes on 2 CPU cores)."""
+    from langchain_latts.models import MODELS_DIR
+    from langchain_latts.models.train import train_all
+
+    train_all(out or MODELS_DIR, target_steps=target_steps, draft_steps=draft_steps)
+
+
+@models_app.command("eval")
+def models_eval(
+    models: Path | None = typer.Option(None, help="Directory with target/ and draft/ (default: shipped)."),
+    problems: int = typer.Option(500, help="Held-out problems to evaluate."),
+    samples: int = typer.Option(16, help="Samples per problem (for pass@1, maj@k, best-of-k)."),
+) -> None:
+    """Measure the model card's numbers with vLLM on the held-out split."""
+    from langchain_latts.models.evaluate import run_evaluation
+
+    run_evaluation(models_dir=models, num_problems=problems, samples=samples)
+
+
+def main() -> None:
+    """Entry point of the ``latts`` console script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

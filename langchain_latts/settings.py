@@ -1,0 +1,260 @@
+"""The user-facing settings of :class:`~langchain_latts.LatencyOptimalTTSLLM`.
+
+They are pydantic fields of the chat model and can each be overridden per call
+(``llm.invoke(msgs, branches=16)``, ``llm.bind(deadline_s=2.0)``). Validation is shared:
+the constructor and every call run the same validators, and an error names the
+parameter, the value received and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from langchain_latts.engines.base import SPECULATIVE_METHODS, EngineConfig, SpeculativeConfig
+from langchain_latts.errors import LattsValueError
+from langchain_latts.models import DEFAULT_DRAFT, DEFAULT_TARGET
+from langchain_latts.tts.answers import AnswerExtractor, ExtractorName, resolve_extractor
+
+__all__ = ["CALL_OPTIONS", "DEFAULT_MODEL_NAME", "OnDeadline", "TTSSettings"]
+
+OnDeadline = Literal["best_partial", "raise"]
+
+#: How the built-in tiny model is named in metadata and traces.
+DEFAULT_MODEL_NAME = "latts-tiny-arith"
+
+
+class TTSSettings(BaseModel):
+    """Settings shared by the chat model's constructor and its per-call overrides."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
+
+    # -- what to run -------------------------------------------------------------------
+    model: str | None = None
+    """Target model: a local directory or a Hugging Face model id. Default: None, the
+    tiny arithmetic model that ships with the package (``latts-tiny-arith``)."""
+
+    draft_model: str | None = None
+    """Draft model (``speculative_method="draft_model"``) or EAGLE head (``eagle``/``eagle3``).
+    Default: None -- no draft, unless the default target is used with
+    ``speculative_method="draft_model"``, which then takes the shipped tiny draft."""
+
+    speculative_method: Literal["draft_model", "ngram", "eagle", "eagle3"] | None = None
+    """Speculative decoding method, or None for none. Default: None, which means
+    ``"draft_model"`` when ``draft_model`` is set and no speculation otherwise."""
+
+    num_speculative_tokens: int = 4
+    """Tokens the drafter proposes per target step (vLLM's ``num_speculative_tokens``);
+    0 turns speculation off. Default: 4."""
+
+    # -- how many branches and how they sample -------------------------------------------
+    branches: int = 8
+    """Reasoning branches run in parallel for each question (one engine request each).
+    Default: 8."""
+
+    temperature: float = 0.8
+    """Sampling temperature of every branch. 0 is greedy decoding: every branch would
+    be identical, so a single branch runs whatever ``branches`` says. Default: 0.8."""
+
+    top_p: float = 1.0
+    """Nucleus sampling probability mass, in (0, 1]. Default: 1.0."""
+
+    max_tokens: int = 512
+    """Most tokens each branch may generate (clipped to the context left after the
+    prompt). Default: 512."""
+
+    stop: list[str] | None = None
+    """Stop strings for every branch; a per-call ``stop`` replaces them. Default: None."""
+
+    seed: int | None = None
+    """Base seed: branch ``i`` samples with ``seed + i``, so a call is reproducible.
+    Default: None (fresh randomness per call)."""
+
+    # -- how branches become one answer ---------------------------------------------------
+    answer_extractor: ExtractorName | AnswerExtractor = "auto"
+    """How a branch's final answer is read from its text: ``"boxed"`` (last
+    ``\\boxed{}``), ``"hash"`` (``#### x``), ``"last_number"``, ``"auto"`` (first of those
+    that matches) or a callable ``str -> str | None``. Default: ``"auto"``."""
+
+    early_stop: bool = True
+    """Stop as soon as the branches still running can no longer change the vote (they
+    are aborted; the answer is the one the full vote would give). Default: True."""
+
+    # -- deadlines ----------------------------------------------------------------------
+    deadline_s: float | None = None
+    """Wall-clock budget of one call, in seconds, counted from the call's start. At the
+    deadline the vote runs over the finished branches and the rest are aborted.
+    Default: None (no deadline)."""
+
+    on_deadline: OnDeadline = "best_partial"
+    """What happens when no branch has finished by the deadline: ``"best_partial"``
+    returns the most advanced partial branch (marked partial in metadata), ``"raise"``
+    raises :class:`~langchain_latts.DeadlineExceededError`. Default: ``"best_partial"``."""
+
+    # -- the engine ---------------------------------------------------------------------
+    max_model_len: int | None = None
+    """Context length of the engine, in tokens. Default: None (the model's)."""
+
+    max_num_seqs: int | None = None
+    """Most sequences the engine runs at once, shared by all concurrent calls; further
+    branches queue. Default: None (vLLM's default)."""
+
+    kv_cache_gib: float | None = None
+    """KV-cache memory of the engine, in GiB. Default: None (vLLM's default on GPU; on CPU
+    ``VLLM_CPU_KVCACHE_SPACE`` or 1 GiB)."""
+
+    dtype: str = "auto"
+    """Weights and activations dtype of the engine (vLLM's ``dtype``). Default: ``"auto"``."""
+
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Extra vLLM ``AsyncEngineArgs`` (e.g. ``{"tensor_parallel_size": 2}``). Default: {}."""
+
+    # -- validation ---------------------------------------------------------------------
+    @field_validator("branches")
+    @classmethod
+    def _check_branches(cls, value: int) -> int:
+        if value < 1:
+            raise LattsValueError.bad("branches", value, "must be >= 1", "Use branches=1 for a single sample.")
+        return value
+
+    @field_validator("num_speculative_tokens")
+    @classmethod
+    def _check_spec_tokens(cls, value: int) -> int:
+        if value < 0:
+            raise LattsValueError.bad(
+                "num_speculative_tokens", value, "must be >= 0", "Use 0 to turn speculation off, or 1-8."
+            )
+        return value
+
+    @field_validator("speculative_method", mode="before")
+    @classmethod
+    def _check_method(cls, value: Any) -> Any:
+        if value is not None and value not in SPECULATIVE_METHODS:
+            raise LattsValueError.bad(
+                "speculative_method", value, f"must be one of {list(SPECULATIVE_METHODS)} or None",
+                "Pick a method vLLM supports by name.",
+            )
+        return value
+
+    @field_validator("temperature")
+    @classmethod
+    def _check_temperature(cls, value: float) -> float:
+        if not math.isfinite(value) or value < 0:
+            raise LattsValueError.bad("temperature", value, "must be a finite number >= 0", "Use e.g. 0.8.")
+        return value
+
+    @field_validator("top_p")
+    @classmethod
+    def _check_top_p(cls, value: float) -> float:
+        if not 0 < value <= 1:
+            raise LattsValueError.bad("top_p", value, "must be in (0, 1]", "Use 1.0 for no nucleus cut.")
+        return value
+
+    @field_validator("max_tokens")
+    @classmethod
+    def _check_max_tokens(cls, value: int) -> int:
+        if value < 1:
+            raise LattsValueError.bad("max_tokens", value, "must be >= 1", "Use e.g. 512.")
+        return value
+
+    @field_validator("deadline_s")
+    @classmethod
+    def _check_deadline(cls, value: float | None) -> float | None:
+        if value is not None and (not math.isfinite(value) or value <= 0):
+            raise LattsValueError.bad(
+                "deadline_s", value, "must be a finite number of seconds > 0 (or None for no deadline)",
+                "Use e.g. deadline_s=2.0, or deadline_s=None.",
+            )
+        return value
+
+    @field_validator("answer_extractor", mode="before")
+    @classmethod
+    def _check_extractor(cls, value: Any) -> Any:
+        resolve_extractor(value)
+        return value
+
+    @model_validator(mode="after")
+    def _check_combination(self) -> TTSSettings:
+        for name in ("model", "draft_model"):
+            value = getattr(self, name)
+            if value is not None and _looks_local(value) and not Path(value).expanduser().exists():
+                raise LattsValueError.bad(
+                    name, value, "must be an existing model directory (or a Hugging Face model id)",
+                    "Give an existing model directory, a Hugging Face model id, or leave it unset.",
+                )
+        method = self.resolved_speculative_method
+        if method in ("eagle", "eagle3") and self.draft_model is None:
+            raise LattsValueError.bad(
+                "draft_model", None, f"must name the {method} head when speculative_method={method!r}",
+                "Set draft_model to an EAGLE head (e.g. 'yuhuili/EAGLE3-LLaMA3.1-Instruct-8B').",
+            )
+        if method == "draft_model" and self.draft_model is None and self.model is not None:
+            raise LattsValueError.bad(
+                "draft_model", None, "must be set when speculative_method='draft_model' and model is set",
+                "Give a draft model with the target's tokenizer, or use speculative_method='ngram'.",
+            )
+        return self
+
+    # -- derived values -----------------------------------------------------------------
+    @property
+    def resolved_speculative_method(self) -> str | None:
+        """The method actually used (None: no speculation)."""
+        if self.num_speculative_tokens == 0:
+            return None
+        if self.speculative_method is not None:
+            return self.speculative_method
+        return "draft_model" if self.draft_model is not None else None
+
+    @property
+    def model_path(self) -> str:
+        """The target to load (the shipped model when ``model`` is None)."""
+        return self.model if self.model is not None else str(DEFAULT_TARGET)
+
+    @property
+    def model_name(self) -> str:
+        """The target's name for metadata and traces."""
+        return self.model if self.model is not None else DEFAULT_MODEL_NAME
+
+    def engine_config(self) -> EngineConfig:
+        """The engine these settings need (equal configs share one engine)."""
+        method = self.resolved_speculative_method
+        speculative = None
+        if method is not None:
+            draft = self.draft_model
+            if method == "draft_model" and draft is None:
+                draft = str(DEFAULT_DRAFT)
+            speculative = SpeculativeConfig(
+                method=method,  # type: ignore[arg-type]
+                num_speculative_tokens=self.num_speculative_tokens,
+                model=None if method == "ngram" else draft,
+            )
+        return EngineConfig(
+            model=self.model_path,
+            speculative=speculative,
+            max_model_len=self.max_model_len,
+            max_num_seqs=self.max_num_seqs,
+            kv_cache_gib=self.kv_cache_gib,
+            dtype=self.dtype,
+            extra_json=json.dumps(self.engine_kwargs, sort_keys=True),
+        )
+
+    @property
+    def effective_branches(self) -> int:
+        """Branches actually run: one when decoding is greedy (they would be identical)."""
+        return 1 if self.temperature == 0 else self.branches
+
+    def extractor(self) -> AnswerExtractor:
+        """The answer extractor function."""
+        return resolve_extractor(self.answer_extractor)
+
+
+def _looks_local(value: str) -> bool:
+    return value.startswith(("/", ".", "~")) or Path(value).is_absolute()
+
+
+#: Settings a call may override (``invoke(..., **options)`` or ``bind(**options)``).
+CALL_OPTIONS: tuple[str, ...] = tuple(TTSSettings.model_fields)

@@ -1,0 +1,23 @@
+"""The public surface is pinned: a change here is an API change."""
+
+from __future__ import annotations
+
+import langchain_latts
+
+
+def test_all() -> None:
+    assert sorted(langchain_latts.__all__) == [
+        "DeadlineExceededError",
+        "EngineDeadError",
+        "EngineStartError",
+        "LatencyOptimalTTSLLM",
+        "LattsError",
+        "LattsValueError",
+        "__version__",
+    ]
+
+
+def test_errors_are_one_family() -> None:
+    assert issubclass(langchain_latts.LattsValueError, ValueError)
+    for name in ("DeadlineExceededError", "EngineDeadError", "EngineStartError", "LattsValueError"):
+        assert issubclass(getattr(langchain_latts, name), langchain_latts.LattsError)

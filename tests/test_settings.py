@@ -1,0 +1,101 @@
+"""Bad settings give a clear error naming the parameter, the value and the fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from langchain_latts import LatencyOptimalTTSLLM, LattsValueError
+from langchain_latts.models import DEFAULT_DRAFT, DEFAULT_TARGET
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"branches": 0}, r"branches must be >= 1, got 0\. Use branches=1"),
+        ({"num_speculative_tokens": -1}, r"num_speculative_tokens must be >= 0, got -1\. Use 0 to turn"),
+        ({"speculative_method": "medusa"}, r"speculative_method must be one of \['draft_model', 'ngram', "
+                                           r"'eagle', 'eagle3'\] or None, got 'medusa'"),
+        ({"model": "/no/such/model"}, r"model must be an existing model directory .*got '/no/such/model'\. Give"),
+        ({"draft_model": "./no-draft"}, r"draft_model must be an existing model directory .*got './no-draft'"),
+        ({"temperature": float("nan")}, r"temperature must be a finite number >= 0, got nan"),
+        ({"top_p": 0.0}, r"top_p must be in \(0, 1\], got 0\.0"),
+        ({"max_tokens": 0}, r"max_tokens must be >= 1, got 0"),
+        ({"answer_extractor": "regex"}, r"answer_extractor must be one of .*got 'regex'"),
+        ({"speculative_method": "eagle3"}, r"draft_model must name the eagle3 head .*got None"),
+        ({"model": str(DEFAULT_TARGET), "speculative_method": "draft_model"},
+         r"draft_model must be set when speculative_method='draft_model' and model is set"),
+    ],
+)
+def test_bad_constructor_arguments(kwargs: dict, message: str) -> None:
+    with pytest.raises(LattsValueError, match=message):
+        LatencyOptimalTTSLLM(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"branches": 0}, r"branches must be >= 1, got 0"),
+        ({"speculative_method": "medusa"}, r"speculative_method must be one of"),
+        ({"n": 8}, r"call option must be one of the settings|call option is not a setting of "
+                   r"LatencyOptimalTTSLLM, got 'n'\. Per-call options are: model, "),
+    ],
+)
+def test_bad_per_call_options_fail_before_any_engine_starts(kwargs: dict, message: str) -> None:
+    llm = LatencyOptimalTTSLLM()
+    with pytest.raises(LattsValueError, match=message):
+        llm.invoke("Compute 1 + 2.", **kwargs)
+
+
+def test_empty_messages_fail_before_any_engine_starts() -> None:
+    with pytest.raises(LattsValueError, match="messages must hold at least one message"):
+        LatencyOptimalTTSLLM().invoke([])
+
+
+def test_speculation_resolution() -> None:
+    assert LatencyOptimalTTSLLM().resolved_speculative_method is None
+    # The built-in target with draft_model speculation takes the shipped draft.
+    config = LatencyOptimalTTSLLM(speculative_method="draft_model").engine_config()
+    assert config.speculative is not None and config.speculative.model == str(DEFAULT_DRAFT)
+    assert config.speculative.to_vllm() == {
+        "method": "draft_model", "num_speculative_tokens": 4, "model": str(DEFAULT_DRAFT)}
+    # A draft implies the draft_model method; 0 speculative tokens turn it off.
+    assert LatencyOptimalTTSLLM(draft_model=str(DEFAULT_DRAFT)).resolved_speculative_method == "draft_model"
+    assert LatencyOptimalTTSLLM(draft_model=str(DEFAULT_DRAFT), num_speculative_tokens=0).engine_config().speculative is None
+    ngram = LatencyOptimalTTSLLM(speculative_method="ngram", num_speculative_tokens=3).engine_config().speculative
+    assert ngram is not None and ngram.to_vllm() == {
+        "method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_min": 2, "prompt_lookup_max": 5}
+
+
+def test_equal_engine_settings_share_an_engine_config() -> None:
+    a = LatencyOptimalTTSLLM(branches=2, temperature=0.5)
+    b = LatencyOptimalTTSLLM(branches=16, seed=3, engine_kwargs={})
+    # Branches and sampling are per request: both use one engine.
+    assert a.engine_config() == b.engine_config()
+    assert hash(a.engine_config()) == hash(b.engine_config())
+    assert LatencyOptimalTTSLLM(engine_kwargs={"block_size": 16}).engine_config() != a.engine_config()
+
+
+def test_identifying_params_cover_output_settings_and_ls_params() -> None:
+    llm = LatencyOptimalTTSLLM(branches=4, seed=1, stop=["\n\n"])
+    params = llm._identifying_params
+    for key in ("model", "draft_model", "speculative_method", "num_speculative_tokens", "branches",
+                "temperature", "top_p", "max_tokens", "stop", "seed", "answer_extractor", "early_stop"):
+        assert key in params
+    ls = llm._get_ls_params()
+    assert ls["ls_provider"] == "vllm" and ls["ls_model_name"] == "latts-tiny-arith"
+    assert ls["ls_stop"] == ["\n\n"] and ls["ls_temperature"] == 0.8
+    assert llm._get_ls_params(model="other")["ls_model_name"] == "other"
+
+
+def test_greedy_runs_one_branch() -> None:
+    # Greedy branches would be identical: one runs, whatever `branches` says.
+    assert LatencyOptimalTTSLLM(temperature=0, branches=8).effective_branches == 1
+    assert LatencyOptimalTTSLLM(temperature=0.7, branches=8).effective_branches == 8
+
+
+def test_constructor_starts_nothing() -> None:
+    from langchain_latts.engines import vllm_local
+
+    before = dict(vllm_local._ENGINES)
+    LatencyOptimalTTSLLM(branches=3)
+    assert vllm_local._ENGINES == before
