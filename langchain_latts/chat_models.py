@@ -24,10 +24,10 @@ from langchain_latts._messages import PROVIDER, build_chat_result, result_to_chu
 from langchain_latts._version import __version__
 from langchain_latts.engines.base import BranchRequest, Engine
 from langchain_latts.engines.vllm_local import get_engine
-from langchain_latts.errors import LattsValueError
+from langchain_latts.errors import DeadlineExceededError, LattsValueError
 from langchain_latts.settings import CALL_OPTIONS, TTSSettings
 from langchain_latts.tts.answers import extractor_name
-from langchain_latts.tts.branches import run_branches
+from langchain_latts.tts.branches import branch_seeds, run_branches
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +76,9 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
     decoding acceptance. Any setting can be overridden per call
     (``llm.invoke(q, branches=16)``) or per chain step (``llm.bind(deadline_s=2)``).
 
-    Ties in the vote go to the answer of the lowest-numbered branch (branch ``i``
-    samples with ``seed + i``), so a seeded call is deterministic.
+    Ties in the vote go to the answer of the lowest-numbered branch; branch ``i``
+    samples with a seed derived from ``(seed, prompt, i)``, so a seeded call is
+    deterministic.
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -167,7 +168,23 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
     async def _execute(self, call: _Call) -> ChatResult:
         """The whole call, on the engine's loop: start, render, branch, vote, shape."""
         settings, engine = call.settings, call.engine
-        await engine.ensure_started()
+        try:
+            stats = await engine.ensure_started(deadline=call.deadline)
+        except TimeoutError:
+            elapsed = time.monotonic() - call.started
+            raise DeadlineExceededError(
+                f"deadline_s={settings.deadline_s} passed after {elapsed:.2f} s while the engine was still "
+                "starting (a cold start takes ~20 s on CPU); it keeps starting in the background. Call "
+                "llm.warmup() before deadline-bound calls.",
+                deadline_s=settings.deadline_s or 0.0, elapsed_s=elapsed, tokens=0,
+            ) from None
+        if settings.deadline_s is not None and settings.deadline_s < stats.min_step_s:
+            raise LattsValueError.bad(
+                "deadline_s", settings.deadline_s,
+                f"must be at least this engine's fastest decode step ({stats.min_step_s:.4f} s, measured at "
+                "start-up): no branch could produce a token",
+                f"Use deadline_s >= {stats.min_step_s:.3f}, or None for no deadline.",
+            )
         prompt = engine.render_prompt(call.messages)
         room = engine.max_model_len - len(prompt)
         if room < 1:
@@ -182,15 +199,24 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
                 max_tokens=min(settings.max_tokens, room),
                 temperature=settings.temperature,
                 top_p=settings.top_p,
-                seed=None if settings.seed is None else settings.seed + i,
+                seed=seed,
                 stop=call.stop,
             )
-            for i in range(settings.effective_branches)
+            for seed in branch_seeds(settings.seed, prompt, settings.effective_branches)
         ]
         run = await run_branches(
             engine, requests, call_id=call.call_id, extractor=settings.extractor(),
             started=call.started, deadline=call.deadline, early_stop=settings.early_stop,
         )
+        if run.deadline_hit and not run.finished and settings.on_deadline == "raise":
+            elapsed = time.monotonic() - call.started
+            raise DeadlineExceededError(
+                f"no branch finished within deadline_s={settings.deadline_s} (elapsed {elapsed:.3f} s, "
+                f"{run.num_output_tokens} tokens generated over {len(run.branches)} branches, all aborted). "
+                "Raise deadline_s, lower max_tokens, or use on_deadline='best_partial' to get the most "
+                "advanced partial answer.",
+                deadline_s=settings.deadline_s or 0.0, elapsed_s=elapsed, tokens=run.num_output_tokens,
+            )
         method = settings.resolved_speculative_method
         speculative = None
         if method is not None:

@@ -71,8 +71,9 @@ class TTSSettings(BaseModel):
     """Stop strings for every branch; a per-call ``stop`` replaces them. Default: None."""
 
     seed: int | None = None
-    """Base seed: branch ``i`` samples with ``seed + i``, so a call is reproducible.
-    Default: None (fresh randomness per call)."""
+    """Base seed: branch ``i`` samples with a seed derived from ``(seed, prompt, i)``, so a
+    call is reproducible and concurrent calls never share seeds. Default: None (fresh
+    randomness per call)."""
 
     # -- how branches become one answer ---------------------------------------------------
     answer_extractor: ExtractorName | AnswerExtractor = "auto"

@@ -74,3 +74,16 @@ async def test_cancelling_the_call_aborts_every_branch() -> None:
         await task
     assert sorted(engine.aborted) == ["c-0", "c-1", "c-2", "c-3"]
     assert engine.num_unfinished_requests() == 0
+
+
+def test_branch_seeds_are_reproducible_and_never_shared_across_prompts() -> None:
+    from langchain_latts.tts.branches import branch_seeds
+
+    a = branch_seeds(0, [1, 2, 3], 8)
+    assert a == branch_seeds(0, [1, 2, 3], 8)  # same call, same seeds
+    assert len(set(a)) == 8  # distinct branches
+    b = branch_seeds(0, [1, 2, 4], 8)  # another question, same user seed
+    assert not set(a) & set(b)
+    assert branch_seeds(1, [1, 2, 3], 8) != a
+    assert branch_seeds(None, [1, 2, 3], 3) == [None, None, None]
+    assert all(0 <= s < 2**62 for s in a)

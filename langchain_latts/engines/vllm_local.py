@@ -42,6 +42,8 @@ T = TypeVar("T")
 #: KV-cache size used on CPU when neither ``kv_cache_gib`` nor VLLM_CPU_KVCACHE_SPACE is set
 #: (vLLM's default takes 92% of RAM on CPU and fails on a shared machine).
 CPU_DEFAULT_KV_CACHE_GIB = 1.0
+#: Start-up attempts before a crash at start-up is reported.
+START_ATTEMPTS = 3
 #: How long a shutdown waits for the engine processes to exit, in seconds.
 SHUTDOWN_TIMEOUT_S = 5.0
 #: vLLM's CPU attention kernels support these head sizes only.
@@ -125,7 +127,7 @@ class VLLMEngine(Engine):
         self._tokenizer: Any = None
         self._max_model_len = 0
         self._stats = EngineStats()
-        self._start_lock: asyncio.Lock | None = None
+        self._start_task: asyncio.Task[EngineStats] | None = None
         self._generation = 0
 
     # -- running coroutines on the engine's loop -------------------------------------
@@ -154,29 +156,39 @@ class VLLMEngine(Engine):
         return self._max_model_len
 
     async def ensure_started(self, deadline: float | None = None) -> EngineStats:
-        """Start (or, after a crash, restart) the engine; bounded by ``deadline`` (monotonic s)."""
+        """Start (or, after a crash, restart) the engine; wait for it at most until ``deadline``.
+
+        ``deadline`` is a ``time.monotonic()`` value. The start runs as one shared task
+        that callers only wait for: a caller whose deadline passes gets
+        :class:`TimeoutError` while the engine keeps starting for the next call.
+        """
         if self.started:
             return self._stats
-        if self._start_lock is None:
-            self._start_lock = asyncio.Lock()
-        async with self._start_lock:
-            if self.started:
-                return self._stats
-            if self._llm is not None:
-                logger.warning("vLLM engine for %s died; restarting it", self.config.model)
-                await self._close()
-            stop = stop_after_attempt(3)
-            if deadline is not None:
-                stop = stop | stop_after_delay(max(0.0, deadline - time.monotonic()))
-            async for attempt in AsyncRetrying(
-                stop=stop,
-                wait=wait_exponential(multiplier=0.5, max=5),
-                retry=retry_if_exception_type(EngineStartError),
-                reraise=True,
-            ):
-                with attempt:
-                    await asyncio.to_thread(self._build)
-            await self._measure()
+        if self._start_task is None or self._start_task.done():
+            self._start_task = asyncio.get_running_loop().create_task(self._start(deadline))
+        task = self._start_task
+        if deadline is None:
+            return await asyncio.shield(task)
+        return await asyncio.wait_for(asyncio.shield(task), timeout=max(0.0, deadline - time.monotonic()))
+
+    async def _start(self, deadline: float | None) -> EngineStats:
+        if self._llm is not None:
+            logger.warning("vLLM engine for %s died; restarting it", self.config.model)
+            await self._close()
+        # Retry crashed start-ups (not bad settings), within the deadline of the call that
+        # triggered the start when it has one.
+        stop = stop_after_attempt(START_ATTEMPTS)
+        if deadline is not None:
+            stop = stop | stop_after_delay(max(0.0, deadline - time.monotonic()))
+        async for attempt in AsyncRetrying(
+            stop=stop,
+            wait=wait_exponential(multiplier=0.5, max=5),
+            retry=retry_if_exception_type(EngineStartError),
+            reraise=True,
+        ):
+            with attempt:
+                await asyncio.to_thread(self._build)
+        await self._measure()
         return self._stats
 
     def _build(self) -> None:
@@ -208,7 +220,8 @@ class VLLMEngine(Engine):
         self._llm = llm
         self._max_model_len = int(llm.model_config.max_model_len)
         self._generation += 1
-        self._stats = EngineStats(start_s=time.perf_counter() - started)
+        self._stats = EngineStats(start_s=time.perf_counter() - started,
+                                  max_num_seqs=int(llm.vllm_config.scheduler_config.max_num_seqs))
 
     async def _measure(self) -> None:
         """Warm up with one short request and record the fastest decode step."""
@@ -245,7 +258,7 @@ class VLLMEngine(Engine):
             except RuntimeError:
                 logger.debug("could not close the engine on its loop", exc_info=True)
         self._loop.stop()
-        self._start_lock = None
+        self._start_task = None
 
     # -- requests --------------------------------------------------------------------
     def render_prompt(self, messages: Sequence[dict[str, Any]]) -> list[int]:
@@ -254,6 +267,11 @@ class VLLMEngine(Engine):
 
     def num_unfinished_requests(self) -> int:
         return 0 if self._llm is None else int(self._llm.get_num_unfinished_requests())
+
+    def engine_core_pids(self) -> list[int]:
+        """Process ids of the engine-core processes (for monitoring; empty when not started)."""
+        manager = getattr(getattr(getattr(self._llm, "engine_core", None), "resources", None), "engine_manager", None)
+        return [p.pid for p in getattr(manager, "processes", []) if p.pid is not None]
 
     async def abort(self, request_ids: Sequence[str]) -> None:
         if request_ids and self.started:

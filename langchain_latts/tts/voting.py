@@ -1,8 +1,8 @@
 """Majority vote over branch answers, with a deterministic tie-break and an early-stop rule.
 
 Tie-break rule: among answers with the most votes, the one given by the branch with the
-lowest index wins (branch ``i`` samples with ``seed + i``, so the rule depends only on
-what the branches wrote, never on which finished first). Branches without an answer
+lowest index wins (branch ``i`` samples with a seed derived from ``(seed, prompt, i)``,
+so the rule depends only on what the branches wrote, never on which finished first). Branches without an answer
 (``None``) do not vote.
 """
 
