@@ -37,13 +37,29 @@ def demo(
 def bench_core(
     branches: str = typer.Option("1,2,4,8,16", help="Branch counts to measure, comma-separated."),
     repeats: int = typer.Option(7, help="Measurements per branch count (the median is reported)."),
-    max_tokens: int = typer.Option(64, help="Tokens per branch (fixed: ignore_eos)."),
-    plot: Path | None = typer.Option(Path("bench-core.png"), help="Where to save the plot (none: skip)."),
+    max_tokens: int = typer.Option(160, help="Most tokens per branch."),
+    plot: str = typer.Option("bench-core.png", help="Where to save the plot ('' to skip)."),
 ) -> None:
     """Latency of one call per branch count, and the wrapper's overhead over raw AsyncLLM."""
     from langchain_latts.bench.core import run_core_bench
 
-    run_core_bench([int(b) for b in branches.split(",")], repeats=repeats, max_tokens=max_tokens, plot=plot)
+    run_core_bench([int(b) for b in branches.split(",")], repeats=repeats, max_tokens=max_tokens,
+                   plot=Path(plot) if plot else None)
+
+
+@bench_app.command("deadlines")
+def bench_deadlines(
+    calls: int = typer.Option(200, help="Calls to make."),
+    deadlines: str = typer.Option("0.2,0.5,1,2", help="Deadlines in seconds, cycled over the calls."),
+    concurrency: int = typer.Option(4, help="Calls in flight at once (they share one engine)."),
+    branches: int = typer.Option(8, help="Branches per call."),
+    plot: str = typer.Option("bench-deadlines.png", help="Where to save the plot ('' to skip)."),
+) -> None:
+    """Share of calls on time (deadline + 100 ms), overshoot percentiles, leaked requests."""
+    from langchain_latts.bench.deadlines import run_deadline_bench
+
+    run_deadline_bench(calls=calls, deadlines=[float(d) for d in deadlines.split(",")], concurrency=concurrency,
+                       branches=branches, plot=Path(plot) if plot else None)
 
 
 @models_app.command("train")

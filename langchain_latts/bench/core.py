@@ -21,6 +21,7 @@ from rich.table import Table
 
 from langchain_latts.chat_models import LatencyOptimalTTSLLM
 from langchain_latts.engines.vllm_local import VLLMEngine
+from langchain_latts.tts.branches import branch_seeds
 
 __all__ = ["run_core_bench"]
 
@@ -35,9 +36,11 @@ async def _raw_branches(engine: VLLMEngine, prompt: list[int], n: int, *, max_to
 
     llm: Any = engine._llm  # noqa: SLF001 - the benchmark compares against the raw engine
 
+    seeds = branch_seeds(seed, prompt, n)  # the same seeds the chat model uses
+
     async def one(i: int) -> int:
         params = SamplingParams(n=1, temperature=temperature, top_p=1.0, max_tokens=max_tokens,
-                                seed=seed + i, output_kind=RequestOutputKind.DELTA)
+                                seed=seeds[i], output_kind=RequestOutputKind.DELTA)
         tokens = 0
         async for out in llm.generate({"prompt_token_ids": prompt}, params, f"raw-{time.monotonic_ns()}-{i}"):
             tokens += len(out.outputs[0].token_ids)

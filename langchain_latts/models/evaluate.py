@@ -91,7 +91,10 @@ def _make_llm(target: Path, draft: Path | None) -> Any:
 def _sample(llm: Any, problems: Sequence[Problem], samples: int) -> tuple[list[list[str]], dict[str, int]]:
     from vllm import SamplingParams
 
-    params = SamplingParams(n=samples, temperature=DEFAULT_TEMPERATURE, max_tokens=160, seed=0)
+    # One seed per problem (its samples get seed + k): concurrent requests for different
+    # prompts must not share seeds (see tts.branches.branch_seeds).
+    params = [SamplingParams(n=samples, temperature=DEFAULT_TEMPERATURE, max_tokens=160, seed=1000 * j)
+              for j in range(len(problems))]
     outputs = llm.generate(_prompts(llm, problems), params, use_tqdm=False)
     spec = {"drafts": 0, "draft_tokens": 0, "accepted": 0}
     texts = []
@@ -224,7 +227,7 @@ They are a test bed for test-time scaling, not useful models of language.
 - **draft** (`draft/`): {arch("draft")}.
 - **tokenizer**: one token per printable ASCII character and newline, plus chat
   special tokens (`<|user|>`, `<|assistant|>`, `<|end|>`, ...), built with `tokenizers`;
-  the chat template is in `tokenizer_config.json`.
+  the chat template is in `chat_template.jinja`.
 
 ## Training data, and why the models make mistakes
 Problems like `Compute 48 + 17 - 23 + 5.` with solutions written one step per line
