@@ -43,7 +43,7 @@ def solve(llm: LatencyOptimalTTSLLM, parts: list[str], budget_s: float) -> None:
     started = time.monotonic()
     for part in parts:
         deadline = budget_s
-        for attempt in (1, 2):
+        for _attempt in (1, 2):
             result = reasoning_step(llm, deadline).invoke(part)
             status = "partial" if result["partial"] else f"{result['finished']} branches finished"
             print(f"  {part:<42} deadline {deadline:.2f} s -> {result['answer']!s:>5} "

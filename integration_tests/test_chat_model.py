@@ -85,7 +85,8 @@ def test_batch_each_call_votes_over_its_own_branches(llm: LatencyOptimalTTSLLM) 
 
 
 def test_chain_with_prompt_and_parser(llm: LatencyOptimalTTSLLM) -> None:
-    chain = ChatPromptTemplate.from_messages([("system", "You add."), ("human", "Compute {x}.")]) | llm | VotedAnswerParser()
+    # The tiny model was trained on user turns only: no system message here.
+    chain = ChatPromptTemplate.from_messages([("human", "Compute {x}.")]) | llm | VotedAnswerParser()
     result = chain.invoke({"x": "3 + 4 - 2"})
     assert result.answer == "5" and result.votes["5"] >= 1 and result.latency_s > 0
 

@@ -5,7 +5,7 @@ Both sides run the same branches on the same engine with the same sampling and s
 ``AsyncLLM`` and times them on the engine's loop; *latts* times ``llm.invoke`` from the
 caller's thread, so it includes everything the package adds (the hop to the engine
 thread, chat template, answer extraction, vote, message and LangChain callbacks).
-Measurements alternate raw/latts; medians are reported.
+Each round runs both sides, alternating which goes first; medians are reported.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ async def _raw_branches(engine: VLLMEngine, prompt: list[int], n: int, *, max_to
 def run_core_bench(branch_counts: list[int], *, repeats: int, max_tokens: int, plot: Path | None,
                    console: Console | None = None) -> dict[int, dict[str, float]]:
     """Measure and print the table (and save a plot); returns the medians per branch count."""
-    console = console or Console()
+    console = console or Console(width=None if Console().is_terminal else 140)
     llm = LatencyOptimalTTSLLM(branches=1, seed=0, max_tokens=max_tokens, early_stop=False)
     with console.status("starting the vLLM engine..."):
         llm.warmup()
@@ -67,15 +67,19 @@ def run_core_bench(branch_counts: list[int], *, repeats: int, max_tokens: int, p
         latts_times: list[float] = []
         tokens_raw = tokens_latts = 0
         for r in range(repeats + 1):  # the first round warms up and is not kept
-            raw_s, tokens_raw = engine.run_sync(
-                _raw_branches(engine, prompt, n, max_tokens=max_tokens, temperature=llm.temperature, seed=0))
-            started = time.perf_counter()
-            message = llm.invoke(QUESTION, branches=n)
-            latts_s = time.perf_counter() - started
-            tokens_latts = message.usage_metadata["output_tokens"] if message.usage_metadata else 0
-            if r:
-                raw_times.append(raw_s)
-                latts_times.append(latts_s)
+            # Alternate which side goes first, so neither always runs on a warmer engine.
+            for side in (("raw", "latts") if r % 2 else ("latts", "raw")):
+                if side == "raw":
+                    raw_s, tokens_raw = engine.run_sync(
+                        _raw_branches(engine, prompt, n, max_tokens=max_tokens, temperature=llm.temperature, seed=0))
+                    if r:
+                        raw_times.append(raw_s)
+                else:
+                    started = time.perf_counter()
+                    message = llm.invoke(QUESTION, branches=n)
+                    if r:
+                        latts_times.append(time.perf_counter() - started)
+                    tokens_latts = message.usage_metadata["output_tokens"] if message.usage_metadata else 0
         raw_med, latts_med = statistics.median(raw_times), statistics.median(latts_times)
         results[n] = {"raw_s": raw_med, "latts_s": latts_med, "overhead": latts_med / raw_med - 1,
                       "tokens_raw": tokens_raw, "tokens_latts": tokens_latts}

@@ -52,7 +52,7 @@ async def _measure(llm: LatencyOptimalTTSLLM, questions: list[str], deadlines: l
 def run_deadline_bench(*, calls: int, deadlines: list[float], concurrency: int, branches: int,
                        plot: Path | None, console: Console | None = None) -> dict[str, Any]:
     """Run the benchmark, print the table (and save a plot); returns the summary."""
-    console = console or Console()
+    console = console or Console(width=None if Console().is_terminal else 140)
     llm = LatencyOptimalTTSLLM(branches=branches, early_stop=True)
     with console.status("starting the vLLM engine..."):
         llm.warmup()

@@ -22,7 +22,14 @@ from collections.abc import AsyncIterator, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+)
+from tenacity.stop import stop_base
 
 from langchain_latts.engines._loop import LoopThread
 from langchain_latts.engines.base import (
@@ -177,7 +184,7 @@ class VLLMEngine(Engine):
             await self._close()
         # Retry crashed start-ups (not bad settings), within the deadline of the call that
         # triggered the start when it has one.
-        stop = stop_after_attempt(START_ATTEMPTS)
+        stop: stop_base = stop_after_attempt(START_ATTEMPTS)
         if deadline is not None:
             stop = stop | stop_after_delay(max(0.0, deadline - time.monotonic()))
         async for attempt in AsyncRetrying(
@@ -194,9 +201,9 @@ class VLLMEngine(Engine):
     def _build(self) -> None:
         started = time.perf_counter()
         vllm = _import_vllm()
+        from transformers import AutoTokenizer
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
-        from transformers import AutoTokenizer
 
         cpu = is_cpu_platform()
         check_model_dir(self.config.model, parameter="model", cpu=cpu)
@@ -218,10 +225,14 @@ class VLLMEngine(Engine):
             ) from e
         self._tokenizer = AutoTokenizer.from_pretrained(self.config.model)
         self._llm = llm
+        _register_shutdown_at_exit()
         self._max_model_len = int(llm.model_config.max_model_len)
         self._generation += 1
         self._stats = EngineStats(start_s=time.perf_counter() - started,
                                   max_num_seqs=int(llm.vllm_config.scheduler_config.max_num_seqs))
+        # vLLM keeps this frame alive after start-up; holding no reference to the engine
+        # here lets a shut-down engine be collected before interpreter teardown.
+        del llm
 
     async def _measure(self) -> None:
         """Warm up with one short request and record the fastest decode step."""
@@ -333,6 +344,18 @@ def _spec_stats(metrics: Any) -> SpecDecodeStats | None:
 
 _ENGINES: dict[EngineConfig, VLLMEngine] = {}
 _ENGINES_LOCK = threading.Lock()
+_AT_EXIT_REGISTERED = False
+
+
+def _register_shutdown_at_exit() -> None:
+    # atexit runs handlers last-in first-out: registering after vLLM (and with it
+    # multiprocessing, which terminates child processes at exit) has been imported makes
+    # our orderly shutdown run first, before the engine processes are killed under it.
+    global _AT_EXIT_REGISTERED
+    with _ENGINES_LOCK:
+        if not _AT_EXIT_REGISTERED:
+            atexit.register(shutdown_all)
+            _AT_EXIT_REGISTERED = True
 
 
 def get_engine(config: EngineConfig) -> VLLMEngine:
@@ -344,9 +367,8 @@ def get_engine(config: EngineConfig) -> VLLMEngine:
         return engine
 
 
-@atexit.register
 def shutdown_all() -> None:
-    """Shut down every engine of this process (runs at interpreter exit)."""
+    """Shut down every engine of this process (registered to run at interpreter exit)."""
     with _ENGINES_LOCK:
         engines = list(_ENGINES.values())
         _ENGINES.clear()

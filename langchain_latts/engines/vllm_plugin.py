@@ -117,5 +117,6 @@ def register() -> None:
         except ImportError:
             return
         if not getattr(GPUModelRunner._bookkeeping_sync, "_latts_patched", False):
-            GPUModelRunner._bookkeeping_sync = skip_cpu_generator_rewind(GPUModelRunner._bookkeeping_sync)
+            setattr(GPUModelRunner, "_bookkeeping_sync",  # noqa: B010 - patching a method
+                    skip_cpu_generator_rewind(GPUModelRunner._bookkeeping_sync))
             logger.debug("langchain-latts: seeded chunked prefill on CPU no longer rewinds generators")

@@ -12,7 +12,6 @@ Results go to ``eval_results.json`` and ``MODEL_CARD.md`` next to the models.
 from __future__ import annotations
 
 import json
-import math
 import statistics
 import time
 from collections import defaultdict

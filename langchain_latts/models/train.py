@@ -68,12 +68,12 @@ def llama_config(spec: ModelSpec, tokenizer: PreTrainedTokenizerFast) -> LlamaCo
         num_key_value_heads=spec.heads,
         head_dim=spec.hidden_size // spec.heads,
         max_position_embeddings=1024,
-        rope_theta=10000.0,
+        rope_parameters={"rope_theta": 10000.0, "rope_type": "default"},
         tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        torch_dtype="float32",
+        dtype="float32",
     )
 
 
