@@ -58,6 +58,6 @@ def solve(llm: LatencyOptimalTTSLLM, parts: list[str], budget_s: float) -> None:
 if __name__ == "__main__":  # vLLM starts its engine in a spawned process: keep this guard
     model = LatencyOptimalTTSLLM(branches=8, seed=0)
     model.warmup()  # pay the engine start before any deadline-bound step
-    parts = ["Compute 48 + 17 - 23 + 5.", "Compute 91 + 78 - 64 + 85 - 33.", "Compute 12 + 7 - 5."]
-    print("budget 0.3 s per reasoning step:")
-    solve(model, parts, budget_s=0.3)
+    parts = ["Compute 48 + 17 - 23 + 15.", "Compute 91 + 78 - 64 + 85 - 33.", "Compute 12 + 17 - 15."]
+    print("budget 0.5 s per reasoning step:")
+    solve(model, parts, budget_s=0.5)

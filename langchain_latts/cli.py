@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import typer
@@ -18,6 +19,8 @@ app.add_typer(models_app, name="models")
 
 @app.callback()
 def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at INFO level.")) -> None:
+    # The command line keeps vLLM quiet unless asked (a user's own setting wins).
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else "ERROR")
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
 
 
@@ -45,6 +48,19 @@ def bench_core(
 
     run_core_bench([int(b) for b in branches.split(",")], repeats=repeats, max_tokens=max_tokens,
                    plot=Path(plot) if plot else None)
+
+
+@bench_app.command("speculation")
+def bench_speculation(
+    branches: str = typer.Option("1,2,4,8,16", help="Branch counts to measure, comma-separated."),
+    questions: int = typer.Option(12, help="Questions per branch count (the median is reported)."),
+    num_speculative_tokens: int = typer.Option(4, help="Draft tokens per target step."),
+) -> None:
+    """One call's latency with and without speculative decoding, per branch count."""
+    from langchain_latts.bench.speculation import run_speculation_bench
+
+    run_speculation_bench([int(b) for b in branches.split(",")], questions=questions,
+                          num_speculative_tokens=num_speculative_tokens)
 
 
 @bench_app.command("deadlines")

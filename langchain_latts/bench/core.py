@@ -25,7 +25,7 @@ from langchain_latts.tts.branches import branch_seeds
 
 __all__ = ["run_core_bench"]
 
-QUESTION = "Compute 48 + 17 - 23 + 5 - 30 + 12."
+QUESTION = "Compute 48 + 17 - 23 + 15 - 30 + 12."
 
 
 async def _raw_branches(engine: VLLMEngine, prompt: list[int], n: int, *, max_tokens: int,

@@ -231,7 +231,10 @@ They are a test bed for test-time scaling, not useful models of language.
 ## Training data, and why the models make mistakes
 Problems like `Compute 48 + 17 - 23 + 5.` with solutions written one step per line
 (`48 + 17 = 65`) and a final `#### 47`. Five difficulty levels: 2 steps with 1-digit
-operands, then 2, 3, 4 and 5 steps with 2-digit operands. Training solutions carry a
+operands, then 2, 3, 4 and 5 steps with 2-digit operands. That is the models' whole
+world: a question outside it (one step, operands of mixed digit counts such as
+`48 + 5`, three-digit numbers, words) is out of distribution and answered poorly.
+Training solutions carry a
 deliberate **slip rate of {SLIP_RATE:.0%} per step**: a slipped step writes a result off by a
 small carry/borrow error (±1, ±2, ±10) and the solution continues from it. The models
 therefore learn a calibrated, step-wise error process: a sampled solution fails mostly
