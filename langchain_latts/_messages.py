@@ -49,7 +49,7 @@ def to_chat_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
     return [{"role": m["role"], "content": m.get("content") or ""} for m in shaped]  # type: ignore[index,union-attr]
 
 
-def _tts_metadata(run: BranchRun, *, latency_s: float, speculative: dict[str, Any] | None,
+def _tts_metadata(run: BranchRun, *, selected: int, latency_s: float, speculative: dict[str, Any] | None,
                   deadline_s: float | None, partial: bool) -> dict[str, Any]:
     branches = run.branches
     spec = run.spec
@@ -69,7 +69,7 @@ def _tts_metadata(run: BranchRun, *, latency_s: float, speculative: dict[str, An
         "branches_aborted": sum(1 for b in branches if not b.finished),
         "votes": dict(run.vote.counts),
         "answer": run.vote.answer,
-        "selected_branch": None,  # filled by build_chat_result
+        "selected_branch": selected,
         "partial": partial,
         "stopped_early": run.stopped_early,
         "deadline_s": deadline_s,
@@ -108,8 +108,8 @@ def build_chat_result(run: BranchRun, *, prompt_tokens: int, model_name: str, la
     """
     index, partial = select_branch(run)
     branch = run.branches[index]
-    tts = _tts_metadata(run, latency_s=latency_s, speculative=speculative, deadline_s=deadline_s, partial=partial)
-    tts["selected_branch"] = index
+    tts = _tts_metadata(run, selected=index, latency_s=latency_s, speculative=speculative, deadline_s=deadline_s,
+                        partial=partial)
     finish_reason = "deadline" if partial else branch.finish_reason
     output_tokens = run.num_output_tokens
     usage = UsageMetadata(input_tokens=prompt_tokens, output_tokens=output_tokens,

@@ -51,9 +51,6 @@ class ScriptedEngine(Engine):
     def num_unfinished_requests(self) -> int:
         return len(self.running)
 
-    def submit(self, coro: Coroutine[Any, Any, T]) -> Any:
-        raise NotImplementedError
-
     async def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return await coro
 

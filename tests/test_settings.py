@@ -99,3 +99,18 @@ def test_constructor_starts_nothing() -> None:
     before = dict(vllm_local._ENGINES)
     LatencyOptimalTTSLLM(branches=3)
     assert vllm_local._ENGINES == before
+
+
+@pytest.mark.parametrize("value", [0, -1.0, float("nan"), float("inf")])
+def test_bad_deadlines(value: float) -> None:
+    pattern = r"deadline_s must be a finite number of seconds > 0 \(or None for no deadline\), got .*\. Use e\.g\."
+    with pytest.raises(LattsValueError, match=pattern):
+        LatencyOptimalTTSLLM(deadline_s=value)
+    with pytest.raises(LattsValueError, match=pattern):  # per call too, before any engine starts
+        LatencyOptimalTTSLLM().invoke("Compute 1 + 2 + 3.", deadline_s=value)
+
+
+def test_on_deadline_choices() -> None:
+    assert LatencyOptimalTTSLLM(on_deadline="raise").on_deadline == "raise"
+    with pytest.raises(ValueError, match="on_deadline"):
+        LatencyOptimalTTSLLM(on_deadline="ignore")

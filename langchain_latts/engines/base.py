@@ -157,10 +157,6 @@ class Engine(abc.ABC):
         """Requests the engine still holds (0 when idle: nothing leaked)."""
 
     @abc.abstractmethod
-    def submit(self, coro: Coroutine[Any, Any, T]) -> Any:
-        """Schedule ``coro`` on the engine's loop; returns a ``concurrent.futures.Future``."""
-
-    @abc.abstractmethod
     async def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Await ``coro`` on the engine's loop from any loop; cancelling cancels it there."""
 

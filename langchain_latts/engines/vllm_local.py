@@ -138,9 +138,6 @@ class VLLMEngine(Engine):
         self._generation = 0
 
     # -- running coroutines on the engine's loop -------------------------------------
-    def submit(self, coro: Coroutine[Any, Any, T]) -> Any:
-        return self._loop.submit(coro)[0]
-
     async def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return await self._loop.run(coro)
 
