@@ -15,9 +15,21 @@ from typing import Any
 import pytest
 
 from langchain_latts import LatencyOptimalTTSLLM
+from langchain_latts.engines.vllm_local import shutdown_all
 
 #: Settings of the shared default-model engine used by most tests.
 BASE: dict[str, Any] = {"seed": 0, "max_tokens": 160}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_engines_at_session_end() -> Iterator[None]:
+    """Shut every engine down while pytest still captures output.
+
+    The package's own atexit handler would do it too, but after pytest has closed its
+    capture streams, so vLLM's shutdown log lines would end in "Logging error" tracebacks.
+    """
+    yield
+    shutdown_all()
 
 
 @pytest.fixture(scope="session")
