@@ -26,7 +26,7 @@ demo: setup
 	$(BIN)/latts demo
 
 unit: setup
-	$(BIN)/python -m pytest tests --disable-socket --allow-unix-socket -q
+	$(BIN)/python -m pytest tests --disable-socket --allow-unix-socket -q -rxXs
 
 integration: setup
 	$(BIN)/python -m pytest integration_tests -q -rxXs
