@@ -8,7 +8,9 @@ import pytest
 
 from langchain_latts.tasks.arithmetic import (
     LEVELS,
+    MAX_OPERAND,
     Problem,
+    calculator,
     final_answer,
     generate_problem,
     generate_problems,
@@ -32,27 +34,40 @@ def test_generator_is_seeded_and_levels_set_shape() -> None:
     first = generate_problems(50, seed=7)
     assert first == generate_problems(50, seed=7)
     assert first != generate_problems(50, seed=8)
-    assert len({p.question for p in first}) == 50  # distinct
+    assert len({p.expression for p in first}) == 50  # distinct
     for p in first:
-        spec = LEVELS[p.level]
-        assert len(p.terms) == spec.steps
-        assert all(0 < b < 10**spec.digits for _, b in p.terms)
+        assert len(p.terms) == p.level  # level k = k operations = k + 1 numbers
+        assert all(0 <= b < MAX_OPERAND for _, b in [("+", p.first), *p.terms])
 
 
-def test_generator_never_goes_negative() -> None:
-    rng = random.Random(0)
-    for _ in range(500):
-        p = generate_problem(rng, 5)
-        value = p.first
-        for op, b in p.terms:
-            value = value + b if op == "+" else value - b
-            assert value >= 0
+def test_operands_mix_digit_counts_and_questions_mix_phrasings() -> None:
+    problems = generate_problems(600, seed=3)
+    digits = {len(str(b)) for p in problems for _, b in p.terms}
+    assert digits == {1, 2, 3}  # any digit mix, up to 999
+    assert {len(p.terms) for p in problems} == set(LEVELS)  # 2 to 6 numbers
+    questions = [p.question for p in problems]
+    assert any(q.startswith("What is ") for q in questions) and any(q.endswith("=") for q in questions)
+    assert any(q[0].isdigit() and q[-1].isdigit() for q in questions)  # bare expressions
+    assert any("+" in q and " + " not in q for q in questions)  # unspaced operators
+    # Most chains stay non-negative (subtraction below zero is allowed but rarer).
+    assert 0.6 < sum(p.answer >= 0 for p in problems) / len(problems) < 1.0
 
 
-def test_generator_excludes_held_out_questions() -> None:
-    held_out = {p.question for p in generate_problems(30, seed=1, levels=[1])}
+def test_every_phrasing_parses_back_to_its_problem() -> None:
+    for p in generate_problems(300, seed=11):
+        parsed = parse_problem(p.question)
+        assert (parsed.first, parsed.terms) == (p.first, p.terms), p.question
+
+
+def test_generator_excludes_held_out_expressions() -> None:
+    held_out = {p.expression for p in generate_problems(30, seed=1, levels=[1])}
     fresh = generate_problems(200, seed=1, levels=[1], exclude=held_out)
-    assert not held_out & {p.question for p in fresh}
+    assert not held_out & {p.expression for p in fresh}
+
+
+def test_canonical_question_without_phrasing() -> None:
+    p = generate_problem(random.Random(0), 3, phrased=False)
+    assert p.question == f"Compute {p.expression}."
 
 
 def test_unknown_level_is_a_clear_error() -> None:
@@ -113,10 +128,35 @@ def test_step_scores_of_malformed_candidates(candidate: str, expected: list[floa
     assert step_scores(PROBLEM, candidate) == expected
 
 
-def test_parse_problem_round_trips() -> None:
-    for p in generate_problems(100, seed=5):
-        parsed = parse_problem(p.question)
-        assert (parsed.first, parsed.terms) == (p.first, p.terms)
+@pytest.mark.parametrize(
+    ("text", "first", "terms"),
+    [
+        ("Compute 12 + 35 - 7.", 12, (("+", 35), ("-", 7))),
+        ("What is 512+37-908?", 512, (("+", 37), ("-", 908))),
+        ("48+17-23=", 48, (("+", 17), ("-", 23))),
+        ("9 -4", 9, (("-", 4),)),
+    ],
+)
+def test_parse_problem_reads_each_phrasing(text: str, first: int, terms: tuple) -> None:
+    parsed = parse_problem(text)
+    assert (parsed.first, parsed.terms) == (first, terms)
+
+
+def test_calculator_parses_and_never_evaluates_code() -> None:
+    assert calculator("12 + 35 - 7") == "40"  # 12 + 35 = 47, 47 - 7 = 40
+    assert calculator(" 7 ") == "7"
+    assert calculator("3-10") == "-7"
+    for bad in ("__import__('os')", "2 * 3", "1 + ", ""):
+        with pytest.raises(ValueError, match="expression must be integers joined by"):
+            calculator(bad)
+
+
+def test_json_answer_lines_are_answers() -> None:
+    assert final_answer('48 + 17 = 65\n{"answer": 65}') == 65
+    assert final_answer('{"total": -3}') == -3
+    assert grade(Problem(first=48, terms=(("+", 17),)), '48 + 17 = 65\n{"result": 65}')
+    assert step_scores(Problem(first=48, terms=(("+", 17),)), '48 + 17 = 65\n{"answer": 65}') == [1.0, 1.0]
+    assert PROBLEM.solution(json_key="x").endswith('{"x": 47}')
 
 
 def test_parse_problem_rejects_other_text() -> None:

@@ -20,13 +20,27 @@ ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|tool|>")
 SPECIAL_TOKENS: tuple[str, ...] = (PAD, BOS, EOS, UNK, *ROLE_TOKENS)
 
 #: Every role opens with its own token; each message ends with ``<|end|>`` (the EOS).
+#: Offered tools come first as ``<|system|>Tools: name(param, ...)<|end|>``; an assistant
+#: tool call is ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` (the format of
+#: :mod:`langchain_latts.tasks.formats`); a tool result is a ``<|tool|>`` message.
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
+    "{% if tools %}<|system|>Tools: "
+    "{% for tool in tools %}{% set f = tool.function if tool.function is defined else tool %}"
+    "{{ f.name }}({% if f.parameters is defined and f.parameters.properties is defined %}"
+    "{{ f.parameters.properties | list | join(', ') }}{% endif %})"
+    "{% if not loop.last %}, {% endif %}{% endfor %}<|end|>{% endif %}"
     "{% for message in messages %}"
     "{% if message['role'] not in ['system', 'user', 'assistant', 'tool'] %}"
     "{{ raise_exception('unknown role: ' + message['role']) }}"
     "{% endif %}"
-    "<|{{ message['role'] }}|>{{ message['content'] }}<|end|>"
+    "<|{{ message['role'] }}|>{{ message['content'] or '' }}"
+    "{% if message['role'] == 'assistant' and message['tool_calls'] is defined and message['tool_calls'] %}"
+    "{% for call in message['tool_calls'] %}{% set f = call.function if call.function is defined else call %}"
+    "<tool_call>{\"name\": \"{{ f.name }}\", \"arguments\": "
+    "{% if f.arguments is string %}{{ f.arguments }}{% else %}{{ f.arguments | tojson }}{% endif %}}</tool_call>"
+    "{% endfor %}{% endif %}"
+    "<|end|>"
     "{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )

@@ -1,12 +1,14 @@
 """Train the shipped tiny target and draft models on the arithmetic task (CPU, seeded).
 
-    python -m langchain_latts.models.train            # both models, ~40 min on 2 cores
+    python -m langchain_latts.models.train            # both models, ~50 min on 2 cores
     latts models train --steps-target 200 --out /tmp/m  # a quick smoke run
 
 Both are Hugging Face Llama checkpoints (safetensors) with the character tokenizer of
 :mod:`langchain_latts.models.tokenizer`; vLLM and transformers load them. Training data
 is generated on the fly from :mod:`langchain_latts.tasks.arithmetic` with a per-step
-slip rate (see that module) and never contains a question of the held-out split.
+slip rate (see that module), in the conversation formats of
+:mod:`langchain_latts.tasks.formats` (plain, system message, JSON answer, calculator tool
+call), and never contains an expression of the held-out split.
 Everything is seeded: the same command gives the same weights on the same machine.
 """
 
@@ -26,6 +28,7 @@ from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTra
 
 from langchain_latts.models.tokenizer import build_tokenizer
 from langchain_latts.tasks.arithmetic import LEVELS, generate_problem, generate_problems
+from langchain_latts.tasks.formats import Conversation, Format, make_conversation
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +36,9 @@ logger = logging.getLogger(__name__)
 HELD_OUT_SEED = 20251
 HELD_OUT_SIZE = 1000
 #: Share of training steps whose written result carries a slip (see tasks.arithmetic).
-SLIP_RATE = 0.2
+SLIP_RATE = 0.15
+#: How often each conversation format appears in training (see tasks.formats).
+FORMAT_MIX: dict[Format, float] = {"plain": 0.62, "system": 0.08, "json": 0.15, "tool": 0.15}
 
 
 @dataclass(frozen=True)
@@ -51,10 +56,10 @@ class ModelSpec:
     seed: int
 
 
-TARGET = ModelSpec("target", hidden_size=128, layers=4, heads=4, intermediate_size=384,
-                   steps=3000, batch_size=48, lr=2e-3, seed=1)
-DRAFT = ModelSpec("draft", hidden_size=64, layers=2, heads=2, intermediate_size=256,
-                  steps=2400, batch_size=48, lr=3e-3, seed=2)
+TARGET = ModelSpec("target", hidden_size=192, layers=4, heads=6, intermediate_size=576,
+                   steps=2600, batch_size=48, lr=2e-3, seed=11)
+DRAFT = ModelSpec("draft", hidden_size=96, layers=2, heads=3, intermediate_size=288,
+                  steps=2500, batch_size=48, lr=3e-3, seed=12)
 
 
 def llama_config(spec: ModelSpec, tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
@@ -77,45 +82,51 @@ def llama_config(spec: ModelSpec, tokenizer: PreTrainedTokenizerFast) -> LlamaCo
     )
 
 
-def encode_example(tokenizer: PreTrainedTokenizerFast, question: str, solution: str) -> tuple[list[int], int]:
-    """Token ids of one chat example and the index where the answer (the loss) starts."""
-    prompt = tokenizer.apply_chat_template(
-        [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
-    )
-    prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
-    answer_ids = tokenizer.encode(solution, add_special_tokens=False) + [tokenizer.eos_token_id]
-    return prompt_ids + answer_ids, len(prompt_ids)
+def encode_conversation(tokenizer: PreTrainedTokenizerFast, conversation: Conversation) -> tuple[list[int], list[bool]]:
+    """Token ids of a whole conversation and, per token, whether it is trained on: the
+    content of every assistant turn and the ``<|end|>`` that closes it."""
+    text = tokenizer.apply_chat_template(conversation.messages, tools=conversation.tools, tokenize=False)
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    assistant = tokenizer.convert_tokens_to_ids("<|assistant|>")
+    trained, inside = [], False
+    for token in ids:
+        trained.append(inside)
+        if token == assistant:
+            inside = True
+        elif token == tokenizer.eos_token_id:
+            inside = False
+    return ids, trained
 
 
 def make_batch(
     tokenizer: PreTrainedTokenizerFast, rng: random.Random, size: int, held_out: set[str]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A padded batch (input ids, attention mask, labels with -100 outside the answers)."""
-    rows: list[tuple[list[int], int]] = []
-    levels = list(LEVELS)
+    rows: list[tuple[list[int], list[bool]]] = []
+    formats, weights = list(FORMAT_MIX), list(FORMAT_MIX.values())
     while len(rows) < size:
-        problem = generate_problem(rng, rng.choice(levels))
-        if problem.question in held_out:
+        problem = generate_problem(rng, rng.choice(LEVELS))
+        if problem.expression in held_out:
             continue
-        rows.append(encode_example(tokenizer, problem.question,
-                                   problem.solution(slip_rate=SLIP_RATE, rng=rng)))
+        fmt = rng.choices(formats, weights)[0]
+        rows.append(encode_conversation(tokenizer, make_conversation(problem, fmt, rng, slip_rate=SLIP_RATE)))
     width = max(len(ids) for ids, _ in rows)
     ids = torch.full((size, width), tokenizer.pad_token_id, dtype=torch.long)
     mask = torch.zeros((size, width), dtype=torch.long)
     labels = torch.full((size, width), -100, dtype=torch.long)
-    for i, (row, start) in enumerate(rows):
+    for i, (row, trained) in enumerate(rows):
         ids[i, : len(row)] = torch.tensor(row)
         mask[i, : len(row)] = 1
-        labels[i, start : len(row)] = torch.tensor(row[start:])
+        labels[i, : len(row)] = torch.where(torch.tensor(trained), torch.tensor(row), -100)
     return ids, mask, labels
 
 
 def lr_at(step: int, spec: ModelSpec, warmup: int = 200) -> float:
-    """Linear warm-up, then cosine decay to 10% of the peak."""
+    """Linear warm-up, then linear decay to 5% of the peak."""
     if step < warmup:
         return spec.lr * (step + 1) / warmup
     progress = (step - warmup) / max(1, spec.steps - warmup)
-    return spec.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+    return spec.lr * (1 - 0.95 * progress)
 
 
 def train_model(spec: ModelSpec, out_dir: Path, progress: Progress) -> dict[str, float]:
@@ -123,7 +134,7 @@ def train_model(spec: ModelSpec, out_dir: Path, progress: Progress) -> dict[str,
     torch.manual_seed(spec.seed)
     rng = random.Random(spec.seed)
     tokenizer = build_tokenizer()
-    held_out = {p.question for p in generate_problems(HELD_OUT_SIZE, seed=HELD_OUT_SEED)}
+    held_out = {p.expression for p in generate_problems(HELD_OUT_SIZE, seed=HELD_OUT_SEED)}
     model = LlamaForCausalLM(llama_config(spec, tokenizer))
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=(0.9, 0.98), weight_decay=0.01)
     task = progress.add_task(f"train {spec.name}", total=spec.steps, loss=float("nan"))
@@ -158,7 +169,7 @@ def train_model(spec: ModelSpec, out_dir: Path, progress: Progress) -> dict[str,
         "minutes": round((time.perf_counter() - started) / 60, 1),
     }
     (out_dir / "training.json").write_text(
-        json.dumps({"spec": asdict(spec), "slip_rate": SLIP_RATE, **summary}, indent=2) + "\n"
+        json.dumps({"spec": asdict(spec), "slip_rate": SLIP_RATE, "format_mix": FORMAT_MIX, **summary}, indent=2) + "\n"
     )
     return summary
 
