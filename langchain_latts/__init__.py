@@ -11,6 +11,7 @@ Data flow of one ``invoke``::
 ``LatencyOptimalTTSLLM`` (chat_models.py) is the LangChain surface over those stages.
 """
 
+from langchain_latts._quiet import quiet_dependencies
 from langchain_latts._version import __version__
 from langchain_latts.chat_models import LatencyOptimalTTSLLM
 from langchain_latts.errors import (
@@ -20,6 +21,9 @@ from langchain_latts.errors import (
     LattsError,
     LattsValueError,
 )
+
+# Before anything imports vLLM: keep its and torch's start-up noise out of users' output.
+quiet_dependencies()
 
 __all__ = [
     "DeadlineExceededError",

@@ -26,7 +26,8 @@ def to_chat_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
     """Validate messages and turn them into chat-template dicts (``role``/``content``).
 
     Consecutive messages of the same role are merged (many chat templates reject two
-    user or two system turns in a row). Only text content is accepted.
+    user or two system turns in a row). Only text content is accepted; an assistant's
+    ``tool_calls`` and a tool message's ``tool_call_id`` are kept (OpenAI format).
     """
     if not messages:
         raise LattsValueError.bad(
@@ -46,11 +47,18 @@ def to_chat_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
                 )
     merged = merge_message_runs(list(messages))
     shaped = convert_to_openai_messages(merged, text_format="string")
-    return [{"role": m["role"], "content": m.get("content") or ""} for m in shaped]  # type: ignore[index,union-attr]
+    chat = []
+    for m in shaped:
+        message = {"role": m["role"], "content": m.get("content") or ""}  # type: ignore[index,union-attr]
+        for key in ("tool_calls", "tool_call_id"):  # tool use, rendered by the chat template
+            if m.get(key):  # type: ignore[union-attr]
+                message[key] = m[key]  # type: ignore[index]
+        chat.append(message)
+    return chat
 
 
 def _tts_metadata(run: BranchRun, *, selected: int, latency_s: float, speculative: dict[str, Any] | None,
-                  deadline_s: float | None, partial: bool) -> dict[str, Any]:
+                  deadline_s: float | None, partial: bool, engine_start_s: float) -> dict[str, Any]:
     branches = run.branches
     spec = run.spec
     spec_meta = None
@@ -76,6 +84,7 @@ def _tts_metadata(run: BranchRun, *, selected: int, latency_s: float, speculativ
         "deadline_hit": run.deadline_hit,
         "decided_at_s": round(run.decided_at_s, 4),
         "latency_s": round(latency_s, 4),
+        "engine_start_s": round(engine_start_s, 4),
         "speculative": spec_meta,
         "branch_answers": [b.answer for b in branches],
         "branch_tokens": [b.num_tokens for b in branches],
@@ -100,16 +109,19 @@ def select_branch(run: BranchRun) -> tuple[int, bool]:
 
 
 def build_chat_result(run: BranchRun, *, prompt_tokens: int, model_name: str, latency_s: float,
-                      speculative: dict[str, Any] | None, deadline_s: float | None) -> ChatResult:
+                      speculative: dict[str, Any] | None, deadline_s: float | None,
+                      engine_start_s: float = 0.0) -> ChatResult:
     """The ``ChatResult`` of a call: the selected branch's text with usage and TTS metadata.
 
     ``usage_metadata`` counts the prompt once and the output tokens of *all* branches
-    (aborted ones included): that is the compute the answer cost.
+    (aborted ones included): that is the compute the answer cost. ``latency_s`` and
+    ``decided_at_s`` count from when the deadline clock started; ``engine_start_s`` is how
+    long the call waited for the engine to start before that (0 once it runs).
     """
     index, partial = select_branch(run)
     branch = run.branches[index]
     tts = _tts_metadata(run, selected=index, latency_s=latency_s, speculative=speculative, deadline_s=deadline_s,
-                        partial=partial)
+                        partial=partial, engine_start_s=engine_start_s)
     finish_reason = "deadline" if partial else branch.finish_reason
     output_tokens = run.num_output_tokens
     usage = UsageMetadata(input_tokens=prompt_tokens, output_tokens=output_tokens,

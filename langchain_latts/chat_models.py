@@ -7,6 +7,7 @@ message shaping (:mod:`langchain_latts._messages`), the engine
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -16,18 +17,21 @@ from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams
-from langchain_core.messages import BaseMessage
+from langchain_core.language_models import LanguageModelInput
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.runnables import RunnableConfig, ensure_config
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from pydantic import ValidationError, model_validator
 
+from langchain_latts._progress import STREAM_RUN, ProgressEmitter
 from langchain_latts._messages import PROVIDER, build_chat_result, result_to_chunks, to_chat_messages
 from langchain_latts._version import __version__
-from langchain_latts.engines.base import BranchRequest, Engine
-from langchain_latts.engines.vllm_local import get_engine
+from langchain_latts.engines.base import BranchRequest, Engine, EngineStats
+from langchain_latts.engines.vllm_local import engine_exists, get_engine
 from langchain_latts.errors import DeadlineExceededError, LattsValueError
-from langchain_latts.settings import CALL_OPTIONS, TTSSettings
+from langchain_latts.settings import CALL_OPTIONS, ENGINE_OPTIONS, TTSSettings, as_latts_error
 from langchain_latts.tts.answers import extractor_name
-from langchain_latts.tts.branches import branch_seeds, run_branches
+from langchain_latts.tts.branches import ProgressCallback, branch_seeds, run_branches
 
 logger = logging.getLogger(__name__)
 
@@ -39,15 +43,16 @@ _LANGCHAIN_KWARGS = frozenset({"stream"})
 
 @dataclass(frozen=True)
 class _Call:
-    """One call, prepared: validated settings, the engine and the clock."""
+    """One call, prepared: validated settings, the engine, the messages and the clock."""
 
     settings: TTSSettings
     engine: Engine
     messages: list[dict[str, Any]]
     stop: tuple[str, ...]
+    #: ``time.monotonic()`` when the call started.
     started: float
-    deadline: float | None
     call_id: str
+    progress: ProgressCallback | None = None
 
 
 class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
@@ -85,7 +90,7 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
         try:
             super().__init__(**kwargs)
         except ValidationError as e:
-            raise _ours(e) from e
+            raise as_latts_error(e) from None
 
     @model_validator(mode="after")
     def _latts_add_version(self) -> LatencyOptimalTTSLLM:
@@ -115,6 +120,7 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             "early_stop": self.early_stop,
             "deadline_s": self.deadline_s,
             "on_deadline": self.on_deadline,
+            "deadline_includes_start": self.deadline_includes_start,
             "max_model_len": self.max_model_len,
             "dtype": self.dtype,
         }
@@ -148,41 +154,38 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
         try:
             return TTSSettings.model_validate(values)
         except ValidationError as e:
-            raise _ours(e) from e
+            raise as_latts_error(e) from None
 
-    def _prepare(self, messages: Sequence[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]) -> _Call:
+    def _prepare(self, messages: Sequence[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any],
+                 progress: ProgressCallback | None = None) -> _Call:
         started = time.monotonic()
         settings = self._settings_for_call(stop, kwargs)
-        chat = to_chat_messages(messages)
-        deadline = None if settings.deadline_s is None else started + settings.deadline_s
+        config = settings.engine_config()
+        if config != self.engine_config() and not engine_exists(config):
+            changed = sorted(k for k in ENGINE_OPTIONS if k in kwargs and kwargs[k] != getattr(self, k))
+            logger.warning(
+                "per-call %s need a separate vLLM engine: starting one, which stays until exit or "
+                "llm.engine.shutdown(); set engine options on the model instead of per call.", ", ".join(changed))
         return _Call(
             settings=settings,
-            engine=get_engine(settings.engine_config()),
-            messages=chat,
+            engine=get_engine(config),
+            messages=to_chat_messages(messages),
             stop=tuple(settings.stop or ()),
             started=started,
-            deadline=deadline,
             call_id=f"latts-{uuid.uuid4().hex[:12]}",
+            progress=progress,
         )
 
     async def _execute(self, call: _Call) -> ChatResult:
         """The whole call, on the engine's loop: start, render, branch, vote, shape."""
         settings, engine = call.settings, call.engine
-        try:
-            stats = await engine.ensure_started(deadline=call.deadline)
-        except TimeoutError:
-            elapsed = time.monotonic() - call.started
-            raise DeadlineExceededError(
-                f"deadline_s={settings.deadline_s} passed after {elapsed:.2f} s while the engine was still "
-                "starting (a cold start takes ~20 s on CPU); it keeps starting in the background. Call "
-                "llm.warmup() before deadline-bound calls.",
-                deadline_s=settings.deadline_s or 0.0, elapsed_s=elapsed, tokens=0,
-            ) from None
+        stats, started, engine_start_s = await _wait_for_engine(call)
+        deadline = None if settings.deadline_s is None else started + settings.deadline_s
         if settings.deadline_s is not None and settings.deadline_s < stats.min_step_s:
             raise LattsValueError.bad(
                 "deadline_s", settings.deadline_s,
-                f"must be at least this engine's fastest decode step ({stats.min_step_s:.4f} s, measured at "
-                "start-up): no branch could produce a token",
+                f"must be at least this engine's fastest decode step ({stats.min_step_s:.4f} s, measured "
+                "at start-up): no branch could produce a token",
                 f"Use deadline_s >= {stats.min_step_s:.3f}, or None for no deadline.",
             )
         prompt = engine.render_prompt(call.messages)
@@ -206,10 +209,10 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
         ]
         run = await run_branches(
             engine, requests, call_id=call.call_id, extractor=settings.extractor(),
-            started=call.started, deadline=call.deadline, early_stop=settings.early_stop,
+            started=started, deadline=deadline, early_stop=settings.early_stop, on_progress=call.progress,
         )
         if run.deadline_hit and not run.finished and settings.on_deadline == "raise":
-            elapsed = time.monotonic() - call.started
+            elapsed = time.monotonic() - started
             raise DeadlineExceededError(
                 f"no branch finished within deadline_s={settings.deadline_s} (elapsed {elapsed:.3f} s, "
                 f"{run.num_output_tokens} tokens generated over {len(run.branches)} branches, all aborted). "
@@ -223,30 +226,56 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             speculative = {"method": method, "num_speculative_tokens": settings.num_speculative_tokens}
         return build_chat_result(
             run, prompt_tokens=len(prompt), model_name=settings.model_name,
-            latency_s=time.monotonic() - call.started, speculative=speculative,
-            deadline_s=settings.deadline_s,
+            latency_s=time.monotonic() - started, speculative=speculative,
+            deadline_s=settings.deadline_s, engine_start_s=engine_start_s,
         )
 
     # -- the BaseChatModel hooks: sync wraps async, one code path ------------------------
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
-        call = self._prepare(messages, stop, kwargs)
+        call = self._prepare(messages, stop, kwargs, ProgressEmitter.create(run_manager, model_callbacks=self.callbacks))
         return call.engine.run_sync(self._execute(call))
 
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                          run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
-        call = self._prepare(messages, stop, kwargs)
-        return await call.engine.run(self._execute(call))
+        progress = ProgressEmitter.create(run_manager, asyncio.get_running_loop(), model_callbacks=self.callbacks)
+        call = self._prepare(messages, stop, kwargs, progress)
+        try:
+            return await call.engine.run(self._execute(call))
+        finally:
+            if progress is not None:
+                await progress.flush()
 
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
-        yield from result_to_chunks(self._generate(messages, stop, **kwargs))
+        yield from result_to_chunks(self._generate(messages, stop, run_manager, **kwargs))
 
     async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                        run_manager: AsyncCallbackManagerForLLMRun | None = None,
                        **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
-        for chunk in result_to_chunks(await self._agenerate(messages, stop, **kwargs)):
+        for chunk in result_to_chunks(await self._agenerate(messages, stop, run_manager, **kwargs)):
             yield chunk
+
+    # LangChain passes no run manager to _stream/_astream: fix the run's id in its config
+    # so that progress events reach the same run (see _progress.py).
+    def stream(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
+               stop: list[str] | None = None, **kwargs: Any) -> Iterator[AIMessageChunk]:
+        config = _with_run_id(config)
+        token = STREAM_RUN.set(config)
+        try:
+            yield from super().stream(input, config, stop=stop, **kwargs)
+        finally:
+            STREAM_RUN.reset(token)
+
+    async def astream(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
+                      stop: list[str] | None = None, **kwargs: Any) -> AsyncIterator[AIMessageChunk]:
+        config = _with_run_id(config)
+        token = STREAM_RUN.set(config)
+        try:
+            async for chunk in super().astream(input, config, stop=stop, **kwargs):
+                yield chunk
+        finally:
+            STREAM_RUN.reset(token)
 
     # -- engine lifecycle ------------------------------------------------------------------
     def warmup(self) -> None:
@@ -265,10 +294,35 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
         return get_engine(self.engine_config())
 
 
-def _ours(error: ValidationError) -> Exception:
-    """Our own error when pydantic wrapped one (its message says what to fix)."""
-    for detail in error.errors():
-        inner = (detail.get("ctx") or {}).get("error")
-        if isinstance(inner, LattsValueError):
-            return inner
-    return error
+def _with_run_id(config: RunnableConfig | None) -> RunnableConfig:
+    """``config`` with a ``run_id`` (LangChain uses it as the id of the model's run)."""
+    config = ensure_config(config)
+    if config.get("run_id") is None:
+        config["run_id"] = uuid.uuid4()
+    return config
+
+
+async def _wait_for_engine(call: _Call) -> tuple[EngineStats, float, float]:
+    """Wait for the engine to be ready; returns its start-up measurements, when the
+    deadline clock starts and how long this call waited for the engine to start.
+
+    By default the clock starts once the engine is ready (an engine start is a one-time
+    cost); with ``deadline_includes_start`` it started with the call, and a deadline that
+    passes during the start raises :class:`DeadlineExceededError`.
+    """
+    settings = call.settings
+    strict = settings.deadline_includes_start and settings.deadline_s is not None
+    try:
+        stats = await call.engine.ensure_started(
+            deadline=call.started + settings.deadline_s if strict and settings.deadline_s else None)
+    except TimeoutError:
+        elapsed = time.monotonic() - call.started
+        raise DeadlineExceededError(
+            f"deadline_s={settings.deadline_s} passed after {elapsed:.2f} s while the engine was still starting "
+            "(deadline_includes_start=True); it keeps starting in the background. Call llm.warmup() before "
+            "deadline-bound calls, or leave deadline_includes_start=False so the deadline starts once the "
+            "engine is ready.",
+            deadline_s=settings.deadline_s or 0.0, elapsed_s=elapsed, tokens=0,
+        ) from None
+    ready = time.monotonic()
+    return stats, (call.started if strict else ready), ready - call.started

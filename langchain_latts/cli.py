@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import typer
@@ -18,22 +17,22 @@ app.add_typer(models_app, name="models")
 
 
 @app.callback()
-def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at INFO level.")) -> None:
-    # The command line keeps vLLM quiet unless asked (a user's own setting wins).
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else "ERROR")
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at INFO level, vLLM's log included.")) -> None:
+    # Quiet unless asked: -v configures INFO logging, which brings vLLM's log back (see _quiet).
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
 
 
 @app.command()
 def demo(
-    questions: int = typer.Option(5, help="How many questions to answer."),
-    branches: int = typer.Option(8, help="Parallel branches per question."),
+    questions: int = typer.Option(24, help="How many questions to answer."),
+    branches: int = typer.Option(8, help="Parallel branches of the vote."),
+    deadline_s: float = typer.Option(1.5, help="Deadline of every call, in seconds."),
     seed: int = typer.Option(0, help="Seed of the questions and the sampling."),
 ) -> None:
-    """Answer a few questions with a `prompt | llm | parser` chain on the built-in model."""
+    """One sample against the vote of several branches at the same deadline, on the built-in model."""
     from langchain_latts.demo import run_demo
 
-    run_demo(questions=questions, branches=branches, seed=seed)
+    run_demo(questions=questions, branches=branches, deadline_s=deadline_s, seed=seed)
 
 
 @bench_app.command("core")

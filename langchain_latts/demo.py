@@ -1,41 +1,78 @@
-"""The demo: a LangChain chain ``prompt | llm | parser`` answering a few questions.
+"""The demo: one sample against the vote of several branches, at the same deadline.
 
     latts demo            (or: make demo)
 
-Uses the built-in tiny arithmetic model, so it runs offline on a CPU.
+A LangChain chain ``prompt | llm | VotedAnswerParser()`` answers arithmetic questions
+typed the way people type them, twice per question and under the same deadline: once
+with a single branch (what a plain chat model gives), once with the vote of several
+parallel branches. It prints a few questions side by side, then the accuracy of both
+over a few dozen. Uses the built-in tiny model, so it runs offline on a CPU.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from langchain_core.prompts import ChatPromptTemplate
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
 from langchain_latts.chat_models import LatencyOptimalTTSLLM
-from langchain_latts.parsers import VotedAnswerParser
-from langchain_latts.tasks.arithmetic import generate_problems
+from langchain_latts.parsers import VotedAnswer, VotedAnswerParser
+from langchain_latts.tasks.arithmetic import Problem, generate_problems
 
 __all__ = ["run_demo"]
 
+#: Questions shown one by one before the accuracy summary.
+SHOWN = 6
 
-def run_demo(*, questions: int = 5, branches: int = 8, seed: int = 0, console: Console | None = None) -> None:
-    """Answer ``questions`` arithmetic problems (one per difficulty level) and print a table."""
+
+@dataclass(frozen=True)
+class _Row:
+    problem: Problem
+    single: VotedAnswer
+    voted: VotedAnswer
+
+    def correct(self, answer: VotedAnswer) -> bool:
+        return answer.answer == str(self.problem.answer)
+
+
+def run_demo(*, questions: int = 24, branches: int = 8, deadline_s: float = 1.5, seed: int = 0,
+             console: Console | None = None) -> dict[str, float]:
+    """Answer ``questions`` problems both ways and print the comparison; returns the accuracies."""
     console = console or Console()
-    llm = LatencyOptimalTTSLLM(branches=branches, seed=seed)
-    chain = ChatPromptTemplate.from_messages([("human", "Compute {expression}.")]) | llm | VotedAnswerParser()
-    with console.status("starting the vLLM engine (first call only)..."):
+    llm = LatencyOptimalTTSLLM(seed=seed, deadline_s=deadline_s)
+    prompt = ChatPromptTemplate.from_messages([("human", "{question}")])
+    single = prompt | llm.bind(branches=1) | VotedAnswerParser()
+    voted = prompt | llm.bind(branches=branches) | VotedAnswerParser()
+    with console.status("starting the vLLM engine (once per process, ~20 s on CPU)..."):
         llm.warmup()
-    table = Table(title=f"prompt | LatencyOptimalTTSLLM(branches={branches}) | VotedAnswerParser")
-    for column in ("question", "answer", "truth", "votes", "latency"):
-        table.add_column(column)
     problems = generate_problems(questions, seed=seed + 12345)
-    for problem in problems:
-        expression = problem.question.removeprefix("Compute ").removesuffix(".")
-        result = chain.invoke({"expression": expression})
-        votes = ", ".join(f"{a}: {n}" for a, n in result.votes.items())
-        mark = "[green]✓[/]" if result.answer == str(problem.answer) else "[red]✗[/]"
-        table.add_row(problem.question, f"{result.answer} {mark}", str(problem.answer), votes,
-                      f"{result.latency_s:.2f} s")
-        console.print(f"[bold]{problem.question}[/] -> {result.answer}  (votes {votes}; "
-                      f"{result.latency_s:.2f} s)")
+    rows: list[_Row] = []
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("asking", total=len(problems))
+        for problem in problems:
+            rows.append(_Row(problem, single.invoke({"question": problem.question}),
+                             voted.invoke({"question": problem.question})))
+            progress.advance(task)
+
+    table = Table(title=f"the same deadline ({deadline_s:g} s): one sample vs the vote of {branches} branches")
+    for column in ("question", "truth", "one sample", f"vote of {branches}", "votes"):
+        table.add_column(column)
+    for row in rows[:SHOWN]:
+        table.add_row(row.problem.question, str(row.problem.answer), _cell(row, row.single), _cell(row, row.voted),
+                      ", ".join(f"{a}: {n}" for a, n in list(row.voted.votes.items())[:4]))
     console.print(table)
+    accuracy = {name: sum(row.correct(getattr(row, name)) for row in rows) / len(rows) for name in ("single", "voted")}
+    console.print(
+        f"Over {len(rows)} questions, deadline {deadline_s:g} s each: one sample [bold]{accuracy['single']:.0%}[/] "
+        f"correct, the vote of {branches} branches [bold]{accuracy['voted']:.0%}[/] correct."
+    )
+    return accuracy
+
+
+def _cell(row: _Row, answer: VotedAnswer) -> str:
+    mark = "[green]✓[/]" if row.correct(answer) else "[red]✗[/]"
+    late = " (partial)" if answer.partial else ""
+    return f"{answer.answer} {mark}{late}  {answer.latency_s:.2f} s"

@@ -32,6 +32,10 @@ class LattsValueError(LattsError, ValueError):
 class EngineStartError(LattsError, RuntimeError):
     """The inference engine could not be started (bad model path, out of memory, ...)."""
 
+    #: Whether trying again may help (a crash), as opposed to a configuration or capacity
+    #: error that would fail the same way.
+    retryable: bool = False
+
 
 class EngineDeadError(LattsError, RuntimeError):
     """The engine process died during a call; the next call restarts it."""

@@ -13,14 +13,14 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from langchain_latts.engines.base import SPECULATIVE_METHODS, EngineConfig, SpeculativeConfig
 from langchain_latts.errors import LattsValueError
 from langchain_latts.models import DEFAULT_DRAFT, DEFAULT_TARGET
 from langchain_latts.tts.answers import AnswerExtractor, ExtractorName, resolve_extractor
 
-__all__ = ["CALL_OPTIONS", "DEFAULT_MODEL_NAME", "OnDeadline", "TTSSettings"]
+__all__ = ["CALL_OPTIONS", "DEFAULT_MODEL_NAME", "ENGINE_OPTIONS", "OnDeadline", "TTSSettings", "as_latts_error"]
 
 OnDeadline = Literal["best_partial", "raise"]
 
@@ -87,9 +87,18 @@ class TTSSettings(BaseModel):
 
     # -- deadlines ----------------------------------------------------------------------
     deadline_s: float | None = None
-    """Wall-clock budget of one call, in seconds, counted from the call's start. At the
-    deadline the vote runs over the finished branches and the rest are aborted.
-    Default: None (no deadline)."""
+    """Wall-clock budget of one call, in seconds. At the deadline the vote runs over the
+    finished branches and the rest are aborted. The clock starts when the call starts or,
+    if the engine is still starting (the first call of a process), once it is ready
+    (see ``deadline_includes_start``). Default: None (no deadline)."""
+
+    deadline_includes_start: bool = False
+    """Whether a call's deadline also covers waiting for the engine to start (a one-time
+    cost of ~20 s on CPU). False: the deadline clock starts once the engine is ready, so
+    a first call just works; the wait is reported as ``tts.engine_start_s``. True: the
+    deadline is strict from the call's start, and a call whose deadline passes while the
+    engine starts raises :class:`~langchain_latts.DeadlineExceededError` (the start goes
+    on in the background). Default: False."""
 
     on_deadline: OnDeadline = "best_partial"
     """What happens when no branch has finished by the deadline: ``"best_partial"``
@@ -105,8 +114,20 @@ class TTSSettings(BaseModel):
     branches queue. Default: None (vLLM's default)."""
 
     kv_cache_gib: float | None = None
-    """KV-cache memory of the engine, in GiB. Default: None (vLLM's default on GPU; on CPU
+    """KV-cache memory of the engine, in GiB (per GPU under tensor parallelism). Default:
+    None (on GPU, what ``gpu_memory_utilization`` leaves after the weights; on CPU
     ``VLLM_CPU_KVCACHE_SPACE`` or 1 GiB)."""
+
+    gpu_memory_utilization: float | None = None
+    """Share of each GPU's memory this engine may use (weights, activations and KV cache),
+    in (0, 1]; vLLM's ``gpu_memory_utilization``. Several engines in one process must
+    share a GPU: None takes what this process's running engines left, up to vLLM's 0.9,
+    and a share that does not fit raises a clear error. Ignored on CPU. Default: None."""
+
+    enforce_eager: bool | None = None
+    """Run the model eagerly, without torch.compile and CUDA graphs (vLLM's
+    ``enforce_eager``). Default: None -- True on CPU (a compiled start takes ~3x longer
+    there), False on GPU (CUDA graphs make small-batch decoding fast)."""
 
     dtype: str = "auto"
     """Weights and activations dtype of the engine (vLLM's ``dtype``). Default: ``"auto"``."""
@@ -170,6 +191,50 @@ class TTSSettings(BaseModel):
                 "deadline_s", value, "must be a finite number of seconds > 0 (or None for no deadline)",
                 "Use e.g. deadline_s=2.0, or deadline_s=None.",
             )
+        return value
+
+    @field_validator("max_model_len", "max_num_seqs")
+    @classmethod
+    def _check_positive_int(cls, value: int | None, info: Any) -> int | None:
+        if value is not None and value < 1:
+            raise LattsValueError.bad(info.field_name, value, "must be >= 1 (or None for vLLM's default)",
+                                      f"Use e.g. {info.field_name}={_EXAMPLES[info.field_name]!r}, or None.")
+        return value
+
+    @field_validator("kv_cache_gib")
+    @classmethod
+    def _check_kv_cache(cls, value: float | None) -> float | None:
+        if value is not None and (not math.isfinite(value) or value <= 0):
+            raise LattsValueError.bad("kv_cache_gib", value, "must be a finite number of GiB > 0 (or None)",
+                                      "Use e.g. kv_cache_gib=1.0, or None for the platform's default.")
+        return value
+
+    @field_validator("gpu_memory_utilization")
+    @classmethod
+    def _check_gpu_share(cls, value: float | None) -> float | None:
+        if value is not None and not 0 < value <= 1:
+            raise LattsValueError.bad("gpu_memory_utilization", value, "must be in (0, 1] (or None)",
+                                      "Use e.g. gpu_memory_utilization=0.45 to fit two engines on one GPU.")
+        return value
+
+    @field_validator("dtype")
+    @classmethod
+    def _check_dtype(cls, value: str) -> str:
+        if value not in DTYPES:
+            raise LattsValueError.bad("dtype", value, f"must be one of {list(DTYPES)}",
+                                      "Use 'auto' for the model's own dtype.")
+        return value
+
+    @field_validator("engine_kwargs")
+    @classmethod
+    def _check_engine_kwargs(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            json.dumps(value, sort_keys=True)
+        except (TypeError, ValueError) as e:
+            raise LattsValueError.bad(
+                "engine_kwargs", value, "must hold JSON values only (numbers, strings, lists, dicts)",
+                f"vLLM engine arguments are plain data ({e}); e.g. engine_kwargs={{'tensor_parallel_size': 2}}.",
+            ) from e
         return value
 
     @field_validator("answer_extractor", mode="before")
@@ -239,6 +304,8 @@ class TTSSettings(BaseModel):
             max_model_len=self.max_model_len,
             max_num_seqs=self.max_num_seqs,
             kv_cache_gib=self.kv_cache_gib,
+            gpu_memory_utilization=self.gpu_memory_utilization,
+            enforce_eager=self.enforce_eager,
             dtype=self.dtype,
             extra_json=json.dumps(self.engine_kwargs, sort_keys=True),
         )
@@ -253,9 +320,46 @@ class TTSSettings(BaseModel):
         return resolve_extractor(self.answer_extractor)
 
 
+#: dtypes vLLM accepts by name.
+DTYPES: tuple[str, ...] = ("auto", "half", "float16", "bfloat16", "float", "float32")
+
+#: An example value per setting whose default is None (for error messages).
+_EXAMPLES: dict[str, Any] = {
+    "model": "Qwen/Qwen3-8B", "draft_model": "Qwen/Qwen3-0.6B", "speculative_method": "draft_model",
+    "stop": ["\n\n"], "seed": 0, "deadline_s": 2.0, "max_model_len": 4096, "max_num_seqs": 64,
+    "kv_cache_gib": 1.0, "gpu_memory_utilization": 0.45, "enforce_eager": True,
+}
+
+
+def as_latts_error(error: ValidationError) -> LattsValueError:
+    """One :class:`LattsValueError` for a pydantic ``ValidationError`` of the settings.
+
+    Our validators' own errors are returned as they are; pydantic's type and choice
+    errors (``branches="x"``, ``on_deadline="ignore"``) are reworded in the same form:
+    the parameter, the value received, what it must be and an example of a good value.
+    """
+    details = error.errors()
+    for detail in details:
+        inner = (detail.get("ctx") or {}).get("error")
+        if isinstance(inner, LattsValueError):
+            return inner
+    detail = details[0]
+    name = ".".join(str(part) for part in detail["loc"]) or "settings"
+    requirement = str(detail["msg"]).replace("Input should be", "must be").replace("Value error, ", "")
+    field = TTSSettings.model_fields.get(str(detail["loc"][0])) if detail["loc"] else None
+    example = _EXAMPLES.get(name, None if field is None else field.default)
+    fix = f"Use e.g. {name}={example!r}." if example is not None else "See the setting's documentation."
+    return LattsValueError.bad(name, detail.get("input"), requirement, fix)
+
+
 def _looks_local(value: str) -> bool:
     return value.startswith(("/", ".", "~")) or Path(value).is_absolute()
 
 
 #: Settings a call may override (``invoke(..., **options)`` or ``bind(**options)``).
 CALL_OPTIONS: tuple[str, ...] = tuple(TTSSettings.model_fields)
+#: Settings that choose the engine: overriding one per call runs the call on another
+#: engine (started on first use, kept until exit).
+ENGINE_OPTIONS: tuple[str, ...] = ("model", "draft_model", "speculative_method", "num_speculative_tokens",
+                                   "max_model_len", "max_num_seqs", "kv_cache_gib", "gpu_memory_utilization",
+                                   "enforce_eager", "dtype", "engine_kwargs")

@@ -12,30 +12,40 @@ T = TypeVar("T")
 
 
 class ScriptedEngine(Engine):
-    """Branch ``i`` streams ``scripts[i]`` one piece every ``step_s`` seconds, then stops."""
+    """Branch ``i`` streams ``scripts[i]`` one piece (one token) every ``step_s`` seconds,
+    then ends with ``finish_reasons[i]`` (default ``"stop"``)."""
 
-    def __init__(self, scripts: Sequence[Sequence[str]], step_s: float = 0.01, fail_branch: int | None = None):
+    def __init__(self, scripts: Sequence[Sequence[str]], step_s: float = 0.01, fail_branch: int | None = None,
+                 finish_reasons: Sequence[str] | None = None, min_step_s: float = 0.0, max_model_len: int = 1024,
+                 fail_all: bool = False):
         self.config = EngineConfig(model="scripted")
         self.scripts = scripts
         self.step_s = step_s
         self.fail_branch = fail_branch
+        self.fail_all = fail_all
+        self.finish_reasons = finish_reasons
+        self.min_step_s = min_step_s
+        self._max_model_len = max_model_len
         self.running: set[str] = set()
         self.aborted: list[str] = []
         self.started_ids: list[str] = []
+        self.requests: list[BranchRequest] = []
 
     async def branch(self, request: BranchRequest, request_id: str) -> AsyncIterator[BranchUpdate]:
         index = int(request_id.rsplit("-", 1)[1])
         self.running.add(request_id)
         self.started_ids.append(request_id)
+        self.requests.append(request)
+        reason = self.finish_reasons[index] if self.finish_reasons else "stop"
         try:
             pieces = self.scripts[index]
             for k, piece in enumerate(pieces):
                 await asyncio.sleep(self.step_s)
-                if self.fail_branch == index:
+                if self.fail_branch == index or self.fail_all:
                     raise RuntimeError("engine exploded")
                 last = k == len(pieces) - 1
                 yield BranchUpdate(text_delta=piece, num_new_tokens=1, finished=last,
-                                   finish_reason="stop" if last else None)
+                                   finish_reason=reason if last else None)
         finally:
             self.running.discard(request_id)
 
@@ -43,9 +53,10 @@ class ScriptedEngine(Engine):
         self.aborted.extend(request_ids)
 
     async def ensure_started(self, deadline: float | None = None) -> EngineStats:
-        return EngineStats()
+        return EngineStats(min_step_s=self.min_step_s)
 
-    def render_prompt(self, messages: Sequence[dict[str, Any]]) -> list[int]:
+    def render_prompt(self, messages: Sequence[dict[str, Any]],
+                      tools: Sequence[dict[str, Any]] | None = None) -> list[int]:
         return [1, 2, 3]
 
     def num_unfinished_requests(self) -> int:
@@ -62,4 +73,4 @@ class ScriptedEngine(Engine):
 
     @property
     def max_model_len(self) -> int:
-        return 1024
+        return self._max_model_len

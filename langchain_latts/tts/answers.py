@@ -23,6 +23,7 @@ __all__ = [
     "extract_boxed",
     "extract_hash",
     "extract_last_number",
+    "explicit_answer",
     "normalize_answer",
     "resolve_extractor",
 ]
@@ -80,6 +81,12 @@ def extract_hash(text: str) -> str | None:
         return None
     answer = normalize_answer(matches[-1])
     return answer or None
+
+
+def explicit_answer(text: str) -> str | None:
+    """An answer the text states as final (``\\boxed{}`` or ``#### x``), else None. A branch
+    cut short votes only when it has one (a trailing number of a cut text is no answer)."""
+    return extract_boxed(text) or extract_hash(text)
 
 
 def extract_last_number(text: str) -> str | None:

@@ -5,6 +5,12 @@ branch as its own request, extracts each finished branch's answer as it arrives,
 stops when all are done, when the vote can no longer change (``early_stop``) or at the
 deadline -- then aborts whatever still runs. However it ends (result, error or the
 caller's cancellation) no request is left running in the engine.
+
+Only complete answers vote: a branch that stopped by itself votes with what its
+extractor reads; a branch cut short (``finish_reason="length"``: ``max_tokens`` or a
+budget) votes only when its text holds an explicit final answer (``\\boxed{}`` or
+``#### x``, see :func:`~langchain_latts.tts.answers.explicit_answer`) -- never with a
+number it happened to end on.
 """
 
 from __future__ import annotations
@@ -13,16 +19,21 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from langchain_latts.engines.base import BranchRequest, Engine, SpecDecodeStats
-from langchain_latts.tts.answers import AnswerExtractor
+from langchain_latts.tts.answers import AnswerExtractor, explicit_answer
 from langchain_latts.tts.voting import Vote, majority_vote, vote_is_decided
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Branch", "BranchRun", "branch_seeds", "run_branches"]
+__all__ = ["Branch", "BranchRun", "ProgressCallback", "branch_answer", "branch_seeds", "progress_event",
+           "run_branches"]
+
+#: Called on the engine's loop each time a branch ends, with :func:`progress_event`'s dict.
+ProgressCallback = Callable[[dict[str, Any]], None]
 
 _SEED_SPACE = 1 << 62
 
@@ -99,7 +110,30 @@ async def _consume(engine: Engine, branch: Branch, request: BranchRequest, start
         branch.text = "".join(pieces)
         branch.ended_at_s = time.monotonic() - started
     if branch.finished:
-        branch.answer = extractor(branch.text)
+        branch.answer = branch_answer(branch.text, branch.finish_reason, extractor)
+
+
+def branch_answer(text: str, finish_reason: str | None, extractor: AnswerExtractor) -> str | None:
+    """The vote of a finished branch: what ``extractor`` reads, but for a branch cut short
+    (``length``) only when the text holds an explicit final answer (module docstring)."""
+    if finish_reason == "length" and explicit_answer(text) is None:
+        return None
+    return extractor(text)
+
+
+def progress_event(branches: Sequence[Branch], *, call_id: str, started: float) -> dict[str, Any]:
+    """What a progress callback receives: counts, the current votes and the leader."""
+    vote = majority_vote([b.answer for b in branches if b.finished])
+    ended = sum(1 for b in branches if b.ended_at_s is not None)
+    return {
+        "call_id": call_id,
+        "launched": len(branches),
+        "finished": sum(1 for b in branches if b.finished),
+        "running": len(branches) - ended,
+        "votes": dict(vote.counts),
+        "leader": vote.answer,
+        "elapsed_s": round(time.monotonic() - started, 4),
+    }
 
 
 async def run_branches(
@@ -111,11 +145,14 @@ async def run_branches(
     started: float,
     deadline: float | None = None,
     early_stop: bool = True,
+    on_progress: ProgressCallback | None = None,
 ) -> BranchRun:
     """Run one branch per request and vote over the finished ones.
 
     ``started`` and ``deadline`` are ``time.monotonic()`` values. An engine error in
-    any branch aborts the others and is raised.
+    any branch aborts the others and is raised (once: the other branches' errors are
+    retrieved, so asyncio logs no "exception was never retrieved"). ``on_progress`` is
+    called each time a branch ends.
     """
     branches = [Branch(index=i, request_id=f"{call_id}-{i}") for i in range(len(requests))]
     tasks = {
@@ -131,12 +168,14 @@ async def run_branches(
                 deadline_hit = True
                 break
             done, pending = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+            errors = [task.exception() for task in done if task.exception() is not None]
+            if errors:
+                raise errors[0]  # type: ignore[misc]
             if not done:
                 deadline_hit = True
                 break
+            if on_progress is not None:
+                on_progress(progress_event(branches, call_id=call_id, started=started))
             if early_stop and pending:
                 counts = majority_vote([b.answer for b in branches if b.finished]).counts
                 if vote_is_decided(counts, remaining=len(pending)):
@@ -149,6 +188,9 @@ async def run_branches(
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
             await engine.abort([tasks[t].request_id for t in pending])
+        # Retrieve every branch's outcome: after an engine death all branches fail, and
+        # only the first error is raised.
+        await asyncio.gather(*tasks, return_exceptions=True)
     vote = majority_vote([b.answer if b.finished else None for b in branches])
     spec = None
     for b in branches:

@@ -1,0 +1,183 @@
+"""The whole call (``_execute``) on a scripted engine: deadlines, errors, requests and metadata.
+
+The scripted engine streams one piece per token every ``step_s`` seconds, so token counts,
+votes and which branches finish before a deadline are exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from langchain_core.callbacks import BaseCallbackHandler
+
+from langchain_latts import DeadlineExceededError, LatencyOptimalTTSLLM, LattsValueError
+from langchain_latts import chat_models as chat_models_module
+
+from .fakes import ScriptedEngine
+
+FAST = ["#### ", "5"]  # 2 tokens, ends after ~20 ms
+SLOW = ["x"] * 300  # 300 tokens, ~3 s: outlives every deadline here
+
+
+@pytest.fixture
+def engine_for(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Route the chat model's engine lookup to a scripted engine."""
+
+    def install(engine: ScriptedEngine) -> ScriptedEngine:
+        monkeypatch.setattr(chat_models_module, "get_engine", lambda config: engine)
+        monkeypatch.setattr(chat_models_module, "engine_exists", lambda config: True)
+        return engine
+
+    return install
+
+
+def test_deadline_votes_over_finished_and_aborts_the_rest(engine_for) -> None:  # type: ignore[no-untyped-def]
+    engine = engine_for(ScriptedEngine([FAST, SLOW, FAST, SLOW], step_s=0.01))
+    started = time.monotonic()
+    message = LatencyOptimalTTSLLM(branches=4, seed=0, deadline_s=0.3).invoke("q")
+    elapsed = time.monotonic() - started
+    tts = message.response_metadata["tts"]
+    assert tts["branches_finished"] == 2 and tts["branches_aborted"] == 2 and tts["deadline_hit"] is True
+    assert sorted(engine.aborted) == [r for r in engine.started_ids if r.endswith(("-1", "-3"))]
+    assert tts["votes"] == {"5": 2} and tts["answer"] == "5" and tts["selected_branch"] == 0
+    assert tts["decided_at_s"] == pytest.approx(0.3, abs=0.1)  # decided at the deadline
+    assert elapsed < 0.3 + 0.3  # returned at the deadline, not after the 3 s branches
+    assert tts["branch_finish_reasons"] == ["stop", "abort", "stop", "abort"]
+    # Prompt [1, 2, 3] once; 2 + 2 tokens of the finished branches plus what the slow ones
+    # produced before the abort (one per 10 ms: about 30 each).
+    usage = message.usage_metadata
+    assert usage is not None and usage["input_tokens"] == 3
+    assert usage["output_tokens"] == sum(tts["branch_tokens"]) and 40 <= usage["output_tokens"] <= 70
+    assert engine.num_unfinished_requests() == 0
+
+
+def test_no_branch_finished_raises_with_the_deadline_elapsed_and_tokens(engine_for) -> None:  # type: ignore[no-untyped-def]
+    engine_for(ScriptedEngine([SLOW, SLOW], step_s=0.01))
+    llm = LatencyOptimalTTSLLM(branches=2, seed=0, deadline_s=0.2, on_deadline="raise")
+    with pytest.raises(DeadlineExceededError, match=r"no branch finished within deadline_s=0\.2 \(elapsed 0\.2\d*") as info:
+        llm.invoke("q")
+    error = info.value
+    assert error.deadline_s == 0.2 and 0.2 <= error.elapsed_s < 0.4
+    assert 20 <= error.tokens <= 50  # two branches at one token per 10 ms for 0.2 s
+
+
+def test_no_branch_finished_returns_the_best_partial_by_default(engine_for) -> None:  # type: ignore[no-untyped-def]
+    engine_for(ScriptedEngine([SLOW, SLOW], step_s=0.01))
+    message = LatencyOptimalTTSLLM(branches=2, seed=0, deadline_s=0.2).invoke("q")
+    assert message.response_metadata["finish_reason"] == "deadline"
+    assert message.response_metadata["tts"]["partial"] is True and message.content.startswith("xxx")
+
+
+def test_deadline_below_the_engine_step_is_refused(engine_for) -> None:  # type: ignore[no-untyped-def]
+    engine_for(ScriptedEngine([FAST], min_step_s=0.05))
+    with pytest.raises(LattsValueError, match=r"deadline_s must be at least this engine's fastest decode step "
+                                              r"\(0\.0500 s.*got 0\.01\. Use deadline_s >= 0\.050"):
+        LatencyOptimalTTSLLM(branches=1, deadline_s=0.01).invoke("q")
+
+
+def test_max_tokens_is_clipped_to_the_context_left(engine_for) -> None:  # type: ignore[no-untyped-def]
+    engine = engine_for(ScriptedEngine([FAST, FAST], max_model_len=10))
+    LatencyOptimalTTSLLM(branches=2, seed=0, max_tokens=512).invoke("q")
+    # A 3-token prompt in a 10-token context leaves 7 tokens to generate.
+    assert [r.max_tokens for r in engine.requests] == [7, 7]
+
+
+def test_prompt_filling_the_context_is_refused(engine_for) -> None:  # type: ignore[no-untyped-def]
+    engine_for(ScriptedEngine([FAST], max_model_len=3))
+    with pytest.raises(LattsValueError, match=r"messages must fit the model's context of 3 tokens"):
+        LatencyOptimalTTSLLM(branches=1).invoke("q")
+
+
+def test_stop_combines_with_other_per_call_options(engine_for) -> None:  # type: ignore[no-untyped-def]
+    engine = engine_for(ScriptedEngine([FAST] * 3))
+    llm = LatencyOptimalTTSLLM(branches=8, seed=0, stop=["\n\n"])
+    llm.invoke("q", stop=["="], branches=3, temperature=0.5, early_stop=False)
+    assert len(engine.requests) == 3
+    assert all(r.stop == ("=",) and r.temperature == 0.5 for r in engine.requests)
+    engine.requests.clear()
+    llm.invoke("q", branches=2, early_stop=False)  # no per-call stop: the constructor's stays
+    assert [r.stop for r in engine.requests] == [("\n\n",), ("\n\n",)]
+
+
+def test_a_custom_extractor_is_really_used(engine_for) -> None:  # type: ignore[no-untyped-def]
+    engine_for(ScriptedEngine([["#### ", "5"], ["#### ", "6"]]))
+    # The default extractor would vote 5 and 6; this one reads the text's length.
+    message = LatencyOptimalTTSLLM(branches=2, seed=0, early_stop=False,
+                                   answer_extractor=lambda text: f"len{len(text)}").invoke("q")
+    assert message.response_metadata["tts"]["votes"] == {"len6": 2}
+
+
+def test_branches_cut_by_max_tokens_vote_only_with_an_explicit_answer(engine_for) -> None:  # type: ignore[no-untyped-def]
+    cut_mid_step = ["48 + 17 = 65\n", "65 - 2"]  # would vote "2" by its trailing number
+    cut_after_answer = ["#### 63\n", "more"]  # states its final answer before the cut
+    complete = ["#### ", "63"]
+    engine_for(ScriptedEngine([cut_mid_step, cut_after_answer, complete],
+                              finish_reasons=["length", "length", "stop"]))
+    tts = LatencyOptimalTTSLLM(branches=3, seed=0, early_stop=False).invoke("q").response_metadata["tts"]
+    assert tts["branch_answers"] == [None, "63", "63"]
+    assert tts["votes"] == {"63": 2} and tts["branch_finish_reasons"] == ["length", "length", "stop"]
+
+
+def test_exact_tts_metadata_of_a_complete_call(engine_for) -> None:  # type: ignore[no-untyped-def]
+    engine_for(ScriptedEngine([["#### ", "4"], ["#### ", "5"], ["#### ", "5"]]))
+    message = LatencyOptimalTTSLLM(branches=3, seed=0, early_stop=False).invoke("q")
+    tts = dict(message.response_metadata["tts"])
+    for timing in ("decided_at_s", "latency_s", "engine_start_s"):
+        assert isinstance(tts.pop(timing), float)
+    assert tts == {
+        "branches_launched": 3, "branches_finished": 3, "branches_aborted": 0,
+        "votes": {"5": 2, "4": 1}, "answer": "5", "selected_branch": 1, "partial": False,
+        "stopped_early": False, "deadline_s": None, "deadline_hit": False, "speculative": None,
+        "branch_answers": ["4", "5", "5"], "branch_tokens": [2, 2, 2],
+        "branch_finish_reasons": ["stop", "stop", "stop"],
+    }
+    assert message.content == "#### 5"
+    assert message.usage_metadata == {"input_tokens": 3, "output_tokens": 6, "total_tokens": 9}
+
+
+def test_an_engine_error_is_raised_once_and_nothing_is_left_unretrieved(engine_for) -> None:  # type: ignore[no-untyped-def]
+    engine_for(ScriptedEngine([SLOW] * 4, fail_all=True))
+    unretrieved: list[dict[str, Any]] = []
+
+    async def call() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: unretrieved.append(context))
+        with pytest.raises(RuntimeError, match="engine exploded"):
+            await LatencyOptimalTTSLLM(branches=4, seed=0).ainvoke("q")
+        await asyncio.sleep(0)
+
+    asyncio.run(call())
+    import gc
+
+    gc.collect()  # "exception was never retrieved" is reported when a task is collected
+    assert unretrieved == []
+
+
+class _Recorder(BaseCallbackHandler):
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def on_custom_event(self, name: str, data: Any, **kwargs: Any) -> None:
+        self.events.append((name, data))
+
+
+def test_progress_events_reach_sync_callbacks(engine_for) -> None:  # type: ignore[no-untyped-def]
+    engine_for(ScriptedEngine([["#### ", "5"], ["#### ", "5", ""], ["#### ", "4", "", ""]]))
+    recorder = _Recorder()
+    LatencyOptimalTTSLLM(branches=3, seed=0, early_stop=False).invoke("q", config={"callbacks": [recorder]})
+    assert [name for name, _ in recorder.events] == ["latts_progress"] * 3
+    # One event per branch as it ends: finished counts rise, running counts fall.
+    assert [(d["finished"], d["running"]) for _, d in recorder.events] == [(1, 2), (2, 1), (3, 0)]
+    assert recorder.events[-1][1]["votes"] == {"5": 2, "4": 1} and recorder.events[-1][1]["leader"] == "5"
+
+
+async def test_progress_events_appear_in_astream_events(engine_for) -> None:  # type: ignore[no-untyped-def]
+    engine_for(ScriptedEngine([["#### ", "5"], ["#### ", "5", ""]]))
+    llm = LatencyOptimalTTSLLM(branches=2, seed=0, early_stop=False)
+    events = [e async for e in llm.astream_events("q", version="v2")]
+    progress = [e["data"] for e in events if e["event"] == "on_custom_event" and e["name"] == "latts_progress"]
+    assert [(p["finished"], p["running"], p["leader"]) for p in progress] == [(1, 1, "5"), (2, 0, "5")]
+    end = next(e for e in events if e["event"] == "on_chat_model_end")
+    assert end["data"]["output"].content == "#### 5"  # the stream still yields the voted answer
