@@ -90,7 +90,7 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
         try:
             super().__init__(**kwargs)
         except ValidationError as e:
-            raise as_latts_error(e) from None
+            raise as_latts_error(e, kwargs) from None
 
     @model_validator(mode="after")
     def _latts_add_version(self) -> LatencyOptimalTTSLLM:
@@ -133,8 +133,9 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             ls_temperature=kwargs.get("temperature", self.temperature),
             ls_max_tokens=kwargs.get("max_tokens", self.max_tokens),
         )
-        if stop or self.stop:
-            params["ls_stop"] = list(stop or self.stop or [])
+        stops = stop or self.stop
+        if isinstance(stops, (list, tuple)) and stops:  # a bad per-call stop is reported by the call itself
+            params["ls_stop"] = list(stops)
         return params
 
     # -- one call ----------------------------------------------------------------------
@@ -147,14 +148,14 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             )
         overrides = {k: v for k, v in kwargs.items() if k in CALL_OPTIONS}
         if stop is not None:
-            overrides["stop"] = list(stop)
+            overrides["stop"] = list(stop) if isinstance(stop, (list, tuple)) else stop
         if not overrides:
             return self
         values = {name: getattr(self, name) for name in CALL_OPTIONS} | overrides
         try:
             return TTSSettings.model_validate(values)
         except ValidationError as e:
-            raise as_latts_error(e) from None
+            raise as_latts_error(e, overrides) from None
 
     def _prepare(self, messages: Sequence[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any],
                  progress: ProgressCallback | None = None) -> _Call:

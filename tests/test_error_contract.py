@@ -1,0 +1,75 @@
+"""One error contract: every invalid setting, by type or by value, in the constructor, per
+call and through ``bind``, raises a LattsValueError naming the parameter, the value and a fix.
+Nothing here starts an engine: settings are validated before any engine is looked up."""
+
+from __future__ import annotations
+
+import pytest
+
+from langchain_latts import LatencyOptimalTTSLLM, LattsValueError
+from langchain_latts.settings import CALL_OPTIONS
+
+#: One bad value by type and one by value (where the type allows a bad value) per setting.
+BAD: dict[str, list[object]] = {
+    "model": [3, "/no/such/model"],
+    "draft_model": [["a"], "./no-such-draft"],
+    "speculative_method": [1, "medusa"],
+    "num_speculative_tokens": ["four", -1],
+    "branches": ["x", 0],
+    "temperature": ["hot", -0.5],
+    "top_p": ["all", 1.5],
+    "max_tokens": [None, 0],
+    "stop": [3, [1, 2]],
+    "seed": ["s", 1.5],
+    "answer_extractor": [3, "regex"],
+    "early_stop": ["maybe", [True]],
+    "deadline_s": ["soon", float("nan")],
+    "deadline_includes_start": ["maybe", {}],
+    "on_deadline": [0, "ignore"],
+    "max_model_len": ["long", 0],
+    "max_num_seqs": ["many", -2],
+    "kv_cache_gib": ["big", 0.0],
+    "gpu_memory_utilization": ["half", 1.5],
+    "enforce_eager": ["sometimes", 2],
+    "dtype": [16, "float7"],
+    "engine_kwargs": ["tp=2", {"x": object()}],
+}
+CASES = [(name, value) for name, values in BAD.items() for value in values]
+
+
+def test_the_table_covers_every_setting() -> None:
+    assert set(BAD) == set(CALL_OPTIONS)
+
+
+def _check(error: LattsValueError, name: str, value: object) -> None:
+    message = str(error)
+    assert message.startswith(name) or name in message.split(" must ")[0], message
+    assert repr(value)[:20] in message or str(value)[:20] in message, message  # the value received
+    assert message.split(", got ", 1)[1].count(". ") >= 1, message  # followed by a fix
+
+
+@pytest.mark.parametrize(("name", "value"), CASES)
+def test_constructor(name: str, value: object) -> None:
+    with pytest.raises(LattsValueError) as info:
+        LatencyOptimalTTSLLM(**{name: value})
+    _check(info.value, name, value)
+
+
+@pytest.mark.parametrize(("name", "value"), CASES)
+def test_per_call(name: str, value: object) -> None:
+    with pytest.raises(LattsValueError) as info:
+        LatencyOptimalTTSLLM().invoke("Compute 1 + 2.", **{name: value})
+    _check(info.value, name, value)
+
+
+@pytest.mark.parametrize(("name", "value"), CASES)
+def test_bind(name: str, value: object) -> None:
+    with pytest.raises(LattsValueError) as info:
+        LatencyOptimalTTSLLM().bind(**{name: value}).invoke("Compute 1 + 2.")
+    _check(info.value, name, value)
+
+
+def test_unknown_call_option_lists_the_valid_ones() -> None:
+    with pytest.raises(LattsValueError, match=r"call option is not a setting of LatencyOptimalTTSLLM, got 'n'\. "
+                                              r"Per-call options are: model, "):
+        LatencyOptimalTTSLLM().invoke("Compute 1 + 2.", n=8)
