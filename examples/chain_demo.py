@@ -14,8 +14,8 @@ from langchain_latts.parsers import VotedAnswerParser
 if __name__ == "__main__":  # vLLM starts its engine in a spawned process: keep this guard
     llm = LatencyOptimalTTSLLM(branches=8, seed=0)
     chain = ChatPromptTemplate.from_messages([("human", "Compute {expression}.")]) | llm | VotedAnswerParser()
-    # The built-in model knows its training distribution only: 2-5 steps, operands all of
-    # one digit or all of two digits (see langchain_latts/models/MODEL_CARD.md).
-    for expression in ["3 + 4 - 2", "12 + 17 - 15", "48 + 17 - 23 + 15", "91 + 78 - 64 + 85 - 33"]:
+    # The built-in model knows chains of 2 to 6 numbers below 1000 joined by + and -
+    # (see langchain_latts/models/MODEL_CARD.md).
+    for expression in ["3 + 4 - 2", "12 + 35 - 7", "512+37-208", "91 + 78 - 640 + 85 - 33"]:
         result = chain.invoke({"expression": expression})
         print(f"{expression} = {result.answer}   votes {result.votes}   {result.latency_s:.2f} s")

@@ -30,19 +30,25 @@ def test_branches_run_in_parallel_in_one_engine(llm: LatencyOptimalTTSLLM, in_fl
 
 
 def test_answer_votes_and_metadata(llm: LatencyOptimalTTSLLM) -> None:
-    message = llm.invoke(EASY)
+    message = llm.invoke(EASY, early_stop=False)
     meta = message.response_metadata
     tts = meta["tts"]
     assert meta["model_name"] == "latts-tiny-arith" and meta["model_provider"] == "vllm"
     assert meta["finish_reason"] == "stop"
     assert tts["answer"] == "5"  # an easy problem: the vote gets it right
-    assert sum(tts["votes"].values()) <= tts["branches_finished"] <= tts["branches_launched"] == 8
-    assert tts["latency_s"] > 0 and tts["decided_at_s"] <= tts["latency_s"]
-    # The returned text is a branch that carries the winning answer.
+    # All 8 ran to the end; every branch with an answer voted, and the counts add up.
+    assert tts["branches_launched"] == tts["branches_finished"] == 8 and tts["branches_aborted"] == 0
+    assert sum(tts["votes"].values()) == sum(a is not None for a in tts["branch_answers"])
+    assert tts["votes"] == {a: tts["branch_answers"].count(a) for a in tts["votes"]}
+    assert 0 < tts["decided_at_s"] <= tts["latency_s"] and tts["engine_start_s"] < 0.1
+    # The returned text is the first branch that carries the winning answer.
+    assert tts["selected_branch"] == tts["branch_answers"].index("5")
     assert message.content.strip().endswith("#### 5")
     usage = message.usage_metadata
-    assert usage is not None and usage["input_tokens"] > 0
+    # One token per character: <|bos|><|user|> + the 18 characters + <|end|><|assistant|>.
+    assert usage is not None and usage["input_tokens"] == 2 + len(EASY) + 2
     assert usage["output_tokens"] == sum(tts["branch_tokens"])  # all branches counted
+    assert all(n > 0 for n in tts["branch_tokens"])
     assert tts["speculative"] is None  # no speculation by default
 
 
@@ -116,6 +122,14 @@ def test_prompt_longer_than_the_context_is_a_clear_error(llm: LatencyOptimalTTSL
 
 
 def test_extractor_callable(llm: LatencyOptimalTTSLLM) -> None:
-    message = llm.invoke(EASY, answer_extractor=lambda text: text.strip()[:1] or None)
+    # Reads the first operand of the first step ("3 + 4 = 7" -> "3"), never the answer 5:
+    # the votes can only come from this extractor.
+    message = llm.invoke(EASY, early_stop=False, answer_extractor=lambda text: text.split(" ")[0] or None)
     tts = message.response_metadata["tts"]
-    assert all(a is None or len(a) == 1 for a in tts["branch_answers"])
+    assert tts["votes"].get("3", 0) >= 6 and "5" not in tts["votes"]
+
+
+def test_text_the_tokenizer_cannot_encode_is_refused(llm: LatencyOptimalTTSLLM) -> None:
+    with pytest.raises(LattsValueError, match="messages contain characters this model's tokenizer cannot encode, "
+                                              "got '\u2212\U0001f642'"):
+        llm.invoke("Compute 12 + 35 \u2212 7 \U0001f642.")

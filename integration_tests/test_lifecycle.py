@@ -36,13 +36,14 @@ def test_lazy_shared_engine_and_clean_exit(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert re.search(r"^answer \d+$", done.stdout, re.M)
     children = [int(pid) for pid in re.search(r"^children ([\d ]+)$", done.stdout, re.M).group(1).split()]
-    assert len(children) >= 2  # the engine-core and worker processes were running ...
+    assert len(children) >= 1  # the engine process(es) were running (engine core; workers on CPU) ...
     # ... and the exit shut them down, without tracebacks or leaked shared memory.
     # (multiprocessing's resource tracker may take a moment to notice its parent is gone)
     _, alive = psutil.wait_procs([p for p in map(_process, children) if p is not None], timeout=10)
     assert not alive, [p.cmdline() for p in alive]
     for bad in ("Traceback", "Exception ignored", "leaked shared_memory"):
         assert bad not in done.stderr, done.stderr[-3000:]
+    assert "force killing" not in done.stdout and "WARNING" not in done.stdout, done.stdout[-3000:]  # quiet exit
 
 
 def _process(pid: int) -> psutil.Process | None:

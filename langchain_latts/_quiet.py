@@ -13,6 +13,9 @@ The policy, in one place:
   vLLM's ``INFO`` log back.
 - torch's C++ warnings (``TORCH_CPP_LOG_LEVEL``) follow the same rule.
 - Both are environment variables, so the engine processes vLLM spawns inherit them.
+- When the engine process dies, vLLM's output handler logs the death with a traceback;
+  the caller gets a clear :class:`~langchain_latts.EngineDeadError` for it, so in quiet
+  mode that one record is dropped (:class:`EngineDeathFilter`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,18 @@ from __future__ import annotations
 import logging
 import os
 
-__all__ = ["dependency_log_level", "quiet_dependencies"]
+__all__ = ["EngineDeathFilter", "dependency_log_level", "quiet_dependencies"]
+
+
+class EngineDeathFilter(logging.Filter):
+    """Drops vLLM's "output_handler failed" record of a dead engine while vLLM is quiet
+    (the call raises EngineDeadError instead); with vLLM's log on, it passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if os.environ.get("VLLM_LOGGING_LEVEL", "ERROR") in ("DEBUG", "INFO", "WARNING"):
+            return True
+        dead = record.exc_info is not None and type(record.exc_info[1]).__name__ == "EngineDeadError"
+        return not (dead and str(record.msg).startswith("AsyncLLM output_handler failed"))
 
 
 def dependency_log_level() -> str:
@@ -44,6 +58,9 @@ def quiet_dependencies() -> None:
         cpp = "WARNING" if level in ("DEBUG", "INFO", "WARNING") else "ERROR"
         os.environ["TORCH_CPP_LOG_LEVEL"] = cpp
         os.environ["_LATTS_SET_TORCH_CPP_LOG_LEVEL"] = cpp
+    handler_logger = logging.getLogger("vllm.v1.engine.async_llm")
+    if not any(isinstance(f, EngineDeathFilter) for f in handler_logger.filters):
+        handler_logger.addFilter(EngineDeathFilter())
     vllm_logger = logging.getLogger("vllm")
     if vllm_logger.level == logging.NOTSET or getattr(vllm_logger, "_latts_level", None) == vllm_logger.level:
         # Before vLLM configures its own logging, its import-time warnings would reach

