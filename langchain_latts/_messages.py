@@ -47,13 +47,14 @@ def to_chat_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
                 )
     merged = merge_message_runs(list(messages))
     shaped = convert_to_openai_messages(merged, text_format="string")
-    chat = []
+    chat: list[dict[str, Any]] = []
     for m in shaped:
-        message = {"role": m["role"], "content": m.get("content") or ""}  # type: ignore[index,union-attr]
+        raw: dict[str, Any] = dict(m)  # type: ignore[arg-type]
+        entry = {"role": raw["role"], "content": raw.get("content") or ""}
         for key in ("tool_calls", "tool_call_id"):  # tool use, rendered by the chat template
-            if m.get(key):  # type: ignore[union-attr]
-                message[key] = m[key]  # type: ignore[index]
-        chat.append(message)
+            if raw.get(key):
+                entry[key] = raw[key]
+        chat.append(entry)
     return chat
 
 

@@ -32,6 +32,7 @@ from langchain_core.callbacks import (
     CallbackManager,
     CallbackManagerForLLMRun,
 )
+from langchain_core.runnables import RunnableConfig
 
 __all__ = ["PROGRESS_EVENT", "STREAM_RUN", "ProgressEmitter"]
 
@@ -40,7 +41,7 @@ PROGRESS_EVENT = "latts_progress"
 
 #: The config of the ``stream``/``astream`` call running in this context (its
 #: ``run_id`` fixed), or None.
-STREAM_RUN: ContextVar[dict[str, Any] | None] = ContextVar("latts_stream_run", default=None)
+STREAM_RUN: ContextVar[RunnableConfig | None] = ContextVar("latts_stream_run", default=None)
 
 
 class ProgressEmitter:
@@ -51,9 +52,8 @@ class ProgressEmitter:
         self._run_id = run_id
         self._loop = loop
         self._pending: list[concurrent.futures.Future[Any]] = []
-        fields = {"handlers": handlers, "tags": tags, "metadata": metadata}
-        self._sync = CallbackManager(**fields) if loop is None else None
-        self._async = AsyncCallbackManager(**fields) if loop is not None else None
+        self._sync = CallbackManager(handlers, tags=tags, metadata=metadata) if loop is None else None
+        self._async = AsyncCallbackManager(handlers, tags=tags, metadata=metadata) if loop is not None else None
 
     @classmethod
     def create(cls, run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
@@ -69,13 +69,14 @@ class ProgressEmitter:
             return cls(run_manager.handlers, run_manager.run_id, tags=run_manager.tags,
                        metadata=run_manager.metadata, loop=loop)
         config = STREAM_RUN.get()
-        if config is None:
+        if config is None or config.get("run_id") is None:
             return None
         manager = CallbackManager.configure(config.get("callbacks"), model_callbacks, False, config.get("tags"),
                                             None, config.get("metadata"))
         if not manager.handlers:
             return None
-        return cls(manager.handlers, config["run_id"], tags=manager.tags, metadata=manager.metadata, loop=loop)
+        run_id: UUID = config["run_id"]  # type: ignore[assignment]
+        return cls(manager.handlers, run_id, tags=manager.tags, metadata=manager.metadata, loop=loop)
 
     def __call__(self, data: dict[str, Any]) -> None:
         if self._sync is not None:

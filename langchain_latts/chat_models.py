@@ -16,15 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel, LangSmithParams
-from langchain_core.language_models import LanguageModelInput
+from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.messages import AIMessageChunk, BaseMessage
-from langchain_core.runnables import RunnableConfig, ensure_config
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.runnables import RunnableConfig, ensure_config
 from pydantic import ValidationError, model_validator
 
-from langchain_latts._progress import STREAM_RUN, ProgressEmitter
 from langchain_latts._messages import PROVIDER, build_chat_result, result_to_chunks, to_chat_messages
+from langchain_latts._progress import STREAM_RUN, ProgressEmitter
 from langchain_latts._version import __version__
 from langchain_latts.engines.base import BranchRequest, Engine, EngineStats
 from langchain_latts.engines.vllm_local import engine_exists, get_engine

@@ -85,7 +85,8 @@ def llama_config(spec: ModelSpec, tokenizer: PreTrainedTokenizerFast) -> LlamaCo
 def encode_conversation(tokenizer: PreTrainedTokenizerFast, conversation: Conversation) -> tuple[list[int], list[bool]]:
     """Token ids of a whole conversation and, per token, whether it is trained on: the
     content of every assistant turn and the ``<|end|>`` that closes it."""
-    text = tokenizer.apply_chat_template(conversation.messages, tools=conversation.tools, tokenize=False)
+    text = tokenizer.apply_chat_template(conversation.messages, tools=conversation.tools,  # type: ignore[arg-type]
+                                         tokenize=False)
     ids = tokenizer.encode(text, add_special_tokens=False)
     assistant = tokenizer.convert_tokens_to_ids("<|assistant|>")
     trained, inside = [], False

@@ -19,11 +19,11 @@ __all__ = [
     "EXTRACTORS",
     "AnswerExtractor",
     "ExtractorName",
+    "explicit_answer",
     "extract_auto",
     "extract_boxed",
     "extract_hash",
     "extract_last_number",
-    "explicit_answer",
     "normalize_answer",
     "resolve_extractor",
 ]
