@@ -164,7 +164,7 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
         if config != self.engine_config() and not engine_exists(config):
             changed = sorted(k for k in ENGINE_OPTIONS if k in kwargs and kwargs[k] != getattr(self, k))
             logger.warning(
-                "per-call %s need a separate vLLM engine: starting one, which stays until exit or "
+                "per-call setting(s) %s need a separate vLLM engine: starting one, which stays until exit or "
                 "llm.engine.shutdown(); set engine options on the model instead of per call.", ", ".join(changed))
         return _Call(
             settings=settings,

@@ -46,7 +46,7 @@ def run_demo(*, questions: int = 24, branches: int = 8, deadline_s: float = 1.5,
     prompt = ChatPromptTemplate.from_messages([("human", "{question}")])
     single = prompt | llm.bind(branches=1) | VotedAnswerParser()
     voted = prompt | llm.bind(branches=branches) | VotedAnswerParser()
-    with console.status("starting the vLLM engine (once per process, ~20 s on CPU)..."):
+    with console.status("starting the vLLM engine (once per process)..."):
         llm.warmup()
     problems = generate_problems(questions, seed=seed + 12345)
     rows: list[_Row] = []

@@ -181,3 +181,16 @@ async def test_progress_events_appear_in_astream_events(engine_for) -> None:  # 
     assert [(p["finished"], p["running"], p["leader"]) for p in progress] == [(1, 1, "5"), (2, 0, "5")]
     end = next(e for e in events if e["event"] == "on_chat_model_end")
     assert end["data"]["output"].content == "#### 5"  # the stream still yields the voted answer
+
+
+def test_a_per_call_engine_setting_warns_that_it_starts_another_engine(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = ScriptedEngine([FAST])
+    monkeypatch.setattr(chat_models_module, "get_engine", lambda config: engine)
+    monkeypatch.setattr(chat_models_module, "engine_exists", lambda config: False)
+    llm = LatencyOptimalTTSLLM(branches=1, seed=0)
+    llm.invoke("q", branches=1)  # a sampling setting: same engine, no warning
+    assert "separate vLLM engine" not in caplog.text
+    llm.invoke("q", max_num_seqs=3)
+    assert "per-call setting(s) max_num_seqs need a separate vLLM engine" in caplog.text
