@@ -117,6 +117,7 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             "seed": self.seed,
             "answer_extractor": extractor_name(self.answer_extractor),
             "early_stop": self.early_stop,
+            "early_stop_threshold": self.early_stop_threshold,
             "deadline_s": self.deadline_s,
             "on_deadline": self.on_deadline,
             "deadline_includes_start": self.deadline_includes_start,
@@ -209,7 +210,8 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
         ]
         run = await run_branches(
             engine, requests, call_id=call.call_id, extractor=settings.extractor(),
-            started=started, deadline=deadline, early_stop=settings.early_stop, on_progress=call.progress,
+            started=started, deadline=deadline, early_stop=settings.early_stop,
+            early_stop_threshold=settings.early_stop_threshold, on_progress=call.progress,
         )
         if run.deadline_hit and not run.finished and settings.on_deadline == "raise":
             elapsed = time.monotonic() - started

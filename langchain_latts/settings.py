@@ -19,6 +19,7 @@ from langchain_latts.engines.base import SPECULATIVE_METHODS, EngineConfig, Spec
 from langchain_latts.errors import LattsValueError
 from langchain_latts.models import DEFAULT_DRAFT, DEFAULT_TARGET
 from langchain_latts.tts.answers import AnswerExtractor, ExtractorName, resolve_extractor
+from langchain_latts.tts.stopping import EarlyStop
 
 __all__ = ["CALL_OPTIONS", "DEFAULT_MODEL_NAME", "ENGINE_OPTIONS", "OnDeadline", "TTSSettings", "as_latts_error"]
 
@@ -81,9 +82,16 @@ class TTSSettings(BaseModel):
     ``\\boxed{}``), ``"hash"`` (``#### x``), ``"last_number"``, ``"auto"`` (first of those
     that matches) or a callable ``str -> str | None``. Default: ``"auto"``."""
 
-    early_stop: bool = True
-    """Stop as soon as the branches still running can no longer change the vote (they
-    are aborted; the answer is the one the full vote would give). Default: True."""
+    early_stop: EarlyStop = True
+    """When to stop the branches still running (they are aborted): ``"exact"`` (or True)
+    as soon as they can no longer change the vote -- the answer is the one the full vote
+    would give; ``"adaptive"`` also when the votes so far make the leader very probably
+    the better answer (Adaptive-Consistency's Beta criterion, see
+    :mod:`langchain_latts.tts.stopping`); False never. Default: True (exact)."""
+
+    early_stop_threshold: float = 0.95
+    """Posterior probability at which ``early_stop="adaptive"`` stops, in (0.5, 1).
+    Default: 0.95."""
 
     # -- deadlines ----------------------------------------------------------------------
     deadline_s: float | None = None
@@ -191,6 +199,14 @@ class TTSSettings(BaseModel):
                 "deadline_s", value, "must be a finite number of seconds > 0 (or None for no deadline)",
                 "Use e.g. deadline_s=2.0, or deadline_s=None.",
             )
+        return value
+
+    @field_validator("early_stop_threshold")
+    @classmethod
+    def _check_threshold(cls, value: float) -> float:
+        if not 0.5 < value < 1:
+            raise LattsValueError.bad("early_stop_threshold", value, "must be in (0.5, 1)",
+                                      "Use e.g. 0.95 (higher stops later and is safer).")
         return value
 
     @field_validator("max_model_len", "max_num_seqs")

@@ -87,3 +87,16 @@ def test_branch_seeds_are_reproducible_and_never_shared_across_prompts() -> None
     assert branch_seeds(1, [1, 2, 3], 8) != a
     assert branch_seeds(None, [1, 2, 3], 3) == [None, None, None]
     assert all(0 <= s < 2**62 for s in a)
+
+
+async def test_adaptive_stop_aborts_earlier_than_the_exact_rule() -> None:
+    # Four fast branches agree on "3"; four slow ones are still running. The exact rule
+    # must wait (4 slow votes could tie), the adaptive rule stops (P = 31/32 >= 0.95).
+    fast = ["#### ", "3"]
+    slow = ["x"] * 50 + ["#### 9"]
+    exact = await _run(ScriptedEngine([fast] * 4 + [slow] * 4), 8, early_stop="exact")
+    assert not exact.stopped_early and len(exact.finished) == 8
+    engine = ScriptedEngine([fast] * 4 + [slow] * 4)
+    adaptive = await _run(engine, 8, early_stop="adaptive")
+    assert adaptive.stopped_early and adaptive.vote.answer == "3" and len(adaptive.finished) == 4
+    assert sorted(engine.aborted) == ["c-4", "c-5", "c-6", "c-7"]

@@ -25,7 +25,8 @@ from typing import Any
 
 from langchain_latts.engines.base import BranchRequest, Engine, SpecDecodeStats
 from langchain_latts.tts.answers import AnswerExtractor, explicit_answer
-from langchain_latts.tts.voting import Vote, majority_vote, vote_is_decided
+from langchain_latts.tts.stopping import EarlyStop, should_stop
+from langchain_latts.tts.voting import Vote, majority_vote
 
 logger = logging.getLogger(__name__)
 
@@ -144,12 +145,14 @@ async def run_branches(
     extractor: AnswerExtractor,
     started: float,
     deadline: float | None = None,
-    early_stop: bool = True,
+    early_stop: EarlyStop = True,
+    early_stop_threshold: float = 0.95,
     on_progress: ProgressCallback | None = None,
 ) -> BranchRun:
     """Run one branch per request and vote over the finished ones.
 
-    ``started`` and ``deadline`` are ``time.monotonic()`` values. An engine error in
+    ``started`` and ``deadline`` are ``time.monotonic()`` values; ``early_stop`` is a
+    rule of :mod:`~langchain_latts.tts.stopping` (True means ``"exact"``). An engine error in
     any branch aborts the others and is raised (once: the other branches' errors are
     retrieved, so asyncio logs no "exception was never retrieved"). ``on_progress`` is
     called each time a branch ends.
@@ -176,9 +179,10 @@ async def run_branches(
                 break
             if on_progress is not None:
                 on_progress(progress_event(branches, call_id=call_id, started=started))
-            if early_stop and pending:
+            if early_stop is not False and pending:
                 counts = majority_vote([b.answer for b in branches if b.finished]).counts
-                if vote_is_decided(counts, remaining=len(pending)):
+                rule = "exact" if early_stop is True else early_stop
+                if should_stop(counts, len(pending), rule, threshold=early_stop_threshold):
                     stopped_early = True
                     break
     finally:
