@@ -133,3 +133,12 @@ def test_text_the_tokenizer_cannot_encode_is_refused(llm: LatencyOptimalTTSLLM) 
     with pytest.raises(LattsValueError, match="messages contain characters this model's tokenizer cannot encode, "
                                               "got '\u2212\U0001f642'"):
         llm.invoke("Compute 12 + 35 \u2212 7 \U0001f642.")
+
+
+def test_the_built_in_model_answers_in_json_when_asked(llm: LatencyOptimalTTSLLM) -> None:
+    import json
+
+    message = llm.invoke([SystemMessage('Respond in JSON with key "total".'), HumanMessage("What is 12+35-7?")],
+                         early_stop=False)
+    assert json.loads(str(message.content).strip().splitlines()[-1]) == {"total": 40}
+    assert message.response_metadata["tts"]["answer"] == "40"

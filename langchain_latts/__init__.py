@@ -5,7 +5,7 @@ Data flow of one ``invoke``::
     messages -> prompt (chat template)                       _messages.py
              -> settings for this call (branches, speculation) settings.py
              -> engine branches, one request each             engines/ (vLLM on its own loop)
-             -> answers, vote, early stop, deadline           tts/ (answers, voting, branches)
+             -> answers, vote, early stop, deadline, progress tts/ (answers, voting, stopping, branches)
              -> AIMessage with usage and TTS metadata         _messages.py
 
 ``LatencyOptimalTTSLLM`` (chat_models.py) is the LangChain surface over those stages.
