@@ -99,7 +99,7 @@ async def test_many_concurrent_callers_each_get_their_own_answer(llm: LatencyOpt
         # ... and the vote counts this call's branches only.
         assert tts["branches_launched"] == 4 and sum(tts["votes"].values()) <= 4
     correct = sum(m.response_metadata["tts"]["answer"] == str(p.answer) for p, m in zip(problems, messages))
-    assert correct >= 24  # easy levels: most answers right
+    assert correct >= 22  # easy levels (maj@4 ~88% on the card): most answers right
     assert llm.engine.num_unfinished_requests() == 0
 
 

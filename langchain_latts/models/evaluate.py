@@ -168,7 +168,7 @@ def _make_llm(target: Path, draft: Path | None) -> Any:
     from vllm import LLM
 
     kwargs: dict[str, Any] = {"model": str(target), "enforce_eager": True, "kv_cache_memory_bytes": 1 << 30,
-                              "seed": 0, "disable_log_stats": True}
+                              "seed": 0, "disable_log_stats": True, "use_tqdm_on_load": False}
     if draft is not None:
         kwargs["speculative_config"] = {"method": "draft_model", "model": str(draft),
                                         "num_speculative_tokens": NUM_SPECULATIVE_TOKENS}
