@@ -52,14 +52,17 @@ def test_engine_death_gives_one_clear_error_and_nothing_else(tmp_path: Path) -> 
         if __name__ == "__main__":
             llm = LatencyOptimalTTSLLM(seed=0)
             llm.warmup()
-            threading.Timer(0.5, os.kill, args=(llm.engine.engine_core_pids()[0], signal.SIGKILL)).start()
-            try:
-                llm.invoke("Compute 91 + 78 - 64 + 85 - 33 + 57.", branches=16, early_stop=False, max_tokens=400)
+            threading.Timer(0.2, os.kill, args=(llm.engine.engine_core_pids()[0], signal.SIGKILL)).start()
+            try:  # 64 branches of a long problem: well over 0.2 s of work
+                llm.invoke("Compute 591 + 78 - 364 + 85 - 233 + 557.", branches=64, early_stop=False)
             except EngineDeadError as e:
                 print("caught:", e)
     """), tmp_path)
     assert done.stdout.startswith("caught: the vLLM engine process") and done.stdout.count("\n") == 1, done.stdout
-    assert done.stderr == "", done.stderr  # no "Task exception was never retrieved", no traceback
+    # No "Task exception was never retrieved", no traceback. Known and reported: the killed engine
+    # process cannot unlink its shared memory, so Python's resource tracker warns about it at exit.
+    stray = [line for line in done.stderr.splitlines() if "resource_tracker" not in line]
+    assert stray == [], done.stderr
 
 
 def test_logging_configuration_brings_vllms_log_back(tmp_path: Path) -> None:
