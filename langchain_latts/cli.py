@@ -26,7 +26,8 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at IN
 def demo(
     questions: int = typer.Option(24, help="How many questions to answer."),
     branches: int = typer.Option(8, help="Parallel branches of the vote."),
-    deadline_s: float = typer.Option(1.5, help="Deadline of every call, in seconds."),
+    deadline_s: float | None = typer.Option(
+        None, help="Deadline of every call, in seconds (default: one sample's measured p90 latency)."),
     seed: int = typer.Option(0, help="Seed of the questions and the sampling."),
 ) -> None:
     """One sample against the vote of several branches at the same deadline, on the built-in model."""
@@ -77,7 +78,7 @@ def bench_speculation(
 @bench_app.command("deadlines")
 def bench_deadlines(
     calls: int = typer.Option(200, help="Calls to make."),
-    deadlines: str = typer.Option("0.2,0.5,1,2", help="Deadlines in seconds, cycled over the calls."),
+    deadlines: str = typer.Option("0.05,0.1,0.2,0.4", help="Deadlines in seconds, cycled over the calls."),
     concurrency: int = typer.Option(4, help="Calls in flight at once (they share one engine)."),
     branches: int = typer.Option(8, help="Branches per call."),
     plot: str = typer.Option("bench-deadlines.png", help="Where to save the plot ('' to skip)."),

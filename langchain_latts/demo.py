@@ -7,10 +7,15 @@ typed the way people type them, twice per question and under the same deadline: 
 with a single branch (what a plain chat model gives), once with the vote of several
 parallel branches. It prints a few questions side by side, then the accuracy of both
 over a few dozen. Uses the built-in tiny model, so it runs offline on a CPU.
+
+Without ``--deadline-s`` the deadline is measured: the 90th percentile of one sample's
+latency on a dozen calibration questions (a seed the shown questions do not use), so a
+single sample usually finishes and the vote has to fit in the same time.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from langchain_core.prompts import ChatPromptTemplate
@@ -26,6 +31,9 @@ __all__ = ["run_demo"]
 
 #: Questions shown one by one before the accuracy summary.
 SHOWN = 6
+#: Calibration questions timed to choose the deadline, and the percentile taken.
+CALIBRATION_QUESTIONS = 12
+CALIBRATION_PERCENTILE = 90
 
 
 @dataclass(frozen=True)
@@ -38,16 +46,23 @@ class _Row:
         return answer.answer == str(self.problem.answer)
 
 
-def run_demo(*, questions: int = 24, branches: int = 8, deadline_s: float = 1.5, seed: int = 0,
+def run_demo(*, questions: int = 24, branches: int = 8, deadline_s: float | None = None, seed: int = 0,
              console: Console | None = None) -> dict[str, float]:
-    """Answer ``questions`` problems both ways and print the comparison; returns the accuracies."""
+    """Answer ``questions`` problems both ways and print the comparison; returns the accuracies.
+
+    ``deadline_s=None`` measures it (module docstring)."""
     console = console or Console()
-    llm = LatencyOptimalTTSLLM(seed=seed, deadline_s=deadline_s)
+    llm = LatencyOptimalTTSLLM(seed=seed)
     prompt = ChatPromptTemplate.from_messages([("human", "{question}")])
-    single = prompt | llm.bind(branches=1) | VotedAnswerParser()
-    voted = prompt | llm.bind(branches=branches) | VotedAnswerParser()
     with console.status("starting the vLLM engine (once per process)..."):
         llm.warmup()
+    if deadline_s is None:
+        with console.status("timing one sample to choose the deadline..."):
+            deadline_s = measured_deadline(llm, seed=seed)
+        console.print(f"deadline: {deadline_s:.3f} s, one sample's p{CALIBRATION_PERCENTILE} latency "
+                      f"on {CALIBRATION_QUESTIONS} calibration questions")
+    single = prompt | llm.bind(branches=1, deadline_s=deadline_s) | VotedAnswerParser()
+    voted = prompt | llm.bind(branches=branches, deadline_s=deadline_s) | VotedAnswerParser()
     problems = generate_problems(questions, seed=seed + 12345)
     rows: list[_Row] = []
     with Progress(console=console, transient=True) as progress:
@@ -70,6 +85,14 @@ def run_demo(*, questions: int = 24, branches: int = 8, deadline_s: float = 1.5,
         f"correct, the vote of {branches} branches [bold]{accuracy['voted']:.0%}[/] correct."
     )
     return accuracy
+
+
+def measured_deadline(llm: LatencyOptimalTTSLLM, *, seed: int) -> float:
+    """One sample's latency percentile (``CALIBRATION_PERCENTILE``) on calibration questions."""
+    problems = generate_problems(CALIBRATION_QUESTIONS, seed=seed + 777)
+    latencies = sorted(llm.invoke(p.question, branches=1).response_metadata["tts"]["latency_s"] for p in problems)
+    rank = math.ceil(CALIBRATION_PERCENTILE / 100 * len(latencies)) - 1
+    return round(latencies[rank], 3)
 
 
 def _cell(row: _Row, answer: VotedAnswer) -> str:
