@@ -7,6 +7,7 @@ need speculation use one more engine per speculative config.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,19 @@ from langchain_latts.engines.vllm_local import shutdown_all
 
 #: Settings of the shared default-model engine used by most tests.
 BASE: dict[str, Any] = {"seed": 0, "max_tokens": 160}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_profile_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A profile cache of the session's own (the user's profiles would change the plans);
+    subprocesses inherit it through the environment."""
+    before = os.environ.get("LATTS_CACHE_DIR")
+    os.environ["LATTS_CACHE_DIR"] = str(tmp_path_factory.mktemp("latts-cache"))
+    yield
+    if before is None:
+        os.environ.pop("LATTS_CACHE_DIR", None)
+    else:
+        os.environ["LATTS_CACHE_DIR"] = before
 
 
 @pytest.fixture(scope="session", autouse=True)

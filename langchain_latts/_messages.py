@@ -59,7 +59,8 @@ def to_chat_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
 
 
 def _tts_metadata(run: BranchRun, *, selected: int, latency_s: float, speculative: dict[str, Any] | None,
-                  deadline_s: float | None, partial: bool, engine_start_s: float) -> dict[str, Any]:
+                  deadline_s: float | None, partial: bool, engine_start_s: float,
+                  plan: dict[str, Any] | None) -> dict[str, Any]:
     branches = run.branches
     spec = run.spec
     spec_meta = None
@@ -87,6 +88,7 @@ def _tts_metadata(run: BranchRun, *, selected: int, latency_s: float, speculativ
         "latency_s": round(latency_s, 4),
         "engine_start_s": round(engine_start_s, 4),
         "speculative": spec_meta,
+        "plan": plan,
         "branch_answers": [b.answer for b in branches],
         "branch_tokens": [b.num_tokens for b in branches],
         "branch_finish_reasons": [b.finish_reason if b.finished else "abort" for b in branches],
@@ -111,18 +113,19 @@ def select_branch(run: BranchRun) -> tuple[int, bool]:
 
 def build_chat_result(run: BranchRun, *, prompt_tokens: int, model_name: str, latency_s: float,
                       speculative: dict[str, Any] | None, deadline_s: float | None,
-                      engine_start_s: float = 0.0) -> ChatResult:
+                      engine_start_s: float = 0.0, plan: dict[str, Any] | None = None) -> ChatResult:
     """The ``ChatResult`` of a call: the selected branch's text with usage and TTS metadata.
 
     ``usage_metadata`` counts the prompt once and the output tokens of *all* branches
     (aborted ones included): that is the compute the answer cost. ``latency_s`` and
     ``decided_at_s`` count from when the deadline clock started; ``engine_start_s`` is how
-    long the call waited for the engine to start before that (0 once it runs).
+    long the call waited for the engine to start before that (0 once it runs). ``plan`` is
+    the planner's choice when the branches were planned (None when they were pinned).
     """
     index, partial = select_branch(run)
     branch = run.branches[index]
     tts = _tts_metadata(run, selected=index, latency_s=latency_s, speculative=speculative, deadline_s=deadline_s,
-                        partial=partial, engine_start_s=engine_start_s)
+                        partial=partial, engine_start_s=engine_start_s, plan=plan)
     finish_reason = "deadline" if partial else branch.finish_reason
     output_tokens = run.num_output_tokens
     usage = UsageMetadata(input_tokens=prompt_tokens, output_tokens=output_tokens,

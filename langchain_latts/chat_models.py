@@ -28,6 +28,7 @@ from langchain_latts._version import __version__
 from langchain_latts.engines.base import BranchRequest, Engine, EngineStats
 from langchain_latts.engines.vllm_local import engine_exists, get_engine
 from langchain_latts.errors import DeadlineExceededError, LattsValueError
+from langchain_latts.planner.runtime import engine_profile, plan_for_call
 from langchain_latts.settings import CALL_OPTIONS, ENGINE_OPTIONS, TTSSettings, as_latts_error
 from langchain_latts.tts.answers import extractor_name
 from langchain_latts.tts.branches import ProgressCallback, branch_seeds, run_branches
@@ -110,6 +111,7 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             "speculative_method": self.resolved_speculative_method,
             "num_speculative_tokens": self.num_speculative_tokens,
             "branches": self.branches,
+            "max_branches": self.max_branches,
             "temperature": self.temperature,
             "top_p": self.top_p,
             "max_tokens": self.max_tokens,
@@ -197,6 +199,12 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
                 f"must fit the model's context of {engine.max_model_len} tokens with room to answer",
                 "Shorten the conversation or raise max_model_len.",
             )
+        branches, plan = settings.effective_branches, None
+        if settings.planned:
+            state = await engine_profile(engine, settings, stats.max_num_seqs)
+            time_left = None if deadline is None else deadline - time.monotonic()
+            plan = plan_for_call(state, settings, engine, prompt_tokens=len(prompt), time_left_s=time_left)
+            branches = plan.branches
         requests = [
             BranchRequest(
                 prompt_token_ids=tuple(prompt),
@@ -206,7 +214,7 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
                 seed=seed,
                 stop=call.stop,
             )
-            for seed in branch_seeds(settings.seed, prompt, settings.effective_branches)
+            for seed in branch_seeds(settings.seed, prompt, branches)
         ]
         run = await run_branches(
             engine, requests, call_id=call.call_id, extractor=settings.extractor(),
@@ -222,6 +230,8 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
                 "advanced partial answer.",
                 deadline_s=settings.deadline_s or 0.0, elapsed_s=elapsed, tokens=run.num_output_tokens,
             )
+        if plan is not None:
+            state.observe([b.num_tokens for b in run.finished])
         method = settings.resolved_speculative_method
         speculative = None
         if method is not None:
@@ -230,6 +240,7 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             run, prompt_tokens=len(prompt), model_name=settings.model_name,
             latency_s=time.monotonic() - started, speculative=speculative,
             deadline_s=settings.deadline_s, engine_start_s=engine_start_s,
+            plan=None if plan is None else plan.as_metadata() | {"profile": state.source},
         )
 
     # -- the BaseChatModel hooks: sync wraps async, one code path ------------------------

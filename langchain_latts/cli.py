@@ -48,6 +48,21 @@ def doctor(
     print_diagnosis(json.loads(settings))
 
 
+@app.command()
+def profile(
+    settings: str = typer.Option("{}", help="Model settings as JSON, e.g. '{\"model\": \"Qwen/Qwen3-8B\"}'."),
+    prompts: Path | None = typer.Option(None, help="Calibration prompts, JSONL of {\"prompt\", \"answer\"?} "
+                                        "(required for a model other than the built-in one)."),
+    force: bool = typer.Option(False, help="Re-measure even when a matching profile is cached."),
+) -> None:
+    """Measure this machine: step time per batch size and speculative length, prefill, output lengths, accuracy."""
+    import json
+
+    from langchain_latts.planner.report import run_profile
+
+    run_profile(json.loads(settings), prompts=prompts, force=force)
+
+
 @bench_app.command("core")
 def bench_core(
     branches: str = typer.Option("1,2,4,8,16", help="Branch counts to measure, comma-separated."),

@@ -53,9 +53,20 @@ class TTSSettings(BaseModel):
     0 turns speculation off. Default: 4."""
 
     # -- how many branches and how they sample -------------------------------------------
-    branches: int = 8
-    """Reasoning branches run in parallel for each question (one engine request each).
-    Default: 8."""
+    branches: int | Literal["auto"] = "auto"
+    """Reasoning branches run in parallel for each question (one engine request each), or
+    ``"auto"``: the planner chooses them per call from this machine's measured profile --
+    the most accurate vote whose predicted latency fits the time left before the deadline
+    on the engine as loaded now, and without a deadline the fewest branches within half a
+    point of the plateau (see :mod:`langchain_latts.planner`). Default: ``"auto"``."""
+
+    max_branches: int = 16
+    """Most branches ``branches="auto"`` may choose. Default: 16."""
+
+    latency_profile: str | None = None
+    """A profile file written by ``latts profile`` for ``branches="auto"``. Default: None --
+    the cached profile of this setup, else a start-up profile measured when the engine
+    starts (see :mod:`langchain_latts.planner.runtime`)."""
 
     temperature: float = 0.8
     """Sampling temperature of every branch. 0 is greedy decoding: every branch would
@@ -144,11 +155,29 @@ class TTSSettings(BaseModel):
     """Extra vLLM ``AsyncEngineArgs`` (e.g. ``{"tensor_parallel_size": 2}``). Default: {}."""
 
     # -- validation ---------------------------------------------------------------------
-    @field_validator("branches")
+    @field_validator("branches", mode="before")
     @classmethod
-    def _check_branches(cls, value: int) -> int:
+    def _check_branches(cls, value: Any) -> Any:
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise LattsValueError.bad("branches", value, "must be an integer >= 1 or 'auto'",
+                                      "Use branches='auto' to let the planner choose, or e.g. branches=8.")
+        return value
+
+    @field_validator("max_branches")
+    @classmethod
+    def _check_max_branches(cls, value: int) -> int:
         if value < 1:
-            raise LattsValueError.bad("branches", value, "must be >= 1", "Use branches=1 for a single sample.")
+            raise LattsValueError.bad("max_branches", value, "must be >= 1", "Use e.g. max_branches=16.")
+        return value
+
+    @field_validator("latency_profile")
+    @classmethod
+    def _check_latency_profile(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).expanduser().is_file():
+            raise LattsValueError.bad("latency_profile", value, "must be a profile file written by `latts profile`",
+                                      "Check the path, or leave it unset to use the cached profile of this setup.")
         return value
 
     @field_validator("num_speculative_tokens")
@@ -327,9 +356,17 @@ class TTSSettings(BaseModel):
         )
 
     @property
+    def planned(self) -> bool:
+        """Whether the planner chooses the branches (``branches="auto"`` and sampling)."""
+        return self.branches == "auto" and self.temperature > 0
+
+    @property
     def effective_branches(self) -> int:
-        """Branches actually run: one when decoding is greedy (they would be identical)."""
-        return 1 if self.temperature == 0 else self.branches
+        """Branches run when they are not planned: one when decoding is greedy (they would
+        be identical), else ``branches``."""
+        if self.temperature == 0:
+            return 1
+        return self.branches if isinstance(self.branches, int) else self.max_branches
 
     def extractor(self) -> AnswerExtractor:
         """The answer extractor function."""
@@ -344,6 +381,7 @@ _EXAMPLES: dict[str, Any] = {
     "model": "Qwen/Qwen3-8B", "draft_model": "Qwen/Qwen3-0.6B", "speculative_method": "draft_model",
     "stop": ["\n\n"], "seed": 0, "deadline_s": 2.0, "max_model_len": 4096, "max_num_seqs": 64,
     "kv_cache_gib": 1.0, "gpu_memory_utilization": 0.45, "enforce_eager": True,
+    "latency_profile": "~/.cache/langchain-latts/profiles/<id>.json",
 }
 
 

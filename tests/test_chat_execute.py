@@ -130,7 +130,7 @@ def test_exact_tts_metadata_of_a_complete_call(engine_for) -> None:  # type: ign
     assert tts == {
         "branches_launched": 3, "branches_finished": 3, "branches_aborted": 0,
         "votes": {"5": 2, "4": 1}, "answer": "5", "selected_branch": 1, "partial": False,
-        "stopped_early": False, "deadline_s": None, "deadline_hit": False, "speculative": None,
+        "stopped_early": False, "deadline_s": None, "deadline_hit": False, "speculative": None, "plan": None,
         "branch_answers": ["4", "5", "5"], "branch_tokens": [2, 2, 2],
         "branch_finish_reasons": ["stop", "stop", "stop"],
     }
@@ -194,3 +194,37 @@ def test_a_per_call_engine_setting_warns_that_it_starts_another_engine(
     assert "separate vLLM engine" not in caplog.text
     llm.invoke("q", max_num_seqs=3)
     assert "per-call setting(s) max_num_seqs need a separate vLLM engine" in caplog.text
+
+
+# -- branches="auto": the planner ------------------------------------------------------------
+def _scripts(n: int, answer: str = "7", length: int = 6) -> list[list[str]]:
+    return [["x"] * (length - 2) + ["#### ", answer] for _ in range(n)]
+
+
+def test_auto_branches_follow_the_cached_profile_and_the_deadline(engine_for) -> None:  # type: ignore[no-untyped-def]
+    from langchain_latts.planner.profile import save_profile
+    from langchain_latts.planner.profiler import profile_identity
+    from langchain_latts.settings import TTSSettings
+    from tests.test_planner import profile as hand_built
+
+    engine_for(ScriptedEngine(_scripts(16), step_s=0.001))
+    saved = hand_built().model_copy(update={"identity": profile_identity(TTSSettings())})
+    save_profile(saved)
+    llm = LatencyOptimalTTSLLM(seed=0, max_branches=16)
+    relaxed = llm.invoke("q").response_metadata["tts"]
+    assert relaxed["plan"]["profile"].startswith(f"latts profile {saved.profile_id}")
+    assert relaxed["branches_launched"] == relaxed["plan"]["branches"] > 1
+    assert relaxed["plan"]["limited_by"] == "plateau"
+    tight = llm.invoke("q", deadline_s=0.05).response_metadata["tts"]  # one branch is predicted at ~1.4 s
+    assert tight["plan"]["branches"] == tight["branches_launched"] == 1
+    assert tight["plan"]["limited_by"] == "nothing fits"
+
+
+def test_auto_branches_without_a_profile_measure_one_at_start(engine_for) -> None:  # type: ignore[no-untyped-def]
+    engine = engine_for(ScriptedEngine(_scripts(40), step_s=0.001))
+    tts = LatencyOptimalTTSLLM(seed=0, max_branches=8).invoke("q").response_metadata["tts"]
+    assert tts["plan"]["profile"] == "start-up"
+    assert 1 <= tts["branches_launched"] == tts["plan"]["branches"] <= 8
+    assert any(r.ignore_eos for r in engine.requests)  # the step timing ran on this engine
+    pinned = LatencyOptimalTTSLLM(seed=0, branches=3).invoke("q").response_metadata["tts"]
+    assert pinned["plan"] is None and pinned["branches_launched"] == 3

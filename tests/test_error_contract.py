@@ -16,6 +16,8 @@ BAD: dict[str, list[object]] = {
     "speculative_method": [1, "medusa"],
     "num_speculative_tokens": ["four", -1],
     "branches": ["x", 0],
+    "max_branches": ["many", 0],
+    "latency_profile": [3, "/no/such/profile.json"],
     "temperature": ["hot", -0.5],
     "top_p": ["all", 1.5],
     "max_tokens": [None, 0],

@@ -11,7 +11,7 @@ from langchain_latts.models import DEFAULT_DRAFT, DEFAULT_TARGET
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"branches": 0}, r"branches must be >= 1, got 0\. Use branches=1"),
+        ({"branches": 0}, r"branches must be an integer >= 1 or .auto., got 0\. Use branches=.auto."),
         ({"num_speculative_tokens": -1}, r"num_speculative_tokens must be >= 0, got -1\. Use 0 to turn"),
         ({"speculative_method": "medusa"}, r"speculative_method must be one of \['draft_model', 'ngram', "
                                            r"'eagle', 'eagle3'\] or None, got 'medusa'"),
@@ -34,7 +34,7 @@ def test_bad_constructor_arguments(kwargs: dict, message: str) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"branches": 0}, r"branches must be >= 1, got 0"),
+        ({"branches": 0}, r"branches must be an integer >= 1 or .auto., got 0"),
         ({"speculative_method": "medusa"}, r"speculative_method must be one of"),
         ({"n": 8}, r"call option must be one of the settings|call option is not a setting of "
                    r"LatencyOptimalTTSLLM, got 'n'\. Per-call options are: model, "),

@@ -33,6 +33,10 @@ class SpeculativeConfig:
     model: str | None = None
     prompt_lookup_min: int = 2
     prompt_lookup_max: int = 5
+    #: Dynamic speculation: inclusive ``(first_batch, last_batch, k)`` ranges starting at 1
+    #: (vLLM's ``num_speculative_tokens_per_batch_size``; ``num_speculative_tokens`` is then
+    #: the largest ``k``). None: always ``num_speculative_tokens``.
+    schedule: tuple[tuple[int, int, int], ...] | None = None
 
     def to_vllm(self) -> dict[str, Any]:
         """The ``speculative_config`` dict of vLLM's engine arguments."""
@@ -45,6 +49,8 @@ class SpeculativeConfig:
             config["prompt_lookup_max"] = self.prompt_lookup_max
         else:
             config["model"] = self.model
+        if self.schedule is not None:
+            config["num_speculative_tokens_per_batch_size"] = [list(r) for r in self.schedule]
         return config
 
 
@@ -78,6 +84,8 @@ class BranchRequest:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     priority: int = 0
+    #: Keep generating past the end-of-sequence token (for timing runs of a fixed length).
+    ignore_eos: bool = False
 
 
 @dataclass(frozen=True)

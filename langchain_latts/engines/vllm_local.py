@@ -378,6 +378,7 @@ class VLLMEngine(Engine):
             max_tokens=request.max_tokens,
             seed=request.seed,
             stop=list(request.stop) or None,
+            ignore_eos=request.ignore_eos,
             output_kind=RequestOutputKind.DELTA,
         )
         prompt = {"prompt_token_ids": list(request.prompt_token_ids)}

@@ -1,0 +1,141 @@
+"""Expected accuracy of a majority vote over B branches (pure).
+
+The model
+---------
+A question's single-sample accuracy ``p`` differs from question to question; across the
+questions a model is asked it follows a Beta distribution ``p ~ Beta(alpha, beta)``.
+Given ``p``, each of the ``B`` branches independently
+
+* gives the correct answer with probability ``p``,
+* gives the question's *main wrong answer* with probability ``(1 - p) * c``,
+* gives a wrong answer no other branch gives with probability ``(1 - p) * (1 - c)``.
+
+``c`` (the *concentration* of wrong answers) is what makes votes fail: with ``c = 0``
+wrong answers never agree and two correct votes always win; with ``c = 1`` every wrong
+branch agrees on one answer. The vote is a plurality vote; a tie between the correct
+answer and ``t - 1`` others counts ``1 / t`` (the lowest-branch-index tie-break of
+:mod:`langchain_latts.tts.voting` is a uniform choice under exchangeable branches).
+
+:func:`vote_accuracy` integrates the multinomial outcome over the Beta distribution
+(midpoint rule on ``GRID`` points: exact to well under 0.1 point for the parameters
+met in practice). :func:`fit_accuracy_model` fits ``alpha``, ``beta`` and ``c`` from
+calibration samples (``latts profile --calibrate``): per question, how many of ``k``
+samples were correct and how many gave the most common wrong answer.
+
+Without calibration :data:`DEFAULT_ACCURACY_MODEL` is used: ``Beta(1, 1)`` (no idea
+how hard the questions are: single-sample accuracy uniform on [0, 1]) and ``c = 0.5``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["DEFAULT_ACCURACY_MODEL", "AccuracyModel", "fit_accuracy_model", "vote_accuracy"]
+
+#: Points of the midpoint rule over p in (0, 1).
+GRID = 400
+
+
+class AccuracyModel(BaseModel):
+    """``p ~ Beta(alpha, beta)`` per question and the concentration ``c`` of wrong answers."""
+
+    model_config = ConfigDict(frozen=True)
+
+    alpha: float = Field(gt=0)
+    beta: float = Field(gt=0)
+    concentration: float = Field(ge=0, le=1)
+    #: Where the numbers come from ("default" or "calibrated on N questions x k samples").
+    source: str = "default"
+
+    @property
+    def mean_single_accuracy(self) -> float:
+        """Expected single-sample accuracy, ``alpha / (alpha + beta)``."""
+        return self.alpha / (self.alpha + self.beta)
+
+    def vote_accuracy(self, branches: int) -> float:
+        """Expected accuracy of the plurality vote of ``branches`` samples."""
+        return vote_accuracy(branches, self.alpha, self.beta, self.concentration)
+
+
+DEFAULT_ACCURACY_MODEL = AccuracyModel(alpha=1.0, beta=1.0, concentration=0.5, source="default")
+
+
+def _plurality_correct(x: int, y: int, z: int) -> float:
+    """Probability that the correct answer wins with ``x`` correct votes, ``y`` for the main
+    wrong answer and ``z`` singleton wrong answers (ties split uniformly)."""
+    if x == 0:
+        return 0.0
+    best_other = max(y, 1 if z else 0)
+    if x > best_other:
+        return 1.0
+    if x < best_other:
+        return 0.0
+    tied = 1 + (y == x) + (z if x == 1 else 0)
+    return 1.0 / tied
+
+
+@lru_cache(maxsize=4096)
+def vote_accuracy(branches: int, alpha: float, beta: float, concentration: float) -> float:
+    """Expected plurality-vote accuracy of ``branches`` samples (module docstring)."""
+    if branches < 1:
+        raise ValueError(f"branches must be >= 1, got {branches}")
+    b = branches
+    rows = [(x, y, b - x - y) for x in range(1, b + 1) for y in range(b - x + 1)]
+    win = np.array([_plurality_correct(*r) for r in rows])
+    keep = win > 0
+    x, y, z = (np.array([r[i] for r in rows])[keep] for i in range(3))
+    win = win[keep]
+    log_coef = np.array([math.lgamma(b + 1) - math.lgamma(i + 1) - math.lgamma(j + 1) - math.lgamma(k + 1)
+                         for i, j, k in zip(x, y, z)])
+    p = (np.arange(GRID) + 0.5) / GRID
+    q = 1.0 - p
+    log_density = ((alpha - 1) * np.log(p) + (beta - 1) * np.log(q)
+                   - (math.lgamma(alpha) + math.lgamma(beta) - math.lgamma(alpha + beta)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_main = np.log(q * concentration)
+        log_single = np.log(q * (1.0 - concentration))
+        log_prob = (log_coef[:, None] + x[:, None] * np.log(p)[None, :]
+                    + np.where(y[:, None] > 0, y[:, None] * log_main[None, :], 0.0)
+                    + np.where(z[:, None] > 0, z[:, None] * log_single[None, :], 0.0))
+    per_p = (win[:, None] * np.exp(log_prob)).sum(axis=0)
+    total = float((np.exp(log_density) * per_p).mean())
+    return min(1.0, max(0.0, total))
+
+
+def fit_accuracy_model(correct: Sequence[int], main_wrong: Sequence[int], samples: int) -> AccuracyModel:
+    """Fit :class:`AccuracyModel` to calibration counts.
+
+    ``correct[i]`` and ``main_wrong[i]`` are, for question ``i``, how many of its
+    ``samples`` answers were correct and how many gave its most common wrong answer.
+    ``alpha`` and ``beta`` come from the method of moments of the beta-binomial
+    distribution (clipped to a spread the data can support); ``c`` is the share of wrong
+    answers that went to the main wrong answer, beyond the one a single wrong answer
+    always contributes.
+    """
+    n = len(correct)
+    if n < 2 or samples < 2 or len(main_wrong) != n:
+        raise ValueError("calibration needs >= 2 questions with >= 2 samples each")
+    shares = [c / samples for c in correct]
+    mean = sum(shares) / n
+    var = sum((s - mean) ** 2 for s in shares) / (n - 1)
+    mean = min(max(mean, 1e-3), 1 - 1e-3)
+    # Var of the observed share = m(1-m)/k * (1 + (k-1) rho), rho = 1 / (alpha + beta + 1).
+    binomial = mean * (1 - mean) / samples
+    rho = (var - binomial) / (mean * (1 - mean) - binomial) if mean * (1 - mean) > binomial else 1.0
+    rho = min(max(rho, 0.01), 0.99)
+    strength = 1.0 / rho - 1.0
+    wrong = sum(samples - c for c in correct)
+    # A question with w >= 2 wrong answers puts main_wrong of them on one answer; under the
+    # model main_wrong - 1 of the other w - 1 joined it with probability c.
+    joined = sum(m - 1 for c, m in zip(correct, main_wrong) if samples - c >= 2)
+    chances = sum(samples - c - 1 for c in correct if samples - c >= 2)
+    concentration = joined / chances if chances else 0.5
+    return AccuracyModel(
+        alpha=mean * strength, beta=(1 - mean) * strength, concentration=min(max(concentration, 0.0), 1.0),
+        source=f"calibrated on {n} questions x {samples} samples ({wrong} wrong answers)",
+    )

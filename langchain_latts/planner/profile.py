@@ -1,0 +1,273 @@
+"""A machine profile: what ``latts profile`` measured, as versioned JSON in a cache directory.
+
+A profile belongs to one *identity*: the hardware (CPU model and cores, GPU names), the
+vLLM, torch and langchain-latts versions, the engine settings that change speed (dtype,
+``max_num_seqs``, eager mode) and the target and drafter, each named and hashed by its
+``config.json`` (and weights' sizes). A model loads the profile of exactly its identity;
+a profile whose identity differs is never used silently: :func:`load_profile` says what
+differs and how to re-measure.
+
+Files live in ``$LATTS_CACHE_DIR`` or the platform's user cache directory
+(``platformdirs``), named by a hash of the identity::
+
+    <cache>/profiles/<profile_id>.json
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from langchain_latts.errors import LattsValueError
+from langchain_latts.planner.accuracy import DEFAULT_ACCURACY_MODEL, AccuracyModel
+
+__all__ = ["PROFILE_SCHEMA", "Identity", "Profile", "StepCurve", "cache_dir", "load_profile", "model_identity",
+           "save_profile"]
+
+#: Bumped whenever the JSON layout or the meaning of a measurement changes.
+PROFILE_SCHEMA = 1
+
+
+class Identity(BaseModel):
+    """What a profile was measured on; two profiles are interchangeable iff these match."""
+
+    model_config = ConfigDict(frozen=True)
+
+    hardware: str
+    vllm: str
+    torch: str
+    latts: str
+    target: str
+    target_hash: str
+    draft: str | None = None
+    draft_hash: str | None = None
+    speculative_method: str | None = None
+    dtype: str = "auto"
+    max_num_seqs: int = 0
+    enforce_eager: bool | None = None
+
+    @property
+    def profile_id(self) -> str:
+        """A short stable name of this identity (the cache file's name)."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+    def differences(self, other: Identity) -> list[str]:
+        """Human-readable ``field: ours != theirs`` lines."""
+        mine, theirs = self.model_dump(), other.model_dump()
+        return [f"{k}: {theirs[k]!r} (profile) != {mine[k]!r} (now)" for k in mine if mine[k] != theirs[k]]
+
+
+class StepCurve(BaseModel):
+    """Seconds per engine step against the number of sequences running (one engine setting)."""
+
+    #: Running sequences at which the step was timed, ascending.
+    batch_sizes: list[int]
+    #: Median seconds per step at each of ``batch_sizes``.
+    step_s: list[float]
+    #: Tokens one sequence gains per step (1 without speculation; the mean acceptance
+    #: length with it).
+    tokens_per_step: float = 1.0
+    #: Accepted / proposed draft tokens (None without speculation).
+    acceptance_rate: float | None = None
+
+    def at(self, batch: float) -> float:
+        """Step time at ``batch`` running sequences: linear between measured sizes, linear
+        extrapolation (never below the last measurement) past the largest."""
+        sizes, times = self.batch_sizes, self.step_s
+        if batch <= sizes[0]:
+            return times[0]
+        if batch >= sizes[-1]:
+            if len(sizes) == 1:
+                return times[-1]
+            slope = max(0.0, (times[-1] - times[-2]) / (sizes[-1] - sizes[-2]))
+            return times[-1] + slope * (batch - sizes[-1])
+        i = bisect.bisect_left(sizes, batch)
+        lo, hi = sizes[i - 1], sizes[i]
+        return times[i - 1] + (times[i] - times[i - 1]) * (batch - lo) / (hi - lo)
+
+    def seconds_per_token(self, batch: float) -> float:
+        """Seconds one sequence waits per output token at ``batch`` running sequences."""
+        return self.at(batch) / self.tokens_per_step
+
+
+class Prefill(BaseModel):
+    """Time to first token: ``intercept_s + per_token_s * new_prompt_tokens`` (least squares)."""
+
+    intercept_s: float
+    per_token_s: float
+    #: The measured points: (new prompt tokens, seconds).
+    points: list[tuple[int, float]] = Field(default_factory=list)
+
+    def at(self, tokens: int) -> float:
+        return self.intercept_s + self.per_token_s * tokens
+
+
+class Profile(BaseModel):
+    """Everything the latency model and the planner need about one machine and model pair."""
+
+    schema_version: int = PROFILE_SCHEMA
+    identity: Identity
+    created: str
+    #: Seconds ``latts profile`` took.
+    duration_s: float = 0.0
+    #: Engine setting name -> its step curve: ``"off"`` (no drafter), ``"k=<n>"`` (a fixed
+    #: speculative length) and ``"k=0+draft"`` (drafter loaded, speculating 0 tokens: what
+    #: a dynamic schedule costs where it turns speculation off).
+    steps: dict[str, StepCurve]
+    prefill: Prefill
+    #: Output tokens of single samples on the calibration prompts, ascending.
+    output_lengths: list[int]
+    accuracy: AccuracyModel = DEFAULT_ACCURACY_MODEL
+    #: Where the calibration prompts came from.
+    calibration: str = ""
+
+    @property
+    def profile_id(self) -> str:
+        return self.identity.profile_id
+
+    @property
+    def max_batch(self) -> int:
+        """The largest batch size measured."""
+        return max(curve.batch_sizes[-1] for curve in self.steps.values())
+
+    def output_length(self, quantile: float) -> int:
+        """The ``quantile`` (0-1) of the profiled output lengths (nearest rank)."""
+        lengths = self.output_lengths
+        rank = min(len(lengths) - 1, max(0, round(quantile * len(lengths) + 0.5) - 1))
+        return lengths[rank]
+
+    def speculative_lengths(self) -> list[int]:
+        """The fixed speculative lengths measured (ascending)."""
+        return sorted(int(name[2:]) for name in self.steps if name.startswith("k=") and name[2:].isdigit())
+
+
+def cache_dir() -> Path:
+    """``$LATTS_CACHE_DIR`` or the platform's user cache directory for langchain-latts."""
+    override = os.environ.get("LATTS_CACHE_DIR")
+    if override:
+        return Path(override).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("langchain-latts"))
+
+
+def _profile_path(identity: Identity) -> Path:
+    return cache_dir() / "profiles" / f"{identity.profile_id}.json"
+
+
+def save_profile(profile: Profile) -> Path:
+    """Write ``profile`` to the cache (atomically); returns its path."""
+    path = _profile_path(profile.identity)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(profile.model_dump_json(indent=1))
+    tmp.replace(path)
+    return path
+
+
+def load_profile(identity: Identity, path: str | Path | None = None) -> Profile | None:
+    """The cached profile of ``identity`` (None when there is none).
+
+    ``path`` loads a given file instead; one measured for another identity, or written by
+    another schema version, raises :class:`LattsValueError` saying what differs.
+    """
+    file = Path(path).expanduser() if path is not None else _profile_path(identity)
+    if not file.is_file():
+        if path is not None:
+            raise LattsValueError.bad("profile", str(path), "must be a profile file written by `latts profile`",
+                                      "Check the path, or run `latts profile` to measure one.")
+        return None
+    try:
+        data: dict[str, Any] = json.loads(file.read_text())
+        if data.get("schema_version") != PROFILE_SCHEMA:
+            raise LattsValueError.bad(
+                "profile", str(file), f"was written with profile schema {data.get('schema_version')}, "
+                f"this version reads schema {PROFILE_SCHEMA}", "Re-measure: latts profile")
+        profile = Profile.model_validate(data)
+    except (ValueError, ValidationError) as e:
+        if isinstance(e, LattsValueError):
+            raise
+        raise LattsValueError.bad("profile", str(file), f"is not a readable profile ({e.__class__.__name__})",
+                                  "Delete it and re-measure: latts profile") from e
+    if profile.identity != identity:
+        diff = "; ".join(identity.differences(profile.identity))
+        raise LattsValueError.bad(
+            "profile", str(file), f"was measured for another setup ({diff})",
+            "Re-measure on this setup: latts profile (with the same model settings).")
+    return profile
+
+
+def _file_hash(directory: Path) -> str:
+    """Hash of a local model's config.json plus its weight files' names and sizes."""
+    h = hashlib.sha256()
+    config = directory / "config.json"
+    if config.is_file():
+        h.update(config.read_bytes())
+    for weights in sorted(directory.glob("*.safetensors")) + sorted(directory.glob("*.bin")):
+        h.update(f"{weights.name}:{weights.stat().st_size}".encode())
+    return h.hexdigest()[:16]
+
+
+def _model_hash(model: str) -> str:
+    local = Path(model).expanduser()
+    if local.is_dir():
+        return _file_hash(local)
+    return hashlib.sha256(model.encode()).hexdigest()[:16]  # a hub id: its name is its identity
+
+
+def _model_name(model: str) -> str:
+    """A local model by its directory's name (its hash tells copies apart), a hub model by id."""
+    local = Path(model).expanduser()
+    return local.name if local.is_dir() else model
+
+
+def _hardware() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    gpus = ""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpus = ", GPUs: " + ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+    except ImportError:
+        pass
+    return f"{cpu} x {cores} cores{gpus}"
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in (package, f"{package}-cpu"):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
+    return "not installed"
+
+
+def model_identity(*, target: str, draft: str | None, speculative_method: str | None, dtype: str,
+                   max_num_seqs: int, enforce_eager: bool | None) -> Identity:
+    """The identity of this machine, these libraries and this model pair."""
+    from langchain_latts._version import __version__
+
+    return Identity(
+        hardware=_hardware(), vllm=_version("vllm"), torch=_version("torch"), latts=__version__,
+        target=_model_name(target), target_hash=_model_hash(target),
+        draft=None if draft is None else _model_name(draft), draft_hash=None if draft is None else _model_hash(draft),
+        speculative_method=speculative_method, dtype=dtype, max_num_seqs=max_num_seqs, enforce_eager=enforce_eager,
+    )

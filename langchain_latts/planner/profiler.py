@@ -1,0 +1,312 @@
+"""The measurements behind a :class:`~langchain_latts.planner.profile.Profile` (needs vLLM).
+
+``latts profile`` (or :func:`measure_profile`) starts one engine per speculation setting
+in turn -- no drafter, the drafter at ``k`` = 1, 2, 4 and the drafter at ``k = 0``
+(vLLM's dynamic speculation turned fully down) -- and measures on each:
+
+* **step time** against running sequences ``b`` = 1, 2, 4, ... up to ``max_num_seqs``
+  (or 64): ``b`` branches of a calibration prompt generate a fixed number of tokens
+  (``ignore_eos``), twice (the first run of a batch shape is slower and is dropped), and,
+  per branch, the seconds from its first to its last token divided
+  by its engine steps (tokens - 1 without speculation, its drafts with it) give the step
+  time; the median over branches is kept;
+* **tokens per step** (speculative settings): the mean acceptance length of natural
+  samples of the calibration prompts, and their acceptance rate;
+
+and on the engine without a drafter:
+
+* **prefill**: time to first token of fresh random prompts of 16 to 256 tokens, one and
+  eight at a time, fitted as ``a + c * tokens``;
+* **output lengths** of natural samples of the calibration prompts;
+* with calibration answers (the built-in task always has them): each calibration
+  question sampled ``CALIBRATION_SAMPLES`` times, graded, and the vote-accuracy model
+  fitted (:func:`~langchain_latts.planner.accuracy.fit_accuracy_model`).
+
+For the built-in model the calibration prompts are held-out arithmetic problems the
+model never trained on (and the benchmarks do not use); for another model they are
+user-given prompts (a list, or a JSONL file of ``{"prompt": ..., "answer": ...}`` lines;
+``answer`` optional).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from langchain_latts.engines.base import (
+    BranchRequest,
+    Engine,
+    EngineConfig,
+    SpeculativeConfig,
+    SpeculativeMethod,
+)
+from langchain_latts.engines.vllm_local import VLLMEngine
+from langchain_latts.errors import LattsValueError
+from langchain_latts.planner.accuracy import DEFAULT_ACCURACY_MODEL, fit_accuracy_model
+from langchain_latts.planner.profile import Identity, Prefill, Profile, StepCurve, model_identity
+from langchain_latts.settings import TTSSettings
+from langchain_latts.tts.answers import normalize_answer
+
+__all__ = ["CalibrationPrompt", "builtin_calibration", "load_calibration", "measure_profile", "profile_identity"]
+
+#: Speculative lengths profiled when a drafter is configured.
+SPECULATIVE_LENGTHS = (1, 2, 4)
+#: Largest batch size profiled (or the engine's max_num_seqs when smaller).
+MAX_PROFILED_BATCH = 64
+#: Tokens each branch generates in a step-time run.
+STEP_RUN_TOKENS = 40
+#: Samples per calibration question when fitting the accuracy model.
+CALIBRATION_SAMPLES = 8
+#: Built-in calibration problems: a slice of the held-out split that ``latts models eval``
+#: (the first 500) and ``latts bench planner`` (from 600) do not use.
+BUILTIN_CALIBRATION = slice(500, 564)
+#: Prompt lengths and concurrencies of the prefill measurement.
+PREFILL_LENGTHS = (16, 64, 128, 256)
+PREFILL_BATCHES = (1, 8)
+
+Progress = Callable[[str, float], None]
+
+
+@dataclass(frozen=True)
+class CalibrationPrompt:
+    """A calibration conversation and, when known, its correct answer."""
+
+    messages: tuple[tuple[str, str], ...]
+    answer: str | None = None
+
+
+def builtin_calibration() -> list[CalibrationPrompt]:
+    """Held-out arithmetic problems of the built-in task, with their answers."""
+    from langchain_latts.models.train import HELD_OUT_SEED, HELD_OUT_SIZE
+    from langchain_latts.tasks.arithmetic import generate_problems
+
+    problems = generate_problems(HELD_OUT_SIZE, seed=HELD_OUT_SEED)[BUILTIN_CALIBRATION]
+    return [CalibrationPrompt(messages=(("user", p.question),), answer=str(p.answer)) for p in problems]
+
+
+def load_calibration(prompts: Sequence[str] | str | Path) -> list[CalibrationPrompt]:
+    """Calibration prompts from a list of strings or a JSONL file (``prompt``, optional ``answer``)."""
+    if isinstance(prompts, (str, Path)) and Path(prompts).expanduser().is_file():
+        items = []
+        for n, line in enumerate(Path(prompts).expanduser().read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                items.append(CalibrationPrompt(messages=(("user", str(row["prompt"])),),
+                                               answer=None if row.get("answer") is None else str(row["answer"])))
+            except (ValueError, KeyError, TypeError) as e:
+                raise LattsValueError.bad("prompts", f"{prompts}:{n}", "must hold one JSON object with a "
+                                          "'prompt' (and optionally 'answer') per line", 'e.g. {"prompt": "...", '
+                                          '"answer": "42"}') from e
+    elif isinstance(prompts, str):
+        raise LattsValueError.bad("prompts", prompts, "must be a JSONL file or a list of prompts",
+                                  "Give an existing file path, or a list of strings in Python.")
+    else:
+        items = [CalibrationPrompt(messages=(("user", str(p)),)) for p in prompts]  # type: ignore[union-attr]
+    if len(items) < 4:
+        raise LattsValueError.bad("prompts", f"{len(items)} prompts", "must hold at least 4 calibration prompts",
+                                  "Give a few dozen prompts like the ones the model will be asked.")
+    return items
+
+
+def _drafter(settings: TTSSettings) -> tuple[SpeculativeMethod | None, str | None]:
+    """(method, draft model) to profile: the configured drafter, or the built-in draft."""
+    method: SpeculativeMethod | None = settings.speculative_method or (
+        "draft_model" if settings.draft_model or settings.model is None else None)
+    if method is None:
+        return None, None
+    base = settings.model_copy(update={"speculative_method": method, "num_speculative_tokens": 1})
+    spec = base.engine_config().speculative
+    return method, None if spec is None else spec.model
+
+
+def profile_identity(settings: TTSSettings) -> Identity:
+    """The identity a profile for ``settings`` is measured and looked up under."""
+    method, draft = _drafter(settings)
+    return model_identity(target=settings.model_path, draft=draft, speculative_method=method, dtype=settings.dtype,
+                          max_num_seqs=settings.max_num_seqs or 0, enforce_eager=settings.enforce_eager)
+
+
+def _engine_configs(settings: TTSSettings) -> dict[str, EngineConfig]:
+    """Name -> engine config of every setting to profile."""
+    off = settings.model_copy(update={"num_speculative_tokens": 0}).engine_config()
+    configs = {"off": off}
+    method, draft = _drafter(settings)
+    if method is None:
+        return configs
+    for k in SPECULATIVE_LENGTHS:
+        configs[f"k={k}"] = _with_spec(off, SpeculativeConfig(method=method, num_speculative_tokens=k, model=draft))
+    configs["k=0+draft"] = _with_spec(off, SpeculativeConfig(method=method, num_speculative_tokens=1, model=draft,
+                                                               schedule=((1, 1 << 16, 0),)))
+    return configs
+
+
+def _with_spec(config: EngineConfig, spec: SpeculativeConfig) -> EngineConfig:
+    from dataclasses import replace
+
+    return replace(config, speculative=spec)
+
+
+# -- measurements on one engine ----------------------------------------------------------
+async def _run(engine: Engine, requests: Sequence[BranchRequest], tag: str) -> list[dict[str, Any]]:
+    """Run requests concurrently; per request its update times, tokens, text and spec stats."""
+
+    async def one(i: int, request: BranchRequest) -> dict[str, Any]:
+        stamps: list[float] = []
+        tokens, pieces, spec = 0, [], None
+        sent = time.perf_counter()
+        async for update in engine.branch(request, f"latts-profile-{tag}-{i}"):
+            stamps.append(time.perf_counter())
+            tokens += update.num_new_tokens
+            pieces.append(update.text_delta)
+            spec = update.spec or spec
+        return {"sent": sent, "stamps": stamps, "tokens": tokens, "text": "".join(pieces), "spec": spec}
+
+    return list(await asyncio.gather(*(one(i, r) for i, r in enumerate(requests))))
+
+
+async def _step_curve(engine: VLLMEngine, prompt: list[int], batch_sizes: Sequence[int], *, speculative: bool,
+                      progress: Progress) -> tuple[list[int], list[float]]:
+    times: list[float] = []
+    for b in batch_sizes:
+        requests = [BranchRequest(prompt_token_ids=tuple(prompt), max_tokens=STEP_RUN_TOKENS, temperature=0.8,
+                                  seed=1000 * b + i, ignore_eos=True) for i in range(b)]
+        await _run(engine, requests, f"warmup-{b}")  # the first run of a batch shape is slower
+        per_branch = []
+        for run in await _run(engine, requests, f"steps-{b}"):
+            drafts = run["spec"].num_drafts if speculative and run["spec"] is not None else 0
+            steps = drafts or run["tokens"] - 1  # k = 0 proposes no drafts: one token per step
+            if steps > 0 and len(run["stamps"]) > 1:
+                per_branch.append((run["stamps"][-1] - run["stamps"][0]) / steps)
+        times.append(statistics.median(per_branch))
+        progress(f"step time at {b} sequences", 1)
+    return list(batch_sizes), times
+
+
+async def _natural(engine: VLLMEngine, prompts: Sequence[list[int]], samples: int, max_tokens: int,
+                   temperature: float) -> list[list[dict[str, Any]]]:
+    requests = [BranchRequest(prompt_token_ids=tuple(p), max_tokens=max_tokens, temperature=temperature,
+                              seed=7919 * q + s) for q, p in enumerate(prompts) for s in range(samples)]
+    runs = await _run(engine, requests, "natural")
+    return [runs[q * samples:(q + 1) * samples] for q in range(len(prompts))]
+
+
+async def _prefill(engine: VLLMEngine, vocab: int, max_len: int, progress: Progress) -> Prefill:
+    rng = random.Random(0)
+    points: list[tuple[int, float]] = []
+    for length in (n for n in PREFILL_LENGTHS if n < max_len - 2):
+        for b in PREFILL_BATCHES:
+            samples = []
+            for _ in range(3):
+                requests = [BranchRequest(prompt_token_ids=tuple(rng.randrange(3, vocab) for _ in range(length)),
+                                          max_tokens=1, temperature=0.0) for _ in range(b)]
+                started = time.perf_counter()
+                await _run(engine, requests, f"prefill-{length}-{b}")
+                samples.append(time.perf_counter() - started)
+            points.append((length * b, statistics.median(samples)))
+        progress(f"prefill of {length} tokens", 1)
+    n = len(points)
+    mean_x = sum(x for x, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    sxx = sum((x - mean_x) ** 2 for x, _ in points)
+    slope = max(0.0, sum((x - mean_x) * (y - mean_y) for x, y in points) / sxx) if sxx else 0.0
+    return Prefill(intercept_s=max(0.0, mean_y - slope * mean_x), per_token_s=slope, points=points)
+
+
+def _grade(runs: Sequence[dict[str, Any]], answer: str, extractor: Callable[[str], str | None]) -> tuple[int, int]:
+    """(correct, votes of the most common wrong answer) among one question's samples."""
+    truth = normalize_answer(answer)
+    given = [extractor(r["text"]) for r in runs]
+    correct = sum(1 for g in given if g is not None and normalize_answer(g) == truth)
+    wrong = Counter(normalize_answer(g) if g is not None else f"none-{i}" for i, g in enumerate(given)
+                    if g is None or normalize_answer(g) != truth)
+    return correct, max(wrong.values(), default=0)
+
+
+def batch_sizes_for(max_num_seqs: int) -> list[int]:
+    """1, 2, 4, ... up to ``min(max_num_seqs, MAX_PROFILED_BATCH)`` (that limit included)."""
+    top = min(max_num_seqs, MAX_PROFILED_BATCH)
+    sizes = [1]
+    while sizes[-1] * 2 <= top:
+        sizes.append(sizes[-1] * 2)
+    if sizes[-1] != top:
+        sizes.append(top)
+    return sizes
+
+
+def measure_profile(settings: TTSSettings, calibration: Sequence[CalibrationPrompt] | None = None,
+                    *, progress: Progress | None = None) -> Profile:
+    """Measure a profile for ``settings`` on this machine (module docstring)."""
+    report: Progress = progress or (lambda _what, _n: None)
+    if calibration is None:
+        if settings.model is not None:
+            raise LattsValueError.bad("prompts", None, "must be given to profile a model other than the built-in one",
+                                      "Pass calibration prompts: latts profile --prompts prompts.jsonl")
+        calibration = builtin_calibration()
+    started = time.perf_counter()
+    configs = _engine_configs(settings)
+    curves: dict[str, StepCurve] = {}
+    prefill: Prefill | None = None
+    lengths: list[int] = []
+    accuracy = DEFAULT_ACCURACY_MODEL
+    extractor = settings.extractor()
+    for name, config in configs.items():
+        report(f"starting the engine ({name})", 0)
+        engine = VLLMEngine(config)
+        try:
+            stats = engine.run_sync(engine.ensure_started())
+            prompts = [engine.render_prompt([{"role": r, "content": c} for r, c in p.messages]) for p in calibration]
+            speculative = config.speculative is not None
+            sizes, times = engine.run_sync(_step_curve(engine, prompts[0], batch_sizes_for(stats.max_num_seqs),
+                                                       speculative=speculative, progress=report))
+            tokens_per_step, acceptance = 1.0, None
+            if name == "off":
+                samples = CALIBRATION_SAMPLES if any(p.answer is not None for p in calibration) else 2
+                natural = engine.run_sync(_natural(engine, prompts, samples, settings.max_tokens,
+                                                   settings.temperature or 0.8))
+                lengths = sorted(r["tokens"] for q in natural for r in q)
+                graded = [_grade(q, p.answer, extractor) for q, p in zip(natural, calibration) if p.answer is not None]
+                if len(graded) >= 2:
+                    accuracy = fit_accuracy_model([c for c, _ in graded], [w for _, w in graded], samples)
+                report("output lengths and accuracy", 1)
+                prefill = engine.run_sync(_prefill(engine, len(engine._tokenizer), engine.max_model_len, report))
+            elif not name.startswith("k=0"):
+                natural = engine.run_sync(_natural(engine, prompts, 1, settings.max_tokens,
+                                                   settings.temperature or 0.8))
+                spec = [r["spec"] for q in natural for r in q if r["spec"] is not None]
+                drafts = sum(s.num_drafts for s in spec)
+                proposed = sum(s.num_draft_tokens for s in spec)
+                accepted = sum(s.num_accepted_tokens for s in spec)
+                tokens_per_step = 1 + accepted / drafts if drafts else 1.0
+                acceptance = accepted / proposed if proposed else None
+                report(f"acceptance ({name})", 1)
+            curves[name] = StepCurve(batch_sizes=sizes, step_s=times, tokens_per_step=tokens_per_step,
+                                     acceptance_rate=acceptance)
+        finally:
+            engine.shutdown()
+    assert prefill is not None
+    return Profile(
+        identity=profile_identity(settings), created=datetime.now(UTC).isoformat(timespec="seconds"),
+        duration_s=time.perf_counter() - started, steps=curves, prefill=prefill, output_lengths=lengths,
+        accuracy=accuracy,
+        calibration=(f"{len(calibration)} prompts, " + ("built-in held-out arithmetic" if settings.model is None
+                                                         else "user-given")),
+    )
+
+
+def profile_steps(settings: TTSSettings) -> int:
+    """Progress steps of :func:`measure_profile` (for a progress bar)."""
+    configs = _engine_configs(settings)
+    batches = len(batch_sizes_for(settings.max_num_seqs or 256))
+    prefill = len([n for n in PREFILL_LENGTHS if n < (settings.max_model_len or 1 << 30) - 2])
+    return len(configs) * batches + 1 + prefill + sum(1 for n in configs if n.startswith("k=") and n != "k=0+draft")

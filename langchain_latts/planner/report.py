@@ -1,0 +1,71 @@
+"""``latts profile``: measure (or show) this machine's profile with a progress bar and a table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from langchain_latts.planner.profile import Profile, load_profile, save_profile
+from langchain_latts.planner.profiler import (
+    load_calibration,
+    measure_profile,
+    profile_identity,
+    profile_steps,
+)
+from langchain_latts.settings import TTSSettings
+
+__all__ = ["print_profile", "run_profile"]
+
+
+def run_profile(settings: dict[str, Any], *, prompts: Path | None = None, force: bool = False,
+                console: Console | None = None) -> Profile:
+    """Measure and cache the profile of ``settings`` (or show the cached one unless ``force``)."""
+    console = console or Console()
+    tts = TTSSettings.model_validate(settings)
+    if not force:
+        cached = load_profile(profile_identity(tts))
+        if cached is not None:
+            console.print(f"cached profile {cached.profile_id} from {cached.created} (--force re-measures)")
+            print_profile(cached, console)
+            return cached
+    calibration = load_calibration(prompts) if prompts is not None else None
+    columns = (TextColumn("{task.description:<34}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("profiling", total=profile_steps(tts))
+
+        def report(what: str, n: float) -> None:
+            progress.update(task, description=what, advance=n)
+
+        profile = measure_profile(tts, calibration, progress=report)
+    path = save_profile(profile)
+    console.print(f"profile {profile.profile_id} measured in {profile.duration_s:.0f} s, saved to {path}")
+    print_profile(profile, console)
+    return profile
+
+
+def print_profile(profile: Profile, console: Console) -> None:
+    """The profile as tables: step times, prefill, output lengths and accuracy."""
+    table = Table(title=f"seconds per engine step ({profile.identity.hardware})")
+    table.add_column("sequences", justify="right")
+    names = list(profile.steps)
+    for name in names:
+        curve = profile.steps[name]
+        extra = f"\ntau {curve.tokens_per_step:.2f}" if name.startswith("k=") and name != "k=0+draft" else ""
+        table.add_column(name + extra, justify="right")
+    sizes = sorted({b for c in profile.steps.values() for b in c.batch_sizes})
+    for b in sizes:
+        table.add_row(str(b), *(f"{profile.steps[n].at(b) * 1000:.2f} ms" for n in names))
+    console.print(table)
+    pre = profile.prefill
+    console.print(f"prefill: {pre.intercept_s * 1000:.1f} ms + {pre.per_token_s * 1e6:.1f} us/token; "
+                  f"output tokens p50 {profile.output_length(0.5)}, p90 {profile.output_length(0.9)} "
+                  f"({len(profile.output_lengths)} samples, {profile.calibration})")
+    acc = profile.accuracy
+    console.print(f"vote accuracy model ({acc.source}): single sample {acc.mean_single_accuracy:.1%}, "
+                  f"Beta({acc.alpha:.2f}, {acc.beta:.2f}), wrong-answer concentration {acc.concentration:.2f}; "
+                  + ", ".join(f"vote of {b}: {acc.vote_accuracy(b):.1%}" for b in (1, 4, 8, 16)))

@@ -1,0 +1,169 @@
+"""The planner inside a call: which profile an engine uses, and the plan of each call.
+
+An engine's profile is, in order of preference:
+
+1. the file given as ``latency_profile`` (refused if it was measured for another setup);
+2. the cached profile of this setup (``latts profile`` wrote it; same hardware, versions,
+   models and engine settings, see :mod:`~langchain_latts.planner.profile`);
+3. a **start-up profile**, measured once when the engine starts (about a second on the
+   built-in model): the step time of this engine as configured at a few batch sizes, the
+   first-token time of the prompt, and output lengths -- of held-out problems for the
+   built-in model; for another model ``max_tokens`` until calls have been observed, then
+   the lengths of the last ``OBSERVED`` finished branches. A start-up profile has no
+   accuracy calibration (the default accuracy model) and no other speculation settings.
+
+The profile in use is named in ``response_metadata["tts"]["plan"]["profile"]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+import weakref
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from langchain_latts.engines.base import BranchRequest, Engine, EngineConfig
+from langchain_latts.planner.latency import SpeculationSetting
+from langchain_latts.planner.plan import Plan, plan_call
+from langchain_latts.planner.profile import Prefill, Profile, StepCurve, load_profile
+from langchain_latts.planner.profiler import builtin_calibration, profile_identity
+from langchain_latts.settings import TTSSettings
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EngineProfile", "engine_profile", "plan_for_call", "speculation_of"]
+
+#: Finished branches whose lengths a start-up profile of a user model keeps.
+OBSERVED = 256
+#: Tokens per branch of the start-up step timing, and the batch sizes timed.
+STARTUP_TOKENS = 24
+STARTUP_BATCHES = (1, 2, 4, 8, 16, 32)
+
+
+@dataclass
+class EngineProfile:
+    """The profile an engine plans with, and what calls observed since."""
+
+    profile: Profile
+    #: "latts profile <id>" or "start-up".
+    source: str
+    #: The speculation setting to look step curves up with (a start-up profile stores
+    #: this engine's own curve as "off", whatever its speculation).
+    lookup: SpeculationSetting
+    observed: collections.deque[int] = field(default_factory=lambda: collections.deque(maxlen=OBSERVED))
+    learns_lengths: bool = False
+
+    def current(self) -> Profile:
+        """The profile with the observed output lengths when it learns them."""
+        if self.learns_lengths and len(self.observed) >= 8:
+            return self.profile.model_copy(update={"output_lengths": sorted(self.observed)})
+        return self.profile
+
+    def observe(self, lengths: list[int]) -> None:
+        if self.learns_lengths:
+            self.observed.extend(lengths)
+
+
+#: Per engine (for its lifetime) and ``latency_profile`` setting: the profile it plans with.
+_PROFILES: weakref.WeakKeyDictionary[Engine, dict[str | None, EngineProfile]] = weakref.WeakKeyDictionary()
+_LOCKS: weakref.WeakKeyDictionary[Engine, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def speculation_of(config: EngineConfig) -> SpeculationSetting:
+    """The speculation setting an engine config runs with."""
+    spec = config.speculative
+    if spec is None:
+        return SpeculationSetting.off()
+    if spec.schedule is not None:
+        return SpeculationSetting(drafter=True, schedule=spec.schedule)
+    return SpeculationSetting.fixed(spec.num_speculative_tokens)
+
+
+def _covers(profile: Profile, setting: SpeculationSetting) -> bool:
+    names = {setting.curve_name(b) for b in range(1, profile.max_batch + 1)}
+    return names <= set(profile.steps)
+
+
+async def engine_profile(engine: Engine, settings: TTSSettings, max_num_seqs: int) -> EngineProfile:
+    """The engine's profile (module docstring), loaded or measured once per engine."""
+    known = _PROFILES.setdefault(engine, {})
+    key = settings.latency_profile
+    if key not in known:
+        async with _LOCKS.setdefault(engine, asyncio.Lock()):
+            if key not in known:
+                known[key] = await _resolve(engine, settings, max_num_seqs)
+    return known[key]
+
+
+async def _resolve(engine: Engine, settings: TTSSettings, max_num_seqs: int) -> EngineProfile:
+    setting = speculation_of(engine.config)
+    identity = await asyncio.to_thread(profile_identity, settings)
+    profile = load_profile(identity, settings.latency_profile)
+    if profile is not None and _covers(profile, setting):
+        return EngineProfile(profile, f"latts profile {profile.profile_id} ({profile.created})", setting)
+    if profile is not None:
+        logger.warning("profile %s has no step times for speculation %s; measuring a start-up profile instead",
+                       profile.profile_id, setting.name)
+    return await _startup_profile(engine, settings, identity, max_num_seqs)
+
+
+async def _startup_profile(engine: Engine, settings: TTSSettings, identity: object,
+                           max_num_seqs: int) -> EngineProfile:
+    from langchain_latts.planner.profiler import _run  # the same timing loop as latts profile
+
+    started = time.perf_counter()
+    builtin = settings.model is None
+    if builtin:
+        problems = builtin_calibration()[:16]
+        prompts = [engine.render_prompt([{"role": "user", "content": p.messages[0][1]}]) for p in problems]
+    else:
+        prompts = [engine.render_prompt([{"role": "user", "content": "Hello."}])]
+    top = min(max_num_seqs or 1 << 30, max(settings.max_branches, 1))
+    sizes = [b for b in STARTUP_BATCHES if b <= top] or [1]
+    if sizes[-1] < top <= STARTUP_BATCHES[-1]:
+        sizes.append(top)
+    times, tokens_per_step = [], []
+    for b in sizes:
+        requests = [BranchRequest(prompt_token_ids=tuple(prompts[0]), max_tokens=STARTUP_TOKENS, temperature=0.8,
+                                  seed=31 * b + i, ignore_eos=True) for i in range(b)]
+        runs = await _run(engine, requests, f"startup-{b}")
+        per_token = sorted((r["stamps"][-1] - r["stamps"][0]) / max(1, r["tokens"] - 1) for r in runs)
+        times.append(per_token[len(per_token) // 2])
+        tokens_per_step.append(1.0)
+    first = await _run(engine, [BranchRequest(prompt_token_ids=tuple(prompts[0]), max_tokens=1, temperature=0.0)],
+                       "startup-prefill")
+    ttft = first[0]["stamps"][0] - first[0]["sent"]
+    if builtin:
+        natural = await _run(engine, [BranchRequest(prompt_token_ids=tuple(p), max_tokens=settings.max_tokens,
+                                                    temperature=0.8, seed=i) for i, p in enumerate(prompts)],
+                             "startup-lengths")
+        lengths = sorted(r["tokens"] for r in natural)
+    else:
+        lengths = [settings.max_tokens]
+    # Seconds per token per sequence, stored as the "off" curve: the lookup is always "off".
+    profile = Profile(
+        identity=identity,  # type: ignore[arg-type]
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        duration_s=time.perf_counter() - started,
+        steps={"off": StepCurve(batch_sizes=sizes, step_s=times)},
+        prefill=Prefill(intercept_s=ttft, per_token_s=0.0, points=[(len(prompts[0]), ttft)]),
+        output_lengths=lengths,
+        calibration="start-up: " + ("16 held-out arithmetic problems" if builtin else "none (lengths observed)"),
+    )
+    logger.info("no latts profile for this setup: measured a start-up profile in %.1f s (run `latts profile` "
+                "for speculation and accuracy calibration)", profile.duration_s)
+    return EngineProfile(profile, "start-up", SpeculationSetting.off(), learns_lengths=not builtin)
+
+
+def plan_for_call(state: EngineProfile, settings: TTSSettings, engine: Engine, *, prompt_tokens: int,
+                  time_left_s: float | None) -> Plan:
+    """The plan of one call on ``engine`` as loaded now."""
+    plan = plan_call(
+        state.current(), prompt_tokens=prompt_tokens, max_tokens=settings.max_tokens,
+        max_branches=settings.max_branches, speculation=state.lookup, deadline_s=time_left_s,
+        load=engine.num_unfinished_requests(),
+    )
+    return replace(plan, speculation=speculation_of(engine.config).name)
