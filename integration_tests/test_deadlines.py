@@ -68,7 +68,8 @@ def test_deadline_shorter_than_a_decode_step_is_a_clear_error(llm: LatencyOptima
 
 async def test_cancelling_ainvoke_aborts_every_branch(llm: LatencyOptimalTTSLLM) -> None:
     task = asyncio.create_task(llm.ainvoke(HARD, branches=16, early_stop=False, max_tokens=400))
-    await asyncio.sleep(0.3)
+    while llm.engine.num_unfinished_requests() == 0 and not task.done():
+        await asyncio.sleep(0.002)
     assert llm.engine.num_unfinished_requests() > 0  # branches are running
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -77,13 +78,21 @@ async def test_cancelling_ainvoke_aborts_every_branch(llm: LatencyOptimalTTSLLM)
 
 
 def test_ctrl_c_in_invoke_aborts_every_branch(llm: LatencyOptimalTTSLLM) -> None:
-    timer = threading.Timer(0.3, os.kill, args=(os.getpid(), signal.SIGINT))
-    timer.start()
+    # Ctrl-C as soon as the branches run (a fixed delay races the fast built-in model).
+    def interrupt_when_running() -> None:
+        while llm.engine.num_unfinished_requests() == 0:
+            time.sleep(0.001)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    # A process started in the background by a non-interactive shell ignores SIGINT
+    # (POSIX), so Python never installed its Ctrl-C handler: install it for this test.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
+        threading.Thread(target=interrupt_when_running, daemon=True).start()
         with pytest.raises(KeyboardInterrupt):
             llm.invoke(HARD, branches=16, early_stop=False, max_tokens=400)
     finally:
-        timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert llm.engine.num_unfinished_requests() == 0
 
 

@@ -54,10 +54,17 @@ def profile(
     prompts: Path | None = typer.Option(None, help="Calibration prompts, JSONL of {\"prompt\", \"answer\"?} "
                                         "(required for a model other than the built-in one)."),
     force: bool = typer.Option(False, help="Re-measure even when a matching profile is cached."),
+    validate: bool = typer.Option(False, help="Check the latency model against measured calls it was not fitted on "
+                                  "(built-in model)."),
 ) -> None:
     """Measure this machine: step time per batch size and speculative length, prefill, output lengths, accuracy."""
     import json
 
+    if validate:
+        from langchain_latts.planner.validate import validate_latency_model
+
+        validate_latency_model(json.loads(settings))
+        return
     from langchain_latts.planner.report import run_profile
 
     run_profile(json.loads(settings), prompts=prompts, force=force)

@@ -6,9 +6,11 @@ sequences are already running, under a speculation setting ``S`` (a speculative 
 fixed length, a schedule for vLLM's dynamic speculation). Branch ``i`` generates ``L_i``
 tokens. Then::
 
-    T = t_prefill(B * P) + sum over engine steps s of  t_step(n_s + m, k(n_s + m))
+    T = t_prefill(P) + sum over engine steps s of  t_step(n_s + m, k(n_s + m))
 
-    t_prefill(x)   = a + c * x                        (fitted on measured first-token times)
+    t_prefill(x)   = a + c * x                        (fitted on measured first-token times;
+                     the B branches share the prompt through prefix caching, so it is
+                     computed about once: charging B * P overpredicted long prompts 2x)
     t_step(b, k)   = the profiled step time at b running sequences with k speculative
                      tokens (linear between measured batch sizes)
     n_s            = branches of this call still running at step s: branch i runs while
@@ -101,7 +103,7 @@ def predict_latency(profile: Profile, *, lengths: Sequence[float], prompt_tokens
     output tokens, ``load`` the sequences other calls already run on the engine."""
     if not lengths:
         return 0.0
-    seconds = profile.prefill.at(len(lengths) * prompt_tokens)
+    seconds = profile.prefill.at(prompt_tokens)
     slots = max(1, (max_num_seqs or profile.identity.max_num_seqs or 1 << 30) - load)
     remaining = sorted((float(n) for n in lengths), reverse=True)
     waiting, running = remaining[slots:], remaining[slots:slots] + remaining[:slots]
