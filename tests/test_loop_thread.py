@@ -73,10 +73,17 @@ def test_ctrl_c_is_forwarded(loop_thread: LoopThread) -> None:
         finally:
             cleaned.set()
 
+    # A process started in the background by a non-interactive shell ignores SIGINT
+    # (POSIX), so Python never installed its Ctrl-C handler: install it for this test.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.1, os.kill, args=(os.getpid(), signal.SIGINT))
     timer.start()
-    with pytest.raises(KeyboardInterrupt):
-        loop_thread.run_sync(long_call())
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            loop_thread.run_sync(long_call())
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert cleaned.is_set()
 
 
