@@ -232,10 +232,11 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             )
         if plan is not None:
             state.observe([b.num_tokens for b in run.finished])
-        method = settings.resolved_speculative_method
+        spec_config = engine.config.speculative
         speculative = None
-        if method is not None:
-            speculative = {"method": method, "num_speculative_tokens": settings.num_speculative_tokens}
+        if spec_config is not None:
+            speculative = {"method": spec_config.method, "num_speculative_tokens": spec_config.num_speculative_tokens,
+                           "schedule": None if spec_config.schedule is None else [list(r) for r in spec_config.schedule]}
         return build_chat_result(
             run, prompt_tokens=len(prompt), model_name=settings.model_name,
             latency_s=time.monotonic() - started, speculative=speculative,

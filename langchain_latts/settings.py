@@ -15,7 +15,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from langchain_latts.engines.base import SPECULATIVE_METHODS, EngineConfig, SpeculativeConfig
+from langchain_latts.engines.base import (
+    SPECULATIVE_METHODS,
+    EngineConfig,
+    SpeculativeConfig,
+    SpeculativeMethod,
+)
 from langchain_latts.errors import LattsValueError
 from langchain_latts.models import DEFAULT_DRAFT, DEFAULT_TARGET
 from langchain_latts.tts.answers import AnswerExtractor, ExtractorName, resolve_extractor
@@ -48,9 +53,13 @@ class TTSSettings(BaseModel):
     """Speculative decoding method, or None for none. Default: None, which means
     ``"draft_model"`` when ``draft_model`` is set and no speculation otherwise."""
 
-    num_speculative_tokens: int = 4
+    num_speculative_tokens: int | Literal["auto"] = "auto"
     """Tokens the drafter proposes per target step (vLLM's ``num_speculative_tokens``);
-    0 turns speculation off. Default: 4."""
+    0 turns speculation off. ``"auto"``: chosen per engine from this setup's ``latts
+    profile`` -- no speculation, a fixed length or a per-batch-size schedule (vLLM's
+    dynamic speculation), whichever the latency model predicts fastest over the branch
+    counts the planner may use; the built-in model's shipped draft is a candidate too.
+    Without a profile: 4 when a drafter is configured, else off. Default: ``"auto"``."""
 
     # -- how many branches and how they sample -------------------------------------------
     branches: int | Literal["auto"] = "auto"
@@ -180,12 +189,15 @@ class TTSSettings(BaseModel):
                                       "Check the path, or leave it unset to use the cached profile of this setup.")
         return value
 
-    @field_validator("num_speculative_tokens")
+    @field_validator("num_speculative_tokens", mode="before")
     @classmethod
-    def _check_spec_tokens(cls, value: int) -> int:
-        if value < 0:
+    def _check_spec_tokens(cls, value: Any) -> Any:
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise LattsValueError.bad(
-                "num_speculative_tokens", value, "must be >= 0", "Use 0 to turn speculation off, or 1-8."
+                "num_speculative_tokens", value, "must be an integer >= 0 or 'auto'",
+                "Use 0 to turn speculation off, 1-8 to fix it, or 'auto' to let the profile choose.",
             )
         return value
 
@@ -297,7 +309,7 @@ class TTSSettings(BaseModel):
                     name, value, "must be an existing model directory (or a Hugging Face model id)",
                     "Give an existing model directory, a Hugging Face model id, or leave it unset.",
                 )
-        method = self.resolved_speculative_method
+        method = self.speculative_method
         if method in ("eagle", "eagle3") and self.draft_model is None:
             raise LattsValueError.bad(
                 "draft_model", None, f"must name the {method} head when speculative_method={method!r}",
@@ -312,13 +324,35 @@ class TTSSettings(BaseModel):
 
     # -- derived values -----------------------------------------------------------------
     @property
+    def configured_drafter(self) -> tuple[SpeculativeMethod, str | None] | None:
+        """The drafter the user configured, (method, draft model), or None."""
+        method: SpeculativeMethod | None = self.speculative_method or (
+            "draft_model" if self.draft_model is not None else None)
+        if method is None:
+            return None
+        draft = self.draft_model
+        if method == "draft_model" and draft is None:
+            draft = str(DEFAULT_DRAFT)
+        return method, None if method == "ngram" else draft
+
+    def speculative_config(self) -> SpeculativeConfig | None:
+        """The engine's speculation (None: none); ``"auto"`` asks the profile
+        (:func:`langchain_latts.planner.runtime.auto_speculation`)."""
+        if self.num_speculative_tokens == "auto":
+            from langchain_latts.planner.runtime import auto_speculation
+
+            return auto_speculation(self)
+        drafter = self.configured_drafter
+        if drafter is None or self.num_speculative_tokens == 0:
+            return None
+        return SpeculativeConfig(method=drafter[0], num_speculative_tokens=self.num_speculative_tokens,
+                                 model=drafter[1])
+
+    @property
     def resolved_speculative_method(self) -> str | None:
         """The method actually used (None: no speculation)."""
-        if self.num_speculative_tokens == 0:
-            return None
-        if self.speculative_method is not None:
-            return self.speculative_method
-        return "draft_model" if self.draft_model is not None else None
+        spec = self.speculative_config()
+        return None if spec is None else spec.method
 
     @property
     def model_path(self) -> str:
@@ -332,17 +366,7 @@ class TTSSettings(BaseModel):
 
     def engine_config(self) -> EngineConfig:
         """The engine these settings need (equal configs share one engine)."""
-        method = self.resolved_speculative_method
-        speculative = None
-        if method is not None:
-            draft = self.draft_model
-            if method == "draft_model" and draft is None:
-                draft = str(DEFAULT_DRAFT)
-            speculative = SpeculativeConfig(
-                method=method,  # type: ignore[arg-type]
-                num_speculative_tokens=self.num_speculative_tokens,
-                model=None if method == "ngram" else draft,
-            )
+        speculative = self.speculative_config()
         return EngineConfig(
             model=self.model_path,
             speculative=speculative,

@@ -132,8 +132,15 @@ def test_a_drafter_that_slows_decoding_gets_no_speculation() -> None:
     p = profile(draft_helps=False)
     assert derive_schedule(p, 64).max_k == 0
     allowed = [SpeculationSetting.off(), SpeculationSetting.fixed(4), derive_schedule(p, 64)]
-    chosen, _ = choose_speculation(p, allowed, prompt_tokens=20, max_tokens=512, max_branches=16, deadline_s=None)
+    chosen, _ = choose_speculation(p, allowed, prompt_tokens=20, max_tokens=512, max_branches=16)
     assert chosen == SpeculationSetting.off()
+
+
+def test_a_drafter_that_helps_everywhere_gets_a_fixed_length() -> None:
+    p = profile(draft_helps=True)
+    allowed = [SpeculationSetting.off(), SpeculationSetting.fixed(4), derive_schedule(p, 64)]
+    chosen, seconds = choose_speculation(p, allowed, prompt_tokens=20, max_tokens=512, max_branches=16)
+    assert chosen == SpeculationSetting.fixed(4) and seconds > 0
 
 
 def test_schedule_speculates_at_small_batches_only_when_drafting_saturates() -> None:
@@ -165,3 +172,47 @@ def test_profiles_round_trip_and_refuse_other_setups(tmp_path, monkeypatch) -> N
     path.write_text(json.dumps(stale))
     with pytest.raises(LattsValueError, match="schema 0"):
         load_profile(p.identity)
+
+
+# -- num_speculative_tokens="auto": the engine's speculation from the cached profile ----------
+def _cache(p: Profile) -> None:
+    from langchain_latts.planner.profiler import profile_identity
+    from langchain_latts.planner.runtime import forget_cached_profiles
+    from langchain_latts.settings import TTSSettings
+
+    save_profile(p.model_copy(update={"identity": profile_identity(TTSSettings())}))
+    forget_cached_profiles()
+
+
+def test_auto_speculation_follows_the_profile() -> None:
+    from langchain_latts.models import DEFAULT_DRAFT
+    from langchain_latts.planner.runtime import forget_cached_profiles
+    from langchain_latts.settings import TTSSettings
+
+    forget_cached_profiles()
+    assert TTSSettings().engine_config().speculative is None  # no profile: the built-in draft is not assumed
+    unprofiled = TTSSettings(speculative_method="draft_model").engine_config().speculative
+    assert unprofiled is not None and unprofiled.num_speculative_tokens == 4  # a configured drafter: k = 4
+
+    _cache(profile(draft_helps=True))
+    spec = TTSSettings().engine_config().speculative
+    assert spec is not None and (spec.method, spec.num_speculative_tokens, spec.model) == (
+        "draft_model", 4, str(DEFAULT_DRAFT))
+    assert TTSSettings(num_speculative_tokens=0).engine_config().speculative is None  # an int pins it
+
+    _cache(profile(draft_helps=False))
+    assert TTSSettings().engine_config().speculative is None
+
+
+def test_auto_speculation_passes_a_dynamic_schedule_to_vllm() -> None:
+    from langchain_latts.settings import TTSSettings
+
+    p = profile()
+    p.steps["k=4"] = StepCurve(batch_sizes=BATCHES, step_s=[0.014 + 0.003 * b for b in BATCHES], tokens_per_step=3.5)
+    _cache(p)
+    spec = TTSSettings().engine_config().speculative
+    assert spec is not None and spec.schedule is not None
+    vllm = spec.to_vllm()
+    assert vllm["num_speculative_tokens"] == 4
+    ranges = vllm["num_speculative_tokens_per_batch_size"]
+    assert ranges[0][0] == 1 and ranges[0][2] == 4 and ranges[-1][2] == 0

@@ -12,7 +12,7 @@ from langchain_latts.models import DEFAULT_DRAFT, DEFAULT_TARGET
     ("kwargs", "message"),
     [
         ({"branches": 0}, r"branches must be an integer >= 1 or .auto., got 0\. Use branches=.auto."),
-        ({"num_speculative_tokens": -1}, r"num_speculative_tokens must be >= 0, got -1\. Use 0 to turn"),
+        ({"num_speculative_tokens": -1}, r"num_speculative_tokens must be an integer >= 0 or 'auto', got -1\. Use 0 to turn"),
         ({"speculative_method": "medusa"}, r"speculative_method must be one of \['draft_model', 'ngram', "
                                            r"'eagle', 'eagle3'\] or None, got 'medusa'"),
         ({"model": "/no/such/model"}, r"model must be an existing model directory .*got '/no/such/model'\. Give"),

@@ -21,9 +21,11 @@ speculative length is an engine setting:
   second per sequence, ``tau(k) / t_step(b, k)``; where that is ``k = 0``, the drafter
   still runs once per step (vLLM keeps its KV cache in sync), which the profile measures
   as the ``k=0+draft`` curve;
-* :func:`choose_speculation` picks, among the settings a user allows (off, fixed ``k``,
-  the dynamic schedule), the one whose plan at the expected deadline has the best
-  expected accuracy, then the lowest predicted latency.
+* :func:`choose_speculation` picks, among the settings allowed (off, each fixed ``k``,
+  the dynamic schedule), the one with the least predicted latency summed over the branch
+  counts 1, 2, 4, ... ``max_branches``: faster at every count means more branches fit any
+  deadline, so the choice does not depend on the call's deadline (an engine serves calls
+  with many deadlines).
 """
 
 from __future__ import annotations
@@ -124,12 +126,21 @@ def derive_schedule(profile: Profile, max_batch: int) -> SpeculationSetting:
 
 
 def choose_speculation(profile: Profile, allowed: Sequence[SpeculationSetting], *, prompt_tokens: int,
-                       max_tokens: int, max_branches: int, deadline_s: float | None,
-                       max_num_seqs: int | None = None) -> tuple[SpeculationSetting, Plan]:
-    """The engine's speculation: the allowed setting whose plan (for an idle engine and
-    ``deadline_s``) has the best expected accuracy, then the lowest predicted latency."""
+                       max_tokens: int, max_branches: int,
+                       max_num_seqs: int | None = None) -> tuple[SpeculationSetting, float]:
+    """The engine's speculation: the allowed setting with the least predicted latency summed
+    over the branch counts 1, 2, 4, ... ``max_branches`` (at the planned output length, idle
+    engine); returns it and that sum in seconds. A setting faster at every count lets the
+    planner fit more branches under any deadline, so it is chosen whatever the deadline."""
     if not allowed:
         raise ValueError("no speculation setting allowed")
-    plans = [(s, plan_call(profile, prompt_tokens=prompt_tokens, max_tokens=max_tokens, max_branches=max_branches,
-                           speculation=s, deadline_s=deadline_s, max_num_seqs=max_num_seqs)) for s in allowed]
-    return min(plans, key=lambda sp: (-round(sp[1].expected_accuracy, 3), sp[1].predicted_latency_s))
+    counts = sorted({min(max_branches, 1 << i) for i in range(max_branches.bit_length() + 1)})
+    length = min(max_tokens, profile.output_length(DEFAULT_QUANTILE))
+
+    def total(setting: SpeculationSetting) -> float:
+        return sum(predict_latency(profile, lengths=[length] * b, prompt_tokens=prompt_tokens, speculation=setting,
+                                   max_num_seqs=max_num_seqs) for b in counts)
+
+    scored = [(total(s), i, s) for i, s in enumerate(allowed)]
+    seconds, _, best = min(scored)
+    return best, seconds

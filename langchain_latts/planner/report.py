@@ -16,6 +16,7 @@ from langchain_latts.planner.profiler import (
     profile_identity,
     profile_steps,
 )
+from langchain_latts.planner.runtime import forget_cached_profiles
 from langchain_latts.settings import TTSSettings
 
 __all__ = ["print_profile", "run_profile"]
@@ -43,6 +44,7 @@ def run_profile(settings: dict[str, Any], *, prompts: Path | None = None, force:
 
         profile = measure_profile(tts, calibration, progress=report)
     path = save_profile(profile)
+    forget_cached_profiles()
     console.print(f"profile {profile.profile_id} measured in {profile.duration_s:.0f} s, saved to {path}")
     print_profile(profile, console)
     return profile

@@ -24,17 +24,26 @@ import time
 import weakref
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
-from langchain_latts.engines.base import BranchRequest, Engine, EngineConfig
+from langchain_latts.engines.base import (
+    BranchRequest,
+    Engine,
+    EngineConfig,
+    SpeculativeConfig,
+    SpeculativeMethod,
+)
+from langchain_latts.models import DEFAULT_DRAFT
 from langchain_latts.planner.latency import SpeculationSetting
-from langchain_latts.planner.plan import Plan, plan_call
-from langchain_latts.planner.profile import Prefill, Profile, StepCurve, load_profile
+from langchain_latts.planner.plan import Plan, choose_speculation, derive_schedule, plan_call
+from langchain_latts.planner.profile import Prefill, Profile, StepCurve, cache_dir, load_profile
 from langchain_latts.planner.profiler import builtin_calibration, profile_identity
 from langchain_latts.settings import TTSSettings
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EngineProfile", "engine_profile", "plan_for_call", "speculation_of"]
+__all__ = ["EngineProfile", "auto_speculation", "cached_profile", "engine_profile", "forget_cached_profiles",
+           "plan_for_call", "speculation_of", "to_speculative_config"]
 
 #: Finished branches whose lengths a start-up profile of a user model keeps.
 OBSERVED = 256
@@ -167,3 +176,62 @@ def plan_for_call(state: EngineProfile, settings: TTSSettings, engine: Engine, *
         load=engine.num_unfinished_requests(),
     )
     return replace(plan, speculation=speculation_of(engine.config).name)
+
+
+# -- the engine's speculation (num_speculative_tokens="auto") -----------------------------------
+#: Speculative length used for a configured drafter when no profile is cached.
+UNPROFILED_K = 4
+#: Prompt tokens assumed when speculation settings are compared (prefill is the same for all).
+_COMPARE_PROMPT = 32
+_CACHED: dict[tuple[Any, ...], Profile | None] = {}
+
+
+def cached_profile(settings: TTSSettings) -> Profile | None:
+    """The profile of ``settings``' setup (``latency_profile`` or the cache), read once per process."""
+    key = (str(cache_dir()), settings.model_path, settings.draft_model, settings.speculative_method, settings.dtype,
+           settings.max_num_seqs, settings.enforce_eager, settings.latency_profile)
+    if key not in _CACHED:
+        _CACHED[key] = load_profile(profile_identity(settings), settings.latency_profile)
+    return _CACHED[key]
+
+
+def forget_cached_profiles() -> None:
+    """Drop profiles read so far (after ``latts profile`` wrote a new one)."""
+    _CACHED.clear()
+
+
+def auto_speculation(settings: TTSSettings) -> SpeculativeConfig | None:
+    """The engine's speculation for ``num_speculative_tokens="auto"``.
+
+    With a profile that timed a drafter: among no speculation, each profiled fixed length
+    and the derived per-batch-size schedule (:func:`~langchain_latts.planner.plan.derive_schedule`),
+    the one :func:`~langchain_latts.planner.plan.choose_speculation` predicts fastest over
+    the branch counts the planner may use. Without one: ``UNPROFILED_K`` tokens when the
+    user configured a drafter, else none (the built-in draft is used only when measured
+    to help).
+    """
+    configured = settings.configured_drafter
+    profile = cached_profile(settings)
+    if profile is None or not profile.speculative_lengths():
+        if configured is None:
+            return None
+        return SpeculativeConfig(method=configured[0], num_speculative_tokens=UNPROFILED_K, model=configured[1])
+    method = profile.identity.speculative_method or "draft_model"
+    draft = configured[1] if configured is not None else str(DEFAULT_DRAFT)
+    allowed = [SpeculationSetting.off(), *(SpeculationSetting.fixed(k) for k in profile.speculative_lengths()),
+               derive_schedule(profile, profile.max_batch)]
+    chosen, _ = choose_speculation(profile, allowed, prompt_tokens=_COMPARE_PROMPT, max_tokens=settings.max_tokens,
+                                max_branches=settings.max_branches)
+    return to_speculative_config(chosen, method, draft)  # type: ignore[arg-type]
+
+
+def to_speculative_config(setting: SpeculationSetting, method: SpeculativeMethod,
+                          draft: str | None) -> SpeculativeConfig | None:
+    """The engine config of a speculation setting (None: no drafter)."""
+    if not setting.drafter or setting.max_k == 0:
+        return None
+    model = None if method == "ngram" else draft
+    if setting.dynamic:
+        return SpeculativeConfig(method=method, num_speculative_tokens=setting.max_k, model=model,
+                                 schedule=setting.schedule)
+    return SpeculativeConfig(method=method, num_speculative_tokens=setting.max_k, model=model)
