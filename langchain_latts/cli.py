@@ -97,6 +97,37 @@ def bench_speculation(
                           num_speculative_tokens=num_speculative_tokens)
 
 
+@bench_app.command("planner")
+def bench_planner(
+    problems: int = typer.Option(200, help="Held-out problems per method and deadline."),
+    deadlines: str = typer.Option("", help="Deadlines in seconds, comma-separated (default: 1, 1.5, 2, 3 x one "
+                                  "branch's predicted median latency, from the profile)."),
+    out: str = typer.Option("bench-planner.json", help="Where to save the numbers ('' to skip)."),
+    plot: str = typer.Option("bench-planner.png", help="Where to save the plot ('' to skip)."),
+) -> None:
+    """The planner against every fixed (branches x speculation) configuration at several deadlines."""
+    from langchain_latts.bench.planner import run_planner_bench
+
+    run_planner_bench(problems=problems, deadlines=[float(d) for d in deadlines.split(",")] if deadlines else None,
+                      out=Path(out) if out else None, plot=Path(plot) if plot else None)
+
+
+@bench_app.command("schedule")
+def bench_schedule(
+    k: int = typer.Option(4, help="Speculative tokens of the 'always' engine."),
+    schedule: str = typer.Option("", help="Dynamic schedule as JSON, e.g. '[[1,4,4],[5,8,2],[9,256,0]]' "
+                                 "(default: the planner's, from the cached profile)."),
+    max_batch: int = typer.Option(64, help="Largest batch size measured."),
+) -> None:
+    """vLLM's dynamic speculation against never and always speculating, per batch size."""
+    import json
+
+    from langchain_latts.bench.schedule import run_schedule_bench
+
+    run_schedule_bench(k=k, schedule=[tuple(r) for r in json.loads(schedule)] if schedule else None,
+                       max_batch=max_batch)
+
+
 @bench_app.command("deadlines")
 def bench_deadlines(
     calls: int = typer.Option(200, help="Calls to make."),

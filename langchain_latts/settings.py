@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -53,9 +54,11 @@ class TTSSettings(BaseModel):
     """Speculative decoding method, or None for none. Default: None, which means
     ``"draft_model"`` when ``draft_model`` is set and no speculation otherwise."""
 
-    num_speculative_tokens: int | Literal["auto"] = "auto"
+    num_speculative_tokens: int | Literal["auto"] | list[tuple[int, int, int]] = "auto"
     """Tokens the drafter proposes per target step (vLLM's ``num_speculative_tokens``);
-    0 turns speculation off. ``"auto"``: chosen per engine from this setup's ``latts
+    0 turns speculation off. A list of inclusive ``(first_batch, last_batch, k)`` ranges
+    starting at 1 is a dynamic schedule: ``k`` tokens while that many sequences run
+    (vLLM's ``num_speculative_tokens_per_batch_size``). ``"auto"``: chosen per engine from this setup's ``latts
     profile`` -- no speculation, a fixed length or a per-batch-size schedule (vLLM's
     dynamic speculation), whichever the latency model predicts fastest over the branch
     counts the planner may use; the built-in model's shipped draft is a candidate too.
@@ -194,6 +197,8 @@ class TTSSettings(BaseModel):
     def _check_spec_tokens(cls, value: Any) -> Any:
         if value == "auto":
             return value
+        if isinstance(value, (list, tuple)):
+            return _check_schedule(value)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise LattsValueError.bad(
                 "num_speculative_tokens", value, "must be an integer >= 0 or 'auto'",
@@ -343,10 +348,14 @@ class TTSSettings(BaseModel):
 
             return auto_speculation(self)
         drafter = self.configured_drafter
-        if drafter is None or self.num_speculative_tokens == 0:
+        k = self.num_speculative_tokens
+        if drafter is None or k == 0:
             return None
-        return SpeculativeConfig(method=drafter[0], num_speculative_tokens=self.num_speculative_tokens,
-                                 model=drafter[1])
+        if isinstance(k, list):
+            schedule = tuple((int(a), int(b), int(c)) for a, b, c in k)
+            return SpeculativeConfig(method=drafter[0], num_speculative_tokens=max(c for _, _, c in schedule),
+                                     model=drafter[1], schedule=schedule)
+        return SpeculativeConfig(method=drafter[0], num_speculative_tokens=k, model=drafter[1])
 
     @property
     def resolved_speculative_method(self) -> str | None:
@@ -432,6 +441,28 @@ def as_latts_error(error: ValidationError, values: dict[str, Any] | None = None)
     example = _EXAMPLES.get(name, None if field is None else field.default)
     fix = f"Use e.g. {name}={example!r}." if example is not None else "See the setting's documentation."
     return LattsValueError.bad(name, value, requirement, fix)
+
+
+def _check_schedule(value: Sequence[Any]) -> list[tuple[int, int, int]]:
+    """A dynamic speculation schedule as vLLM accepts it, or a LattsValueError saying why not."""
+    fix = "Use inclusive (first_batch, last_batch, k) ranges from 1 upwards, e.g. [(1, 4, 4), (5, 16, 2), (17, 256, 0)]."
+    try:
+        ranges = sorted((int(a), int(b), int(k)) for a, b, k in value)
+    except (TypeError, ValueError):
+        raise LattsValueError.bad("num_speculative_tokens", value, "must hold (first_batch, last_batch, k) "
+                                  "triples of integers", fix) from None
+    if not ranges or ranges[0][0] != 1:
+        raise LattsValueError.bad("num_speculative_tokens", value, "must start its first range at batch size 1", fix)
+    previous_end = 0
+    for first, last, k in ranges:
+        if first > last or first <= previous_end or k < 0:
+            raise LattsValueError.bad("num_speculative_tokens", value, "must hold sorted, non-overlapping ranges "
+                                      "with first <= last and k >= 0", fix)
+        previous_end = last
+    if max(k for _, _, k in ranges) == 0:
+        raise LattsValueError.bad("num_speculative_tokens", value, "must speculate (k > 0) in at least one range",
+                                  "Use num_speculative_tokens=0 to turn speculation off.")
+    return ranges
 
 
 def _looks_local(value: str) -> bool:

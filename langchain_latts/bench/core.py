@@ -34,7 +34,7 @@ async def _raw_branches(engine: VLLMEngine, prompt: list[int], n: int, *, max_to
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
-    llm: Any = engine._llm  # noqa: SLF001 - the benchmark compares against the raw engine
+    llm: Any = engine._llm
 
     seeds = branch_seeds(seed, prompt, n)  # the same seeds the chat model uses
 
