@@ -60,7 +60,7 @@ def to_chat_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
 
 def _tts_metadata(run: BranchRun, *, selected: int, latency_s: float, speculative: dict[str, Any] | None,
                   deadline_s: float | None, partial: bool, engine_start_s: float,
-                  plan: dict[str, Any] | None) -> dict[str, Any]:
+                  plan: dict[str, Any] | None, typical_lengths: Sequence[int] | None = None) -> dict[str, Any]:
     branches = run.branches
     spec = run.spec
     spec_meta = None
@@ -73,6 +73,7 @@ def _tts_metadata(run: BranchRun, *, selected: int, latency_s: float, speculativ
             "num_draft_tokens": 0 if spec is None else spec.num_draft_tokens,
             "num_accepted_tokens": 0 if spec is None else spec.num_accepted_tokens,
         }
+    saved_tokens, saved_s = run.early_stop_savings(typical_lengths)
     return {
         "branches_launched": len(branches),
         "branches_finished": len(run.finished),
@@ -82,6 +83,8 @@ def _tts_metadata(run: BranchRun, *, selected: int, latency_s: float, speculativ
         "selected_branch": selected,
         "partial": partial,
         "stopped_early": run.stopped_early,
+        "early_stop_saved_tokens": saved_tokens,
+        "early_stop_saved_s": round(saved_s, 4),
         "deadline_s": deadline_s,
         "deadline_hit": run.deadline_hit,
         "decided_at_s": round(run.decided_at_s, 4),
@@ -113,19 +116,22 @@ def select_branch(run: BranchRun) -> tuple[int, bool]:
 
 def build_chat_result(run: BranchRun, *, prompt_tokens: int, model_name: str, latency_s: float,
                       speculative: dict[str, Any] | None, deadline_s: float | None,
-                      engine_start_s: float = 0.0, plan: dict[str, Any] | None = None) -> ChatResult:
+                      engine_start_s: float = 0.0, plan: dict[str, Any] | None = None,
+                      typical_lengths: Sequence[int] | None = None) -> ChatResult:
     """The ``ChatResult`` of a call: the selected branch's text with usage and TTS metadata.
 
     ``usage_metadata`` counts the prompt once and the output tokens of *all* branches
     (aborted ones included): that is the compute the answer cost. ``latency_s`` and
     ``decided_at_s`` count from when the deadline clock started; ``engine_start_s`` is how
     long the call waited for the engine to start before that (0 once it runs). ``plan`` is
-    the planner's choice when the branches were planned (None when they were pinned).
+    the planner's choice when the branches were planned (None when they were pinned);
+    ``typical_lengths`` (the profile's output lengths) estimate what an early stop saved.
     """
     index, partial = select_branch(run)
     branch = run.branches[index]
     tts = _tts_metadata(run, selected=index, latency_s=latency_s, speculative=speculative, deadline_s=deadline_s,
-                        partial=partial, engine_start_s=engine_start_s, plan=plan)
+                        partial=partial, engine_start_s=engine_start_s, plan=plan,
+                        typical_lengths=typical_lengths)
     finish_reason = "deadline" if partial else branch.finish_reason
     output_tokens = run.num_output_tokens
     usage = UsageMetadata(input_tokens=prompt_tokens, output_tokens=output_tokens,

@@ -242,6 +242,7 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             latency_s=time.monotonic() - started, speculative=speculative,
             deadline_s=settings.deadline_s, engine_start_s=engine_start_s,
             plan=None if plan is None else plan.as_metadata() | {"profile": state.source},
+            typical_lengths=None if plan is None else state.current().output_lengths,
         )
 
     # -- the BaseChatModel hooks: sync wraps async, one code path ------------------------

@@ -43,6 +43,13 @@ async def test_early_stop_aborts_branches_that_cannot_change_the_vote() -> None:
     assert sorted(engine.aborted) == ["c-3", "c-4"]
     assert [b.finished for b in run.branches] == [True, True, True, False, False]
     assert engine.num_unfinished_requests() == 0
+    # What the stop saved: each slow branch, at n tokens, would have run to the mean of the
+    # typical lengths above n (here 51, the slow script's length) ...
+    (n3, n4) = (run.branches[3].num_tokens, run.branches[4].num_tokens)
+    tokens, seconds = run.early_stop_savings([2, 51])
+    assert tokens == (51 - n3) + (51 - n4) and seconds > 0
+    # ... and without typical lengths, at least to the finished branches' mean length (2).
+    assert run.early_stop_savings()[0] == max(0, 2 - n3) + max(0, 2 - n4)
 
 
 async def test_deadline_votes_over_finished_and_aborts_the_rest() -> None:

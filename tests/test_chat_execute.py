@@ -131,6 +131,7 @@ def test_exact_tts_metadata_of_a_complete_call(engine_for) -> None:  # type: ign
         "branches_launched": 3, "branches_finished": 3, "branches_aborted": 0,
         "votes": {"5": 2, "4": 1}, "answer": "5", "selected_branch": 1, "partial": False,
         "stopped_early": False, "deadline_s": None, "deadline_hit": False, "speculative": None, "plan": None,
+        "early_stop_saved_tokens": 0, "early_stop_saved_s": 0.0,
         "branch_answers": ["4", "5", "5"], "branch_tokens": [2, 2, 2],
         "branch_finish_reasons": ["stop", "stop", "stop"],
     }
