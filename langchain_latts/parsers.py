@@ -28,6 +28,8 @@ class VotedAnswer(BaseModel):
     """Wall-clock seconds of the call."""
     branches_finished: int
     """Branches that completed (the others were stopped early or by the deadline)."""
+    branches_launched: int = 0
+    """Branches run (the planner's choice under ``branches="auto"``)."""
     text: str
     """The full text of the selected branch."""
     partial: bool = False
@@ -50,6 +52,7 @@ class VotedAnswerParser(BaseGenerationOutputParser[VotedAnswer]):
             votes=tts["votes"],
             latency_s=tts["latency_s"],
             branches_finished=tts["branches_finished"],
+            branches_launched=tts["branches_launched"],
             text=generation.text,
             partial=tts["partial"],
         )
