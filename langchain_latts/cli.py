@@ -54,6 +54,8 @@ def profile(
     prompts: Path | None = typer.Option(None, help="Calibration prompts, JSONL of {\"prompt\", \"answer\"?} "
                                         "(required for a model other than the built-in one)."),
     force: bool = typer.Option(False, help="Re-measure even when a matching profile is cached."),
+    calibrate: bool = typer.Option(True, help="Fit the vote-accuracy model on calibration answers (the built-in "
+                                   "task's, or the prompts file's 'answer' fields)."),
     validate: bool = typer.Option(False, help="Check the latency model against measured calls it was not fitted on "
                                   "(built-in model)."),
 ) -> None:
@@ -67,7 +69,7 @@ def profile(
         return
     from langchain_latts.planner.report import run_profile
 
-    run_profile(json.loads(settings), prompts=prompts, force=force)
+    run_profile(json.loads(settings), prompts=prompts, force=force, calibrate=calibrate)
 
 
 @bench_app.command("core")

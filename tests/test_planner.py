@@ -216,3 +216,19 @@ def test_auto_speculation_passes_a_dynamic_schedule_to_vllm() -> None:
     assert vllm["num_speculative_tokens"] == 4
     ranges = vllm["num_speculative_tokens_per_batch_size"]
     assert ranges[0][0] == 1 and ranges[0][2] == 4 and ranges[-1][2] == 0
+
+
+def test_calibration_prompts_from_jsonl_and_their_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from langchain_latts.planner.profiler import load_calibration
+
+    good = tmp_path / "prompts.jsonl"
+    good.write_text("\n".join(json.dumps({"prompt": f"What is {i} + 1?", "answer": str(i + 1)}) for i in range(4)))
+    items = load_calibration(good)
+    assert [p.answer for p in items] == ["1", "2", "3", "4"] and items[0].messages == (("user", "What is 0 + 1?"),)
+    assert load_calibration(["a", "b", "c", "d"])[3].answer is None
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "x"}\n{"question": "y"}\n')
+    with pytest.raises(LattsValueError, match=r"prompts must hold one JSON object .*bad\.jsonl:2"):
+        load_calibration(bad)
+    with pytest.raises(LattsValueError, match="at least 4 calibration prompts"):
+        load_calibration(["a"])

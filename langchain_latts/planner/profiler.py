@@ -245,8 +245,10 @@ def batch_sizes_for(max_num_seqs: int) -> list[int]:
 
 
 def measure_profile(settings: TTSSettings, calibration: Sequence[CalibrationPrompt] | None = None,
-                    *, progress: Progress | None = None) -> Profile:
-    """Measure a profile for ``settings`` on this machine (module docstring)."""
+                    *, calibrate: bool = True, progress: Progress | None = None) -> Profile:
+    """Measure a profile for ``settings`` on this machine (module docstring); ``calibrate``
+    fits the vote-accuracy model when the calibration prompts have answers (False keeps
+    the default model and samples each prompt twice, for output lengths only)."""
     report: Progress = progress or (lambda _what, _n: None)
     if calibration is None:
         if settings.model is not None:
@@ -271,12 +273,13 @@ def measure_profile(settings: TTSSettings, calibration: Sequence[CalibrationProm
                                                        speculative=speculative, progress=report))
             tokens_per_step, acceptance = 1.0, None
             if name == "off":
-                samples = CALIBRATION_SAMPLES if any(p.answer is not None for p in calibration) else 2
+                calibrating = calibrate and any(p.answer is not None for p in calibration)
+                samples = CALIBRATION_SAMPLES if calibrating else 2
                 natural = engine.run_sync(_natural(engine, prompts, samples, settings.max_tokens,
                                                    settings.temperature or 0.8))
                 lengths = sorted(r["tokens"] for q in natural for r in q)
                 graded = [_grade(q, p.answer, extractor) for q, p in zip(natural, calibration) if p.answer is not None]
-                if len(graded) >= 2:
+                if calibrating and len(graded) >= 2:
                     accuracy = fit_accuracy_model([c for c, _ in graded], [w for _, w in graded], samples)
                 report("output lengths and accuracy", 1)
                 prefill = engine.run_sync(_prefill(engine, len(engine._tokenizer), engine.max_model_len, report))

@@ -22,7 +22,7 @@ from langchain_latts.settings import TTSSettings
 __all__ = ["print_profile", "run_profile"]
 
 
-def run_profile(settings: dict[str, Any], *, prompts: Path | None = None, force: bool = False,
+def run_profile(settings: dict[str, Any], *, prompts: Path | None = None, force: bool = False, calibrate: bool = True,
                 console: Console | None = None) -> Profile:
     """Measure and cache the profile of ``settings`` (or show the cached one unless ``force``)."""
     console = console or Console()
@@ -42,7 +42,7 @@ def run_profile(settings: dict[str, Any], *, prompts: Path | None = None, force:
         def report(what: str, n: float) -> None:
             progress.update(task, description=what, advance=n)
 
-        profile = measure_profile(tts, calibration, progress=report)
+        profile = measure_profile(tts, calibration, calibrate=calibrate, progress=report)
     path = save_profile(profile)
     forget_cached_profiles()
     console.print(f"profile {profile.profile_id} measured in {profile.duration_s:.0f} s, saved to {path}")
