@@ -28,7 +28,7 @@ from langchain_latts._version import __version__
 from langchain_latts.engines.base import BranchRequest, Engine, EngineStats
 from langchain_latts.engines.vllm_local import engine_exists, get_engine
 from langchain_latts.errors import DeadlineExceededError, LattsValueError
-from langchain_latts.planner.runtime import engine_profile, plan_for_call
+from langchain_latts.planner.runtime import EngineProfile, engine_profile, plan_for_call
 from langchain_latts.settings import CALL_OPTIONS, ENGINE_OPTIONS, TTSSettings, as_latts_error
 from langchain_latts.tts.answers import extractor_name
 from langchain_latts.tts.branches import ProgressCallback, branch_seeds, run_branches
@@ -182,7 +182,7 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
     async def _execute(self, call: _Call) -> ChatResult:
         """The whole call, on the engine's loop: start, render, branch, vote, shape."""
         settings, engine = call.settings, call.engine
-        stats, started, engine_start_s = await _wait_for_engine(call)
+        stats, state, started, engine_start_s = await _wait_for_engine(call)
         deadline = None if settings.deadline_s is None else started + settings.deadline_s
         if settings.deadline_s is not None and settings.deadline_s < stats.min_step_s:
             raise LattsValueError.bad(
@@ -200,8 +200,7 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
                 "Shorten the conversation or raise max_model_len.",
             )
         branches, plan = settings.effective_branches, None
-        if settings.planned:
-            state = await engine_profile(engine, settings, stats.max_num_seqs)
+        if state is not None:
             time_left = None if deadline is None else deadline - time.monotonic()
             plan = plan_for_call(state, settings, engine, prompt_tokens=len(prompt), time_left_s=time_left)
             branches = plan.branches
@@ -230,8 +229,11 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
                 "advanced partial answer.",
                 deadline_s=settings.deadline_s or 0.0, elapsed_s=elapsed, tokens=run.num_output_tokens,
             )
-        if plan is not None:
+        plan_meta, typical_lengths = None, None
+        if state is not None and plan is not None:
             state.observe([b.num_tokens for b in run.finished])
+            plan_meta = plan.as_metadata() | {"profile": state.source}
+            typical_lengths = state.current().output_lengths
         spec_config = engine.config.speculative
         speculative = None
         if spec_config is not None:
@@ -241,8 +243,7 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             run, prompt_tokens=len(prompt), model_name=settings.model_name,
             latency_s=time.monotonic() - started, speculative=speculative,
             deadline_s=settings.deadline_s, engine_start_s=engine_start_s,
-            plan=None if plan is None else plan.as_metadata() | {"profile": state.source},
-            typical_lengths=None if plan is None else state.current().output_lengths,
+            plan=plan_meta, typical_lengths=typical_lengths,
         )
 
     # -- the BaseChatModel hooks: sync wraps async, one code path ------------------------
@@ -294,14 +295,15 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
 
     # -- engine lifecycle ------------------------------------------------------------------
     def warmup(self) -> None:
-        """Start the engine now (it otherwise starts on the first call, ~20 s on CPU)."""
+        """Start the engine now, with its planning profile (it otherwise starts on the
+        first call, ~20 s on CPU)."""
         engine = get_engine(self.engine_config())
-        engine.run_sync(engine.ensure_started())
+        engine.run_sync(_make_ready(engine, self))
 
     async def awarmup(self) -> None:
         """Async :meth:`warmup`."""
         engine = get_engine(self.engine_config())
-        await engine.run(engine.ensure_started())
+        await engine.run(_make_ready(engine, self))
 
     @property
     def engine(self) -> Engine:
@@ -317,13 +319,21 @@ def _with_run_id(config: RunnableConfig | None) -> RunnableConfig:
     return config
 
 
-async def _wait_for_engine(call: _Call) -> tuple[EngineStats, float, float]:
-    """Wait for the engine to be ready; returns its start-up measurements, when the
-    deadline clock starts and how long this call waited for the engine to start.
+async def _make_ready(engine: Engine, settings: TTSSettings) -> None:
+    stats = await engine.ensure_started()
+    if settings.planned:
+        await engine_profile(engine, settings, stats.max_num_seqs)
 
-    By default the clock starts once the engine is ready (an engine start is a one-time
-    cost); with ``deadline_includes_start`` it started with the call, and a deadline that
-    passes during the start raises :class:`DeadlineExceededError`.
+
+async def _wait_for_engine(call: _Call) -> tuple[EngineStats, EngineProfile | None, float, float]:
+    """Wait for the engine to be ready; returns its start-up measurements, the profile it
+    plans with (None when the branches are pinned), when the deadline clock starts and how
+    long this call waited for the engine to start.
+
+    Ready means started and, for planned calls, with its profile loaded or measured (a
+    start-up profile is a one-time cost too). By default the clock starts once the engine
+    is ready; with ``deadline_includes_start`` it started with the call, and a deadline
+    that passes during the start raises :class:`DeadlineExceededError`.
     """
     settings = call.settings
     strict = settings.deadline_includes_start and settings.deadline_s is not None
@@ -339,5 +349,6 @@ async def _wait_for_engine(call: _Call) -> tuple[EngineStats, float, float]:
             "engine is ready.",
             deadline_s=settings.deadline_s or 0.0, elapsed_s=elapsed, tokens=0,
         ) from None
+    state = await engine_profile(call.engine, settings, stats.max_num_seqs) if settings.planned else None
     ready = time.monotonic()
-    return stats, (call.started if strict else ready), ready - call.started
+    return stats, state, (call.started if strict else ready), ready - call.started

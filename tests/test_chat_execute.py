@@ -229,3 +229,13 @@ def test_auto_branches_without_a_profile_measure_one_at_start(engine_for) -> Non
     assert any(r.ignore_eos for r in engine.requests)  # the step timing ran on this engine
     pinned = LatencyOptimalTTSLLM(seed=0, branches=3).invoke("q").response_metadata["tts"]
     assert pinned["plan"] is None and pinned["branches_launched"] == 3
+
+
+def test_a_start_up_profile_does_not_count_against_the_first_deadline(engine_for) -> None:  # type: ignore[no-untyped-def]
+    # Measuring the start-up profile takes longer than this deadline; like the engine start
+    # it happens before the deadline clock starts (and is reported in engine_start_s).
+    engine_for(ScriptedEngine(_scripts(40), step_s=0.002))
+    tts = LatencyOptimalTTSLLM(seed=0, max_branches=4, deadline_s=0.05).invoke("q").response_metadata["tts"]
+    assert tts["plan"]["profile"] == "start-up"
+    assert tts["answer"] == "7" and not tts["partial"]
+    assert tts["engine_start_s"] > 0.05

@@ -238,14 +238,14 @@ def _hardware() -> str:
     except OSError:
         pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    gpus = ""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            gpus = ", GPUs: " + ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
-    except ImportError:
-        pass
+    # NVIDIA GPUs from the driver's /proc entries: importing torch here would put a
+    # second of start-up on the first call's path.
+    names = []
+    for info in sorted(Path("/proc/driver/nvidia/gpus").glob("*/information")):
+        for line in info.read_text().splitlines():
+            if line.startswith("Model:"):
+                names.append(line.split(":", 1)[1].strip())
+    gpus = ", GPUs: " + ", ".join(names) if names else ""
     return f"{cpu} x {cores} cores{gpus}"
 
 
