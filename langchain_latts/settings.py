@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -339,6 +339,14 @@ class TTSSettings(BaseModel):
         if method == "draft_model" and draft is None:
             draft = str(DEFAULT_DRAFT)
         return method, None if method == "ngram" else draft
+
+    @property
+    def candidate_drafter(self) -> tuple[SpeculativeMethod, str | None] | None:
+        """The drafter a profile measures and ``"auto"`` may use: the configured one, or
+        for the built-in model its shipped draft."""
+        if self.configured_drafter is not None:
+            return self.configured_drafter
+        return ("draft_model", str(DEFAULT_DRAFT)) if self.model is None else None
 
     def speculative_config(self) -> SpeculativeConfig | None:
         """The engine's speculation (None: none); ``"auto"`` asks the profile

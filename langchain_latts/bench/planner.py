@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,19 @@ def _summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "branches": statistics.mean(r["branches"] for r in rows)}
 
 
+def _sweep(llm: LatencyOptimalTTSLLM, items: Sequence[Problem], deadlines: Sequence[float | None],
+           options: dict[str, Any], advance: Callable[[], None]) -> dict[str, dict[str, Any]]:
+    """Every problem at every deadline with these call options: deadline -> summary."""
+    summaries = {}
+    for deadline in deadlines:
+        rows = []
+        for problem in items:
+            rows.append(_call(llm, problem, deadline, **options))
+            advance()
+        summaries[str(deadline)] = _summary(rows)
+    return summaries
+
+
 def run_planner_bench(*, problems: int = 200, deadlines: list[float] | None = None, out: Path | None = None,
                       plot: Path | None = None, console: Console | None = None) -> dict[str, Any]:
     """Run the benchmark (module docstring), print the tables, save JSON and a plot."""
@@ -113,31 +126,16 @@ def run_planner_bench(*, problems: int = 200, deadlines: list[float] | None = No
                 methods.append(("branches-only", {"branches": "auto"}))
             for name, options in methods:
                 progress.update(task, description=f"{name}")
-                results[name] = {}
-                for deadline in deadlines:
-                    rows = []
-                    for problem in items:
-                        rows.append(_call(llm, problem, deadline, **options))
-                        progress.advance(task)
-                    results[name][str(deadline)] = _summary(rows)
+                results[name] = _sweep(llm, items, deadlines, options, lambda task=task: progress.advance(task))
             llm.engine.shutdown()
         task = progress.add_task("auto", total=len(items) * (len(deadlines) * 2 + 3))
         auto = LatencyOptimalTTSLLM(seed=0)
         auto.warmup()
         for name, options in (("auto", {}), ("speculation-only", {"branches": 1})):
-            results[name] = {}
-            for deadline in deadlines:
-                rows = []
-                for problem in items:
-                    rows.append(_call(auto, problem, deadline, **options))
-                    progress.advance(task)
-                results[name][str(deadline)] = _summary(rows)
+            results[name] = _sweep(auto, items, deadlines, options, lambda task=task: progress.advance(task))
         for rule in (False, "exact", "adaptive"):
-            rows = []
-            for problem in items:
-                rows.append(_call(auto, problem, None, branches=16, early_stop=rule))
-                progress.advance(task)
-            early[str(rule)] = _summary(rows)
+            early[str(rule)] = _sweep(auto, items, [None], {"branches": 16, "early_stop": rule},
+                                      lambda: progress.advance(task))["None"]
         speculation = auto.engine.config.speculative
         auto.engine.shutdown()
     report = {"problems": len(items), "deadlines": deadlines, "results": results, "early_stop": early,

@@ -11,28 +11,24 @@ better of the other two at every ``b``; the table says where it is not.
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import replace
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from langchain_latts.engines.base import BranchRequest, EngineConfig, SpeculativeConfig
+from langchain_latts.engines.base import EngineConfig, SpeculativeConfig
 from langchain_latts.engines.vllm_local import VLLMEngine
 from langchain_latts.planner.latency import SpeculationSetting
-from langchain_latts.planner.profiler import STEP_RUN_TOKENS, _run, batch_sizes_for, builtin_calibration
+from langchain_latts.planner.profiler import (
+    STEP_RUN_TOKENS,
+    batch_sizes_for,
+    builtin_calibration,
+    per_token_seconds,
+)
 from langchain_latts.settings import TTSSettings
 
 __all__ = ["run_schedule_bench"]
-
-
-async def _per_token(engine: VLLMEngine, prompts: list[list[int]], b: int) -> float:
-    requests = [BranchRequest(prompt_token_ids=tuple(prompts[i % len(prompts)]), max_tokens=STEP_RUN_TOKENS,
-                              temperature=0.8, seed=977 * b + i, ignore_eos=True) for i in range(b)]
-    await _run(engine, requests, f"bench-warm-{b}")
-    runs = await _run(engine, requests, f"bench-{b}")
-    return statistics.median((r["stamps"][-1] - r["stamps"][0]) / max(1, r["tokens"] - 1) for r in runs)
 
 
 def _measure(config: EngineConfig, sizes: list[int]) -> list[float]:
@@ -41,7 +37,7 @@ def _measure(config: EngineConfig, sizes: list[int]) -> list[float]:
         engine.run_sync(engine.ensure_started())
         prompts = [engine.render_prompt([{"role": "user", "content": p.messages[0][1]}])
                    for p in builtin_calibration()]
-        return [engine.run_sync(_per_token(engine, prompts, b)) for b in sizes]
+        return [engine.run_sync(per_token_seconds(engine, prompts, b, tokens=STEP_RUN_TOKENS)) for b in sizes]
     finally:
         engine.shutdown()
 

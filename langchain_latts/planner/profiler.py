@@ -47,7 +47,6 @@ from langchain_latts.engines.base import (
     Engine,
     EngineConfig,
     SpeculativeConfig,
-    SpeculativeMethod,
 )
 from langchain_latts.engines.vllm_local import VLLMEngine
 from langchain_latts.errors import LattsValueError
@@ -56,7 +55,8 @@ from langchain_latts.planner.profile import Identity, Prefill, Profile, StepCurv
 from langchain_latts.settings import TTSSettings
 from langchain_latts.tts.answers import normalize_answer
 
-__all__ = ["CalibrationPrompt", "builtin_calibration", "load_calibration", "measure_profile", "profile_identity"]
+__all__ = ["CalibrationPrompt", "builtin_calibration", "load_calibration", "measure_profile", "per_token_seconds",
+           "profile_identity", "run_requests"]
 
 #: Speculative lengths profiled when a drafter is configured.
 SPECULATIVE_LENGTHS = (1, 2, 4)
@@ -119,20 +119,9 @@ def load_calibration(prompts: Sequence[str] | str | Path) -> list[CalibrationPro
     return items
 
 
-def _drafter(settings: TTSSettings) -> tuple[SpeculativeMethod | None, str | None]:
-    """(method, draft model) to profile: the configured drafter, or the built-in draft."""
-    method: SpeculativeMethod | None = settings.speculative_method or (
-        "draft_model" if settings.draft_model or settings.model is None else None)
-    if method is None:
-        return None, None
-    base = settings.model_copy(update={"speculative_method": method, "num_speculative_tokens": 1})
-    spec = base.engine_config().speculative
-    return method, None if spec is None else spec.model
-
-
 def profile_identity(settings: TTSSettings) -> Identity:
     """The identity a profile for ``settings`` is measured and looked up under."""
-    method, draft = _drafter(settings)
+    method, draft = settings.candidate_drafter or (None, None)
     return model_identity(target=settings.model_path, draft=draft, speculative_method=method, dtype=settings.dtype,
                           max_num_seqs=settings.max_num_seqs or 0, enforce_eager=settings.enforce_eager)
 
@@ -141,9 +130,9 @@ def _engine_configs(settings: TTSSettings) -> dict[str, EngineConfig]:
     """Name -> engine config of every setting to profile."""
     off = settings.model_copy(update={"num_speculative_tokens": 0}).engine_config()
     configs = {"off": off}
-    method, draft = _drafter(settings)
-    if method is None:
+    if settings.candidate_drafter is None:
         return configs
+    method, draft = settings.candidate_drafter
     for k in SPECULATIVE_LENGTHS:
         configs[f"k={k}"] = _with_spec(off, SpeculativeConfig(method=method, num_speculative_tokens=k, model=draft))
     configs["k=0+draft"] = _with_spec(off, SpeculativeConfig(method=method, num_speculative_tokens=1, model=draft,
@@ -158,7 +147,7 @@ def _with_spec(config: EngineConfig, spec: SpeculativeConfig) -> EngineConfig:
 
 
 # -- measurements on one engine ----------------------------------------------------------
-async def _run(engine: Engine, requests: Sequence[BranchRequest], tag: str) -> list[dict[str, Any]]:
+async def run_requests(engine: Engine, requests: Sequence[BranchRequest], tag: str) -> list[dict[str, Any]]:
     """Run requests concurrently; per request its update times, tokens, text and spec stats."""
 
     async def one(i: int, request: BranchRequest) -> dict[str, Any]:
@@ -181,9 +170,9 @@ async def _step_curve(engine: VLLMEngine, prompt: list[int], batch_sizes: Sequen
     for b in batch_sizes:
         requests = [BranchRequest(prompt_token_ids=tuple(prompt), max_tokens=STEP_RUN_TOKENS, temperature=0.8,
                                   seed=1000 * b + i, ignore_eos=True) for i in range(b)]
-        await _run(engine, requests, f"warmup-{b}")  # the first run of a batch shape is slower
+        await run_requests(engine, requests, f"warmup-{b}")  # the first run of a batch shape is slower
         per_branch = []
-        for run in await _run(engine, requests, f"steps-{b}"):
+        for run in await run_requests(engine, requests, f"steps-{b}"):
             drafts = run["spec"].num_drafts if speculative and run["spec"] is not None else 0
             steps = drafts or run["tokens"] - 1  # k = 0 proposes no drafts: one token per step
             if steps > 0 and len(run["stamps"]) > 1:
@@ -197,7 +186,7 @@ async def _natural(engine: VLLMEngine, prompts: Sequence[list[int]], samples: in
                    temperature: float) -> list[list[dict[str, Any]]]:
     requests = [BranchRequest(prompt_token_ids=tuple(p), max_tokens=max_tokens, temperature=temperature,
                               seed=7919 * q + s) for q, p in enumerate(prompts) for s in range(samples)]
-    runs = await _run(engine, requests, "natural")
+    runs = await run_requests(engine, requests, "natural")
     return [runs[q * samples:(q + 1) * samples] for q in range(len(prompts))]
 
 
@@ -211,7 +200,7 @@ async def _prefill(engine: VLLMEngine, vocab: int, max_len: int, progress: Progr
                 requests = [BranchRequest(prompt_token_ids=tuple(rng.randrange(3, vocab) for _ in range(length)),
                                           max_tokens=1, temperature=0.0) for _ in range(b)]
                 started = time.perf_counter()
-                await _run(engine, requests, f"prefill-{length}-{b}")
+                await run_requests(engine, requests, f"prefill-{length}-{b}")
                 samples.append(time.perf_counter() - started)
             points.append((length * b, statistics.median(samples)))
         progress(f"prefill of {length} tokens", 1)
@@ -221,6 +210,18 @@ async def _prefill(engine: VLLMEngine, vocab: int, max_len: int, progress: Progr
     sxx = sum((x - mean_x) ** 2 for x, _ in points)
     slope = max(0.0, sum((x - mean_x) * (y - mean_y) for x, y in points) / sxx) if sxx else 0.0
     return Prefill(intercept_s=max(0.0, mean_y - slope * mean_x), per_token_s=slope, points=points)
+
+
+async def per_token_seconds(engine: Engine, prompts: Sequence[list[int]], batch: int, *, tokens: int,
+                            seed: int = 0) -> float:
+    """Median seconds per output token of a sequence when ``batch`` sequences (prompts in
+    turn) generate ``tokens`` tokens each (``ignore_eos``, T = 0.8) on the engine as
+    configured; a first run of the batch shape is dropped (it is slower)."""
+    requests = [BranchRequest(prompt_token_ids=tuple(prompts[i % len(prompts)]), max_tokens=tokens,
+                              temperature=0.8, seed=seed + 1000 * batch + i, ignore_eos=True) for i in range(batch)]
+    await run_requests(engine, requests, f"warm-{batch}")
+    runs = await run_requests(engine, requests, f"timed-{batch}")
+    return statistics.median((r["stamps"][-1] - r["stamps"][0]) / max(1, r["tokens"] - 1) for r in runs)
 
 
 def _grade(runs: Sequence[dict[str, Any]], answer: str, extractor: Callable[[str], str | None]) -> tuple[int, int]:

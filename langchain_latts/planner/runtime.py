@@ -33,11 +33,15 @@ from langchain_latts.engines.base import (
     SpeculativeConfig,
     SpeculativeMethod,
 )
-from langchain_latts.models import DEFAULT_DRAFT
 from langchain_latts.planner.latency import SpeculationSetting
 from langchain_latts.planner.plan import Plan, choose_speculation, derive_schedule, plan_call
-from langchain_latts.planner.profile import Prefill, Profile, StepCurve, cache_dir, load_profile
-from langchain_latts.planner.profiler import builtin_calibration, profile_identity
+from langchain_latts.planner.profile import Identity, Prefill, Profile, StepCurve, cache_dir, load_profile
+from langchain_latts.planner.profiler import (
+    builtin_calibration,
+    per_token_seconds,
+    profile_identity,
+    run_requests,
+)
 from langchain_latts.settings import TTSSettings
 
 logger = logging.getLogger(__name__)
@@ -119,10 +123,8 @@ async def _resolve(engine: Engine, settings: TTSSettings, max_num_seqs: int) -> 
     return await _startup_profile(engine, settings, identity, max_num_seqs)
 
 
-async def _startup_profile(engine: Engine, settings: TTSSettings, identity: object,
+async def _startup_profile(engine: Engine, settings: TTSSettings, identity: Identity,
                            max_num_seqs: int) -> EngineProfile:
-    from langchain_latts.planner.profiler import _run  # the same timing loop as latts profile
-
     started = time.perf_counter()
     builtin = settings.model is None
     if builtin:
@@ -134,27 +136,20 @@ async def _startup_profile(engine: Engine, settings: TTSSettings, identity: obje
     sizes = [b for b in STARTUP_BATCHES if b <= top] or [1]
     if sizes[-1] < top <= STARTUP_BATCHES[-1]:
         sizes.append(top)
-    times, tokens_per_step = [], []
-    for b in sizes:
-        requests = [BranchRequest(prompt_token_ids=tuple(prompts[0]), max_tokens=STARTUP_TOKENS, temperature=0.8,
-                                  seed=31 * b + i, ignore_eos=True) for i in range(b)]
-        runs = await _run(engine, requests, f"startup-{b}")
-        per_token = sorted((r["stamps"][-1] - r["stamps"][0]) / max(1, r["tokens"] - 1) for r in runs)
-        times.append(per_token[len(per_token) // 2])
-        tokens_per_step.append(1.0)
-    first = await _run(engine, [BranchRequest(prompt_token_ids=tuple(prompts[0]), max_tokens=1, temperature=0.0)],
-                       "startup-prefill")
+    times = [await per_token_seconds(engine, prompts[:1], b, tokens=STARTUP_TOKENS) for b in sizes]
+    probe = BranchRequest(prompt_token_ids=tuple(prompts[0]), max_tokens=1, temperature=0.0)
+    first = await run_requests(engine, [probe], "startup-prefill")
     ttft = first[0]["stamps"][0] - first[0]["sent"]
     if builtin:
-        natural = await _run(engine, [BranchRequest(prompt_token_ids=tuple(p), max_tokens=settings.max_tokens,
-                                                    temperature=0.8, seed=i) for i, p in enumerate(prompts)],
-                             "startup-lengths")
+        samples = [BranchRequest(prompt_token_ids=tuple(p), max_tokens=settings.max_tokens, temperature=0.8, seed=i)
+                   for i, p in enumerate(prompts)]
+        natural = await run_requests(engine, samples, "startup-lengths")
         lengths = sorted(r["tokens"] for r in natural)
     else:
         lengths = [settings.max_tokens]
     # Seconds per token per sequence, stored as the "off" curve: the lookup is always "off".
     profile = Profile(
-        identity=identity,  # type: ignore[arg-type]
+        identity=identity,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         duration_s=time.perf_counter() - started,
         steps={"off": StepCurve(batch_sizes=sizes, step_s=times)},
@@ -216,13 +211,13 @@ def auto_speculation(settings: TTSSettings) -> SpeculativeConfig | None:
         if configured is None:
             return None
         return SpeculativeConfig(method=configured[0], num_speculative_tokens=UNPROFILED_K, model=configured[1])
-    method = profile.identity.speculative_method or "draft_model"
-    draft = configured[1] if configured is not None else str(DEFAULT_DRAFT)
+    assert settings.candidate_drafter is not None  # the profile timed one
+    method, draft = settings.candidate_drafter
     allowed = [SpeculationSetting.off(), *(SpeculationSetting.fixed(k) for k in profile.speculative_lengths()),
                derive_schedule(profile, profile.max_batch)]
     chosen, _ = choose_speculation(profile, allowed, prompt_tokens=_COMPARE_PROMPT, max_tokens=settings.max_tokens,
                                 max_branches=settings.max_branches)
-    return to_speculative_config(chosen, method, draft)  # type: ignore[arg-type]
+    return to_speculative_config(chosen, method, draft)
 
 
 def to_speculative_config(setting: SpeculationSetting, method: SpeculativeMethod,

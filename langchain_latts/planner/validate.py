@@ -29,7 +29,12 @@ from langchain_latts.engines.vllm_local import VLLMEngine
 from langchain_latts.errors import LattsValueError
 from langchain_latts.planner.latency import predict_latency
 from langchain_latts.planner.profile import Profile, load_profile
-from langchain_latts.planner.profiler import _engine_configs, _run, builtin_calibration, profile_identity
+from langchain_latts.planner.profiler import (
+    _engine_configs,
+    builtin_calibration,
+    profile_identity,
+    run_requests,
+)
 from langchain_latts.settings import TTSSettings
 
 __all__ = ["validate_latency_model"]
@@ -63,7 +68,7 @@ async def _call(engine: VLLMEngine, prompt: list[int], branches: int, load: int,
     requests = [BranchRequest(prompt_token_ids=tuple(prompt), max_tokens=512, temperature=0.8, seed=seed * 1000 + i)
                 for i in range(branches)]
     started = time.perf_counter()
-    runs = await _run(engine, requests, f"validate-{seed}")
+    runs = await run_requests(engine, requests, f"validate-{seed}")
     elapsed = time.perf_counter() - started
     await engine.abort(ids)
     await asyncio.gather(*tasks, return_exceptions=True)
