@@ -24,6 +24,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -126,16 +127,16 @@ def run_planner_bench(*, problems: int = 200, deadlines: list[float] | None = No
                 methods.append(("branches-only", {"branches": "auto"}))
             for name, options in methods:
                 progress.update(task, description=f"{name}")
-                results[name] = _sweep(llm, items, deadlines, options, lambda task=task: progress.advance(task))
+                results[name] = _sweep(llm, items, deadlines, options, partial(progress.advance, task))
             llm.engine.shutdown()
         task = progress.add_task("auto", total=len(items) * (len(deadlines) * 2 + 3))
         auto = LatencyOptimalTTSLLM(seed=0)
         auto.warmup()
         for name, options in (("auto", {}), ("speculation-only", {"branches": 1})):
-            results[name] = _sweep(auto, items, deadlines, options, lambda task=task: progress.advance(task))
+            results[name] = _sweep(auto, items, deadlines, options, partial(progress.advance, task))
         for rule in (False, "exact", "adaptive"):
             early[str(rule)] = _sweep(auto, items, [None], {"branches": 16, "early_stop": rule},
-                                      lambda: progress.advance(task))["None"]
+                                      partial(progress.advance, task))["None"]
         speculation = auto.engine.config.speculative
         auto.engine.shutdown()
     report = {"problems": len(items), "deadlines": deadlines, "results": results, "early_stop": early,
