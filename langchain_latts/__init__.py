@@ -5,7 +5,9 @@ Data flow of one ``invoke``::
     messages -> prompt (chat template)                       _messages.py
              -> settings for this call (branches, speculation) settings.py
              -> engine branches, one request each             engines/ (vLLM on its own loop)
-             -> answers, vote, early stop, deadline, progress tts/ (answers, voting, stopping, branches)
+             -> answers, scores, selection, early stop,        tts/ (answers, verifiers, selection,
+                deadline, pruning, progress                      voting, stopping, branches)
+             -> the run's shared token/time budget            budget.py
              -> AIMessage with usage and TTS metadata         _messages.py
 
 ``LatencyOptimalTTSLLM`` (chat_models.py) is the LangChain surface over those stages.
@@ -13,8 +15,10 @@ Data flow of one ``invoke``::
 
 from langchain_latts._quiet import quiet_dependencies
 from langchain_latts._version import __version__
+from langchain_latts.budget import Budget, latts_budget
 from langchain_latts.chat_models import LatencyOptimalTTSLLM
 from langchain_latts.errors import (
+    BudgetExhaustedError,
     DeadlineExceededError,
     EngineDeadError,
     EngineStartError,
@@ -26,6 +30,8 @@ from langchain_latts.errors import (
 quiet_dependencies()
 
 __all__ = [
+    "Budget",
+    "BudgetExhaustedError",
     "DeadlineExceededError",
     "EngineDeadError",
     "EngineStartError",
@@ -33,4 +39,5 @@ __all__ = [
     "LattsError",
     "LattsValueError",
     "__version__",
+    "latts_budget",
 ]

@@ -79,7 +79,9 @@ def _tts_metadata(run: BranchRun, *, selected: int, latency_s: float, speculativ
         "branches_finished": len(run.finished),
         "branches_aborted": sum(1 for b in branches if not b.finished),
         "votes": dict(run.vote.counts),
-        "answer": run.vote.answer,
+        "answer": run.answer,
+        "strategy": run.strategy,
+        "weights": None if run.selection is None else {a: round(w, 6) for a, w in run.selection.weights.items()},
         "selected_branch": selected,
         "partial": partial,
         "stopped_early": run.stopped_early,
@@ -94,19 +96,26 @@ def _tts_metadata(run: BranchRun, *, selected: int, latency_s: float, speculativ
         "plan": plan,
         "branch_answers": [b.answer for b in branches],
         "branch_tokens": [b.num_tokens for b in branches],
-        "branch_finish_reasons": [b.finish_reason if b.finished else "abort" for b in branches],
+        "branch_finish_reasons": [b.finish_reason if b.finished or b.finish_reason in ("pruned", "budget")
+                                  else "abort" for b in branches],
+        "branch_scores": [None if b.score is None else round(b.score, 6) for b in branches],
+        "score_errors": sum(1 for b in branches if b.score_error is not None),
+        "branches_pruned": sum(1 for b in branches if b.pruned),
+        "branches_respawned": sum(1 for b in branches if b.respawned),
+        "budget_hit": run.budget_hit,
     }
 
 
 def select_branch(run: BranchRun) -> tuple[int, bool]:
     """The branch whose text is returned, and whether it is partial.
 
-    The first branch with the winning answer; with no answer, the first finished branch;
+    The branch the selection picked (for ``majority`` the first with the winning answer,
+    else the highest-scoring one with it); with no answer, the first finished branch;
     with nothing finished (deadline), the most advanced partial branch (most tokens,
     lowest index on a tie).
     """
-    if run.vote.winner_index is not None:
-        return run.vote.winner_index, False
+    if run.winner_index is not None:
+        return run.winner_index, False
     finished = run.finished
     if finished:
         return finished[0].index, False
@@ -117,7 +126,8 @@ def select_branch(run: BranchRun) -> tuple[int, bool]:
 def build_chat_result(run: BranchRun, *, prompt_tokens: int, model_name: str, latency_s: float,
                       speculative: dict[str, Any] | None, deadline_s: float | None,
                       engine_start_s: float = 0.0, plan: dict[str, Any] | None = None,
-                      typical_lengths: Sequence[int] | None = None) -> ChatResult:
+                      typical_lengths: Sequence[int] | None = None,
+                      extra: dict[str, Any] | None = None) -> ChatResult:
     """The ``ChatResult`` of a call: the selected branch's text with usage and TTS metadata.
 
     ``usage_metadata`` counts the prompt once and the output tokens of *all* branches
@@ -125,14 +135,17 @@ def build_chat_result(run: BranchRun, *, prompt_tokens: int, model_name: str, la
     ``decided_at_s`` count from when the deadline clock started; ``engine_start_s`` is how
     long the call waited for the engine to start before that (0 once it runs). ``plan`` is
     the planner's choice when the branches were planned (None when they were pinned);
-    ``typical_lengths`` (the profile's output lengths) estimate what an early stop saved.
+    ``typical_lengths`` (the profile's output lengths) estimate what an early stop saved;
+    ``extra`` is added to the ``tts`` metadata as is.
     """
     index, partial = select_branch(run)
     branch = run.branches[index]
     tts = _tts_metadata(run, selected=index, latency_s=latency_s, speculative=speculative, deadline_s=deadline_s,
                         partial=partial, engine_start_s=engine_start_s, plan=plan,
-                        typical_lengths=typical_lengths)
-    finish_reason = "deadline" if partial else branch.finish_reason
+                        typical_lengths=typical_lengths) | (extra or {})
+    finish_reason = branch.finish_reason
+    if partial:
+        finish_reason = "budget" if run.budget_hit and not run.deadline_hit else "deadline"
     output_tokens = run.num_output_tokens
     usage = UsageMetadata(input_tokens=prompt_tokens, output_tokens=output_tokens,
                           total_tokens=prompt_tokens + output_tokens)

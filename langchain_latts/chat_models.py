@@ -12,12 +12,13 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
-from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import RunnableConfig, ensure_config
 from pydantic import ValidationError, model_validator
@@ -25,13 +26,22 @@ from pydantic import ValidationError, model_validator
 from langchain_latts._messages import PROVIDER, build_chat_result, result_to_chunks, to_chat_messages
 from langchain_latts._progress import STREAM_RUN, ProgressEmitter
 from langchain_latts._version import __version__
+from langchain_latts.budget import Budget, StepSpend, active_budget, branches_within
 from langchain_latts.engines.base import BranchRequest, Engine, EngineStats
 from langchain_latts.engines.vllm_local import engine_exists, get_engine
 from langchain_latts.errors import DeadlineExceededError, LattsValueError
-from langchain_latts.planner.runtime import EngineProfile, engine_profile, plan_for_call
+from langchain_latts.planner.plan import DEFAULT_QUANTILE
+from langchain_latts.planner.runtime import EngineProfile, cached_profile, engine_profile, plan_for_call
 from langchain_latts.settings import CALL_OPTIONS, ENGINE_OPTIONS, TTSSettings, as_latts_error
 from langchain_latts.tts.answers import extractor_name
-from langchain_latts.tts.branches import ProgressCallback, branch_seeds, run_branches
+from langchain_latts.tts.branches import (
+    ProgressCallback,
+    SpendCallback,
+    Verification,
+    branch_seeds,
+    run_branches,
+)
+from langchain_latts.tts.verifiers import verifier_name
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +49,10 @@ __all__ = ["LatencyOptimalTTSLLM"]
 
 #: Per-call keyword arguments LangChain itself may pass along; accepted and ignored.
 _LANGCHAIN_KWARGS = frozenset({"stream"})
+
+#: The config of the ``invoke``/``stream`` call running in this context (LangChain does
+#: not hand ``configurable`` to ``_generate``; chains and graphs set it for their steps).
+_CALL_CONFIG: ContextVar[RunnableConfig | None] = ContextVar("latts_call_config", default=None)
 
 
 @dataclass(frozen=True)
@@ -53,6 +67,9 @@ class _Call:
     started: float
     call_id: str
     progress: ProgressCallback | None = None
+    #: The run's shared budget (None: none) and this call's name in its ledger.
+    budget: Budget | None = None
+    step: str = "call"
 
 
 class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
@@ -120,6 +137,12 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             "answer_extractor": extractor_name(self.answer_extractor),
             "early_stop": self.early_stop,
             "early_stop_threshold": self.early_stop_threshold,
+            "verifier": verifier_name(self.verifier),
+            "strategy": self.selection_strategy,
+            "step_aggregation": self.step_aggregation,
+            "prune": self.prune,
+            "prune_threshold": self.prune_threshold,
+            "token_budget": self.token_budget,
             "deadline_s": self.deadline_s,
             "on_deadline": self.on_deadline,
             "deadline_includes_start": self.deadline_includes_start,
@@ -138,6 +161,9 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
         stops = stop or self.stop
         if isinstance(stops, (list, tuple)) and stops:  # a bad per-call stop is reported by the call itself
             params["ls_stop"] = list(stops)
+        budget = active_budget(_current_config().get("configurable"))
+        if budget is not None:  # LangChain puts these params in the run's metadata
+            cast(dict[str, Any], params)["latts_budget"] = budget.as_metadata()
         return params
 
     # -- one call ----------------------------------------------------------------------
@@ -169,6 +195,11 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             logger.warning(
                 "per-call setting(s) %s need a separate vLLM engine: starting one, which stays until exit or "
                 "llm.engine.shutdown(); set engine options on the model instead of per call.", ", ".join(changed))
+        run_config = _current_config()
+        budget = active_budget(run_config.get("configurable"))
+        step = _step_name(run_config)
+        if budget is not None:
+            budget.check(step)
         return _Call(
             settings=settings,
             engine=get_engine(config),
@@ -177,6 +208,8 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             started=started,
             call_id=f"latts-{uuid.uuid4().hex[:12]}",
             progress=progress,
+            budget=budget,
+            step=step,
         )
 
     async def _execute(self, call: _Call) -> ChatResult:
@@ -199,27 +232,50 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
                 f"must fit the model's context of {engine.max_model_len} tokens with room to answer",
                 "Shorten the conversation or raise max_model_len.",
             )
+        budget = call.budget
+        if budget is not None and budget.seconds_left is not None:
+            budget_end = time.monotonic() + budget.seconds_left
+            deadline = budget_end if deadline is None else min(deadline, budget_end)
+        token_cap = _least(settings.token_budget, None if budget is None else budget.tokens_left)
         branches, plan = settings.effective_branches, None
         if state is not None:
             time_left = None if deadline is None else deadline - time.monotonic()
-            plan = plan_for_call(state, settings, engine, prompt_tokens=len(prompt), time_left_s=time_left)
+            plan = plan_for_call(state, settings, engine, prompt_tokens=len(prompt), time_left_s=time_left,
+                                 token_budget=token_cap)
             branches = plan.branches
-        requests = [
-            BranchRequest(
-                prompt_token_ids=tuple(prompt),
-                max_tokens=min(settings.max_tokens, room),
-                temperature=settings.temperature,
-                top_p=settings.top_p,
-                seed=seed,
-                stop=call.stop,
-            )
-            for seed in branch_seeds(settings.seed, prompt, branches)
-        ]
+        elif token_cap is not None:
+            profile = cached_profile(settings)
+            typical = settings.max_tokens if profile is None else min(settings.max_tokens, profile.output_length(DEFAULT_QUANTILE))
+            branches = branches_within(branches, token_cap, typical)
+
+        def request(seed: int | None) -> BranchRequest:
+            return BranchRequest(prompt_token_ids=tuple(prompt), max_tokens=min(settings.max_tokens, room),
+                                 temperature=settings.temperature, top_p=settings.top_p, seed=seed, stop=call.stop)
+
+        def respawn(index: int) -> BranchRequest:
+            return request(branch_seeds(settings.seed, prompt, index + 1)[index])
+
+        verification = Verification(
+            verifier=settings.resolved_verifier(), question=_question(call.messages),
+            strategy=settings.selection_strategy, aggregation=settings.step_aggregation, prune=settings.prune,
+            prune_threshold=settings.prune_threshold, step_delimiter=settings.step_delimiter,
+            max_respawns=branches if settings.max_respawns is None else settings.max_respawns,
+        )
         run = await run_branches(
-            engine, requests, call_id=call.call_id, extractor=settings.extractor(),
+            engine, [request(seed) for seed in branch_seeds(settings.seed, prompt, branches)],
+            call_id=call.call_id, extractor=settings.extractor(),
             started=started, deadline=deadline, early_stop=settings.early_stop,
             early_stop_threshold=settings.early_stop_threshold, on_progress=call.progress,
+            verification=verification, respawn=respawn,
+            branch_time_s=None if plan is None else plan.predicted_latency_s,
+            spend=_spender(token_cap is not None, settings.token_budget, budget),
         )
+        if budget is not None:
+            budget.record(StepSpend(
+                step=call.step, tokens=run.num_output_tokens, seconds=time.monotonic() - started,
+                branches=len(run.branches), answer=run.answer, started_at_s=started - budget.started))
+            if not run.finished and (budget.exhausted or run.budget_hit):
+                raise budget.exhausted_error(f"the budget ran out during step {call.step!r} before any branch finished")
         if run.deadline_hit and not run.finished and settings.on_deadline == "raise":
             elapsed = time.monotonic() - started
             raise DeadlineExceededError(
@@ -244,6 +300,8 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             latency_s=time.monotonic() - started, speculative=speculative,
             deadline_s=settings.deadline_s, engine_start_s=engine_start_s,
             plan=plan_meta, typical_lengths=typical_lengths,
+            extra={"verifier": verification.verifier.name if verification.verifier else None,
+                   "token_budget": token_cap, "budget": None if budget is None else budget.as_metadata()},
         )
 
     # -- the BaseChatModel hooks: sync wraps async, one code path ------------------------
@@ -272,26 +330,45 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
         for chunk in result_to_chunks(await self._agenerate(messages, stop, run_manager, **kwargs)):
             yield chunk
 
+    # The call's config (its ``configurable`` may carry a budget) is left in _CALL_CONFIG.
+    def invoke(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
+               stop: list[str] | None = None, **kwargs: Any) -> AIMessage:
+        token = _CALL_CONFIG.set(ensure_config(config))
+        try:
+            return super().invoke(input, config, stop=stop, **kwargs)
+        finally:
+            _CALL_CONFIG.reset(token)
+
+    async def ainvoke(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
+                      stop: list[str] | None = None, **kwargs: Any) -> AIMessage:
+        token = _CALL_CONFIG.set(ensure_config(config))
+        try:
+            return await super().ainvoke(input, config, stop=stop, **kwargs)
+        finally:
+            _CALL_CONFIG.reset(token)
+
     # LangChain passes no run manager to _stream/_astream: fix the run's id in its config
     # so that progress events reach the same run (see _progress.py).
     def stream(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
                stop: list[str] | None = None, **kwargs: Any) -> Iterator[AIMessageChunk]:
         config = _with_run_id(config)
-        token = STREAM_RUN.set(config)
+        tokens = STREAM_RUN.set(config), _CALL_CONFIG.set(config)
         try:
             yield from super().stream(input, config, stop=stop, **kwargs)
         finally:
-            STREAM_RUN.reset(token)
+            _CALL_CONFIG.reset(tokens[1])
+            STREAM_RUN.reset(tokens[0])
 
     async def astream(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
                       stop: list[str] | None = None, **kwargs: Any) -> AsyncIterator[AIMessageChunk]:
         config = _with_run_id(config)
-        token = STREAM_RUN.set(config)
+        tokens = STREAM_RUN.set(config), _CALL_CONFIG.set(config)
         try:
             async for chunk in super().astream(input, config, stop=stop, **kwargs):
                 yield chunk
         finally:
-            STREAM_RUN.reset(token)
+            _CALL_CONFIG.reset(tokens[1])
+            STREAM_RUN.reset(tokens[0])
 
     # -- engine lifecycle ------------------------------------------------------------------
     def warmup(self) -> None:
@@ -309,6 +386,43 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
     def engine(self) -> Engine:
         """The (shared) engine of this model's settings; it starts on first use."""
         return get_engine(self.engine_config())
+
+
+def _current_config() -> RunnableConfig:
+    """The config of the call running in this context (ours, else the enclosing chain's)."""
+    return _CALL_CONFIG.get() or ensure_config()
+
+
+def _step_name(config: RunnableConfig) -> str:
+    """A call's name in a budget's ledger: the run name, the LangGraph node, a tag, or "call"."""
+    metadata = config.get("metadata") or {}
+    tags = [t for t in config.get("tags") or () if not t.startswith(("seq:", "graph:", "langsmith:"))]
+    return str(config.get("run_name") or metadata.get("langgraph_node") or (tags[0] if tags else "call"))
+
+
+def _question(messages: Sequence[dict[str, Any]]) -> str:
+    """What a verifier is asked about: the text of the last user message."""
+    return next((str(m["content"]) for m in reversed(messages) if m["role"] == "user"), "")
+
+
+def _least(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _spender(capped: bool, call_cap: int | None, budget: Budget | None) -> SpendCallback | None:
+    """Charges a call's tokens to its own cap and the run's budget; False once either is spent."""
+    if not capped and budget is None:
+        return None
+    spent = 0
+
+    def spend(tokens: int) -> bool:
+        nonlocal spent
+        spent += tokens
+        within_call = call_cap is None or spent < call_cap
+        within_run = budget.charge(tokens) if budget is not None else True
+        return within_call and within_run
+
+    return spend
 
 
 def _with_run_id(config: RunnableConfig | None) -> RunnableConfig:

@@ -7,6 +7,7 @@ vLLM's validation errors (``"branches must be >= 1, got 0. ..."``).
 from __future__ import annotations
 
 __all__ = [
+    "BudgetExhaustedError",
     "DeadlineExceededError",
     "EngineDeadError",
     "EngineStartError",
@@ -49,3 +50,18 @@ class DeadlineExceededError(LattsError, TimeoutError):
         self.deadline_s = deadline_s
         self.elapsed_s = elapsed_s
         self.tokens = tokens
+
+
+class BudgetExhaustedError(LattsError, RuntimeError):
+    """A run's shared token or time budget is spent (:class:`langchain_latts.Budget`).
+
+    ``ledger`` lists what was spent where: one dict per call (step, tokens, seconds,
+    branches, answer); ``spent`` has the totals and ``limits`` the budget.
+    """
+
+    def __init__(self, message: str, *, ledger: list[dict[str, object]], spent: dict[str, float],
+                 limits: dict[str, float | None]) -> None:
+        super().__init__(message)
+        self.ledger = ledger
+        self.spent = spent
+        self.limits = limits

@@ -25,7 +25,9 @@ from langchain_latts.engines.base import (
 from langchain_latts.errors import LattsValueError
 from langchain_latts.models import DEFAULT_DRAFT, DEFAULT_TARGET
 from langchain_latts.tts.answers import AnswerExtractor, ExtractorName, resolve_extractor
+from langchain_latts.tts.selection import Aggregation, Strategy
 from langchain_latts.tts.stopping import EarlyStop
+from langchain_latts.tts.verifiers import Verifier, resolve_verifier
 
 __all__ = ["CALL_OPTIONS", "DEFAULT_MODEL_NAME", "ENGINE_OPTIONS", "OnDeadline", "TTSSettings", "as_latts_error"]
 
@@ -115,6 +117,52 @@ class TTSSettings(BaseModel):
     early_stop_threshold: float = 0.95
     """Posterior probability at which ``early_stop="adaptive"`` stops, in (0.5, 1).
     Default: 0.95."""
+
+    # -- verifiers and selection ---------------------------------------------------------
+    verifier: Any = None
+    """Scores candidates: a shipped verifier's name (``"arithmetic_steps"``, the built-in
+    task's step checker), a function or ``async`` function ``(question, candidate) ->
+    score`` or ``-> [step scores]`` (each in [0, 1]), or a LangChain ``Runnable`` invoked
+    with ``{"question", "candidate"}`` (see :mod:`langchain_latts.tts.verifiers`). Each
+    branch is scored as soon as it finishes, while the others run; the verifier's time
+    counts against the deadline; a verifier that fails or is still running at the deadline
+    scores that branch lowest, with a warning. Default: None."""
+
+    strategy: Strategy | None = None
+    """How branches become one answer: ``"majority"`` (the plurality of answers),
+    ``"weighted_majority"`` (answers weighted by their branches' scores) or
+    ``"best_of_n"`` (the answer of the highest-scoring branch); see
+    :mod:`langchain_latts.tts.selection`. Default: None -- ``"weighted_majority"`` with
+    a verifier, else ``"majority"``."""
+
+    step_aggregation: Aggregation = "min"
+    """How a verifier's per-step scores become one: ``"min"``, ``"last"``, ``"prod"`` or
+    ``"mean"``. Default: ``"min"``."""
+
+    prune: bool = False
+    """Verify while branches run: at each step boundary the verifier scores a running
+    branch's completed steps, and a branch scoring below ``prune_threshold`` is aborted at
+    once; a fresh branch replaces it while the deadline and budget allow (at most
+    ``max_respawns``). Needs a verifier. Default: False."""
+
+    prune_threshold: float = 0.5
+    """Step score below which ``prune`` aborts a running branch, in (0, 1]. Default: 0.5."""
+
+    step_delimiter: str = "\n"
+    """What ends a step of a running branch's text, for ``prune``. Default: a newline."""
+
+    max_respawns: int | None = None
+    """Most replacement branches one call launches for pruned ones (0: none). A
+    replacement starts only while the time left before the deadline is at least the
+    planned latency (pinned branches: the time this call's first finished branch took, or
+    before that the time elapsed so far) and the token budget is not spent. Default:
+    None -- as many as the call's branches."""
+
+    token_budget: int | None = None
+    """Most tokens one call generates over all its branches: the plan shrinks to fit and
+    the branches stop once it is spent (each may finish its current engine step), the
+    selection runs over what finished. Runs share a budget across calls with
+    :class:`langchain_latts.Budget`. Default: None (no cap)."""
 
     # -- deadlines ----------------------------------------------------------------------
     deadline_s: float | None = None
@@ -305,6 +353,37 @@ class TTSSettings(BaseModel):
         resolve_extractor(value)
         return value
 
+    @field_validator("verifier", mode="before")
+    @classmethod
+    def _check_verifier(cls, value: Any) -> Any:
+        resolve_verifier(value)
+        return value
+
+    @field_validator("prune_threshold")
+    @classmethod
+    def _check_prune_threshold(cls, value: float) -> float:
+        if not 0 < value <= 1:
+            raise LattsValueError.bad("prune_threshold", value, "must be in (0, 1]",
+                                      "Scores lie in [0, 1]; e.g. prune_threshold=0.5 aborts a branch with a wrong step.")
+        return value
+
+    @field_validator("step_delimiter")
+    @classmethod
+    def _check_step_delimiter(cls, value: str) -> str:
+        if not value:
+            raise LattsValueError.bad("step_delimiter", value, "must be a non-empty string",
+                                      "e.g. step_delimiter='\\n' (a step per line) or '\\n\\n'.")
+        return value
+
+    @field_validator("max_respawns", "token_budget")
+    @classmethod
+    def _check_counts(cls, value: int | None, info: Any) -> int | None:
+        low = 0 if info.field_name == "max_respawns" else 1
+        if value is not None and value < low:
+            raise LattsValueError.bad(info.field_name, value, f"must be >= {low} or None",
+                                      "None means no limit.")
+        return value
+
     @model_validator(mode="after")
     def _check_combination(self) -> TTSSettings:
         for name in ("model", "draft_model"):
@@ -314,6 +393,17 @@ class TTSSettings(BaseModel):
                     name, value, "must be an existing model directory (or a Hugging Face model id)",
                     "Give an existing model directory, a Hugging Face model id, or leave it unset.",
                 )
+        if self.verifier is None and self.strategy in ("weighted_majority", "best_of_n"):
+            raise LattsValueError.bad(
+                "strategy", self.strategy, "needs a verifier to score the branches",
+                "Set verifier= (e.g. verifier='arithmetic_steps' for the built-in task, or a function "
+                "(question, candidate) -> score), or use strategy='majority'.",
+            )
+        if self.prune and self.verifier is None:
+            raise LattsValueError.bad(
+                "prune", True, "needs a verifier that scores a running branch's steps",
+                "Set verifier= (e.g. verifier='arithmetic_steps'), or prune=False.",
+            )
         method = self.speculative_method
         if method in ("eagle", "eagle3") and self.draft_model is None:
             raise LattsValueError.bad(
@@ -409,6 +499,17 @@ class TTSSettings(BaseModel):
             return 1
         return self.branches if isinstance(self.branches, int) else self.max_branches
 
+    @property
+    def selection_strategy(self) -> Strategy:
+        """The strategy used: ``strategy``, or by default weighted with a verifier."""
+        if self.strategy is not None:
+            return self.strategy
+        return "weighted_majority" if self.verifier is not None else "majority"
+
+    def resolved_verifier(self) -> Verifier | None:
+        """The verifier, ready to call (None: none)."""
+        return resolve_verifier(self.verifier)
+
     def extractor(self) -> AnswerExtractor:
         """The answer extractor function."""
         return resolve_extractor(self.answer_extractor)
@@ -422,7 +523,8 @@ _EXAMPLES: dict[str, Any] = {
     "model": "Qwen/Qwen3-8B", "draft_model": "Qwen/Qwen3-0.6B", "speculative_method": "draft_model",
     "stop": ["\n\n"], "seed": 0, "deadline_s": 2.0, "max_model_len": 4096, "max_num_seqs": 64,
     "kv_cache_gib": 1.0, "gpu_memory_utilization": 0.45, "enforce_eager": True,
-    "latency_profile": "~/.cache/langchain-latts/profiles/<id>.json",
+    "latency_profile": "~/.cache/langchain-latts/profiles/<id>.json", "verifier": "arithmetic_steps",
+    "strategy": "best_of_n", "max_respawns": 8, "token_budget": 2000,
 }
 
 

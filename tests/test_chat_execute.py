@@ -134,6 +134,9 @@ def test_exact_tts_metadata_of_a_complete_call(engine_for) -> None:  # type: ign
         "early_stop_saved_tokens": 0, "early_stop_saved_s": 0.0,
         "branch_answers": ["4", "5", "5"], "branch_tokens": [2, 2, 2],
         "branch_finish_reasons": ["stop", "stop", "stop"],
+        "strategy": "majority", "weights": {"5": 2.0, "4": 1.0}, "branch_scores": [None, None, None],
+        "score_errors": 0, "branches_pruned": 0, "branches_respawned": 0, "budget_hit": False,
+        "verifier": None, "token_budget": None, "budget": None,
     }
     assert message.content == "#### 5"
     assert message.usage_metadata == {"input_tokens": 3, "output_tokens": 6, "total_tokens": 9}
@@ -239,3 +242,27 @@ def test_a_start_up_profile_does_not_count_against_the_first_deadline(engine_for
     assert tts["plan"]["profile"] == "start-up"
     assert tts["answer"] == "7" and not tts["partial"]
     assert tts["engine_start_s"] > 0.05
+
+
+def test_a_verifier_scores_and_selects_and_its_metadata_is_reported(engine_for) -> None:  # type: ignore[no-untyped-def]
+    slipped = ["48 + 17 = 66\n", "66 - 23 = 43\n", "#### 43"]
+    right = ["48 + 17 = 65\n", "65 - 23 = 42\n", "#### 42"]
+    engine_for(ScriptedEngine([slipped, slipped, right]))
+    llm = LatencyOptimalTTSLLM(branches=3, seed=0, early_stop=False, verifier="arithmetic_steps")
+    message = llm.invoke("Compute 48 + 17 - 23.")
+    tts = message.response_metadata["tts"]
+    assert tts["strategy"] == "weighted_majority" and tts["verifier"] == "arithmetic_steps"
+    assert tts["votes"] == {"43": 2, "42": 1} and tts["answer"] == "42" and tts["selected_branch"] == 2
+    assert tts["branch_scores"] == [0.0, 0.0, 1.0] and message.content.endswith("#### 42")
+    assert llm.invoke("Compute 48 + 17 - 23.", strategy="majority").response_metadata["tts"]["answer"] == "43"
+    assert llm._identifying_params["strategy"] == "weighted_majority"
+
+
+def test_pruned_and_respawned_branches_are_counted(engine_for) -> None:  # type: ignore[no-untyped-def]
+    wrong = ["48 + 17 = 66\n"] + ["x"] * 50
+    right = ["48 + 17 = 65\n", "65 - 23 = 42\n", "#### 42"]
+    engine_for(ScriptedEngine([wrong, right, right]))
+    tts = LatencyOptimalTTSLLM(branches=2, seed=0, early_stop=False, verifier="arithmetic_steps", prune=True,
+                               strategy="best_of_n").invoke("Compute 48 + 17 - 23.").response_metadata["tts"]
+    assert tts["branches_pruned"] == 1 and tts["branches_respawned"] == 1 and tts["branches_launched"] == 3
+    assert tts["branch_finish_reasons"] == ["pruned", "stop", "stop"] and tts["answer"] == "42"

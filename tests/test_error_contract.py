@@ -36,6 +36,14 @@ BAD: dict[str, list[object]] = {
     "enforce_eager": ["sometimes", 2],
     "dtype": [16, "float7"],
     "engine_kwargs": ["tp=2", {"x": object()}],
+    "verifier": [3, "oracle"],
+    "strategy": [1, "best"],
+    "step_aggregation": [2, "median"],
+    "prune": ["maybe", {}],
+    "prune_threshold": ["low", 0.0],
+    "step_delimiter": [5, ""],
+    "max_respawns": ["many", -1],
+    "token_budget": ["lots", 0],
 }
 CASES = [(name, value) for name, values in BAD.items() for value in values]
 
@@ -76,3 +84,11 @@ def test_unknown_call_option_lists_the_valid_ones() -> None:
     with pytest.raises(LattsValueError, match=r"call option is not a setting of LatencyOptimalTTSLLM, got 'n'\. "
                                               r"Per-call options are: model, "):
         LatencyOptimalTTSLLM().invoke("Compute 1 + 2.", n=8)
+
+
+@pytest.mark.parametrize(("settings", "name"), [({"strategy": "best_of_n"}, "strategy"),
+                                                ({"strategy": "weighted_majority"}, "strategy"),
+                                                ({"prune": True}, "prune")])
+def test_scoring_without_a_verifier_says_to_set_one(settings: dict[str, object], name: str) -> None:
+    with pytest.raises(LattsValueError, match=rf"^{name} .*needs a verifier.*Set verifier="):
+        LatencyOptimalTTSLLM(**settings)

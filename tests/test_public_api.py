@@ -7,6 +7,8 @@ import langchain_latts
 
 def test_all() -> None:
     assert sorted(langchain_latts.__all__) == [
+        "Budget",
+        "BudgetExhaustedError",
         "DeadlineExceededError",
         "EngineDeadError",
         "EngineStartError",
@@ -14,10 +16,11 @@ def test_all() -> None:
         "LattsError",
         "LattsValueError",
         "__version__",
+        "latts_budget",
     ]
 
 
 def test_errors_are_one_family() -> None:
     assert issubclass(langchain_latts.LattsValueError, ValueError)
-    for name in ("DeadlineExceededError", "EngineDeadError", "EngineStartError", "LattsValueError"):
+    for name in ("BudgetExhaustedError", "DeadlineExceededError", "EngineDeadError", "EngineStartError", "LattsValueError"):
         assert issubclass(getattr(langchain_latts, name), langchain_latts.LattsError)

@@ -163,12 +163,13 @@ async def _startup_profile(engine: Engine, settings: TTSSettings, identity: Iden
 
 
 def plan_for_call(state: EngineProfile, settings: TTSSettings, engine: Engine, *, prompt_tokens: int,
-                  time_left_s: float | None) -> Plan:
-    """The plan of one call on ``engine`` as loaded now."""
+                  time_left_s: float | None, token_budget: int | None = None) -> Plan:
+    """The plan of one call on ``engine`` as loaded now, within ``time_left_s`` and
+    ``token_budget`` (generated tokens over all branches)."""
     plan = plan_call(
         state.current(), prompt_tokens=prompt_tokens, max_tokens=settings.max_tokens,
         max_branches=settings.max_branches, speculation=state.lookup, deadline_s=time_left_s,
-        load=engine.num_unfinished_requests(),
+        token_budget=token_budget, load=engine.num_unfinished_requests(),
     )
     return replace(plan, speculation=speculation_of(engine.config).name)
 

@@ -25,7 +25,15 @@ from typing import Any
 
 from langchain_latts.engines.base import BranchRequest, Engine, SpecDecodeStats
 from langchain_latts.tts.answers import AnswerExtractor, explicit_answer
+from langchain_latts.tts.selection import (
+    Aggregation,
+    Selection,
+    Strategy,
+    select,
+    weighted_vote_is_decided,
+)
 from langchain_latts.tts.stopping import EarlyStop, should_stop
+from langchain_latts.tts.verifiers import Verifier, completed_steps, score_candidate
 from langchain_latts.tts.voting import Vote, majority_vote
 
 logger = logging.getLogger(__name__)
@@ -69,6 +77,16 @@ class Branch:
     num_cached_tokens: int = 0
     #: Seconds from the call's start to this branch's end (None while it runs).
     ended_at_s: float | None = None
+    #: The verifier's score of the finished branch (None: not scored, or it failed).
+    score: float | None = None
+    #: Why the verifier failed on this branch (it then scores lowest).
+    score_error: str | None = None
+    #: The branch was aborted because a completed step scored below the threshold.
+    pruned: bool = False
+    #: The branch was launched in place of a pruned one.
+    respawned: bool = False
+    #: Steps of the running branch the verifier has judged (pruning).
+    steps_checked: int = 0
 
 
 @dataclass
@@ -76,12 +94,28 @@ class BranchRun:
     """All branches of one call and how the call ended."""
 
     branches: list[Branch]
+    #: The plain majority vote over the finished branches (the ``votes`` of metadata).
     vote: Vote
     #: Seconds from the call's start to the moment the answer was decided.
     decided_at_s: float
     stopped_early: bool = False
     deadline_hit: bool = False
     spec: SpecDecodeStats | None = field(default=None)
+    #: The selected answer: by ``strategy`` over the vote and the verifier's scores.
+    selection: Selection | None = None
+    strategy: Strategy = "majority"
+    #: The call's token budget ran out before every branch ended.
+    budget_hit: bool = False
+
+    @property
+    def winner_index(self) -> int | None:
+        """The branch whose answer was selected (None when no branch has an answer)."""
+        return self.vote.winner_index if self.selection is None else self.selection.winner_index
+
+    @property
+    def answer(self) -> str | None:
+        """The selected answer."""
+        return self.vote.answer if self.selection is None else self.selection.answer
 
     @property
     def finished(self) -> list[Branch]:
@@ -116,24 +150,81 @@ class BranchRun:
         return round(sum(left)), max(left, default=0.0) * pace
 
 
+@dataclass(frozen=True)
+class Verification:
+    """How one call scores, prunes and selects its branches (see :mod:`.verifiers`)."""
+
+    verifier: Verifier | None = None
+    #: The question the verifier is asked about (the last human message's text).
+    question: str = ""
+    strategy: Strategy = "majority"
+    aggregation: Aggregation = "min"
+    #: Abort a running branch whose completed steps score below ``prune_threshold``.
+    prune: bool = False
+    prune_threshold: float = 0.5
+    #: What ends a step of a running branch's text.
+    step_delimiter: str = "\n"
+    #: Most replacement branches launched for pruned ones in one call.
+    max_respawns: int = 0
+
+    @property
+    def scores(self) -> bool:
+        """Whether finished branches are scored."""
+        return self.verifier is not None
+
+
+#: Called with the tokens a branch just generated; False when the budget is spent.
+SpendCallback = Callable[[int], bool]
+
+
 async def _consume(engine: Engine, branch: Branch, request: BranchRequest, started: float,
-                   extractor: AnswerExtractor) -> None:
+                   extractor: AnswerExtractor, verification: Verification, spend: SpendCallback | None) -> None:
     pieces: list[str] = []
+    stopped: str | None = None
+    updates = engine.branch(request, branch.request_id)
     try:
-        async for update in engine.branch(request, branch.request_id):
+        async for update in updates:
             pieces.append(update.text_delta)
             branch.num_tokens += update.num_new_tokens
             branch.num_cached_tokens = max(branch.num_cached_tokens, update.num_cached_tokens)
             if update.spec is not None:
                 branch.spec = update.spec
+            if spend is not None and not spend(update.num_new_tokens) and not update.finished:
+                stopped = "budget"
+                break
             if update.finished:
                 branch.finish_reason = update.finish_reason
                 branch.finished = update.finish_reason not in (None, "abort", "error")
+                break
+            if verification.prune and verification.step_delimiter in update.text_delta:
+                branch.text = "".join(pieces)
+                if await _step_fails(branch, verification):
+                    stopped = "pruned"
+                    break
     finally:
         branch.text = "".join(pieces)
         branch.ended_at_s = time.monotonic() - started
+        close = getattr(updates, "aclose", None)  # end the engine's stream now, not at garbage collection
+        if close is not None:
+            await close()
+    if stopped is not None:
+        branch.finish_reason = stopped
+        branch.pruned = stopped == "pruned"
+        await engine.abort([branch.request_id])
     if branch.finished:
         branch.answer = branch_answer(branch.text, branch.finish_reason, extractor)
+
+
+async def _step_fails(branch: Branch, verification: Verification) -> bool:
+    """Whether the steps a running branch completed since the last check score below the
+    prune threshold (a verifier failure never prunes)."""
+    head, steps = completed_steps(branch.text, verification.step_delimiter)
+    if steps <= branch.steps_checked or verification.verifier is None:
+        return False
+    branch.steps_checked = steps
+    score, _ = await score_candidate(verification.verifier, verification.question, head,
+                                     aggregation=verification.aggregation, steps=steps)
+    return score is not None and score < verification.prune_threshold
 
 
 def branch_answer(text: str, finish_reason: str | None, extractor: AnswerExtractor) -> str | None:
@@ -153,10 +244,45 @@ def progress_event(branches: Sequence[Branch], *, call_id: str, started: float) 
         "launched": len(branches),
         "finished": sum(1 for b in branches if b.finished),
         "running": len(branches) - ended,
+        "pruned": sum(1 for b in branches if b.pruned),
         "votes": dict(vote.counts),
         "leader": vote.answer,
         "elapsed_s": round(time.monotonic() - started, 4),
     }
+
+
+def current_selection(branches: Sequence[Branch], strategy: Strategy, *, scored_only: bool) -> Selection:
+    """The selection over the finished branches so far (``scored_only``: over those whose
+    score is in, for deciding early; unscored finished branches are then still "running")."""
+    voters = [b for b in branches if b.finished and (not scored_only or b.score is not None or b.score_error)]
+    return select([b.answer for b in voters], [b.score for b in voters], strategy)
+
+
+def is_decided(branches: Sequence[Branch], remaining: int, strategy: Strategy, rule: EarlyStop,
+               threshold: float) -> bool:
+    """Whether ``remaining`` more votes (running branches and unscored finished ones) can no
+    longer change the selection. Majority uses ``rule``; weighted strategies only the exact
+    rule (:func:`~langchain_latts.tts.selection.weighted_vote_is_decided`)."""
+    if rule is False:
+        return False
+    if strategy == "majority":
+        counts = majority_vote([b.answer for b in branches if b.finished]).counts
+        return should_stop(counts, remaining, "exact" if rule is True else rule, threshold=threshold)
+    if remaining <= 0:
+        return False
+    weights = current_selection(branches, strategy, scored_only=True).weights
+    return weighted_vote_is_decided(weights, remaining, strategy)
+
+
+async def _cancel(tasks: dict[asyncio.Task[Any], Branch], engine: Engine | None) -> None:
+    """Cancel ``tasks`` and wait for them; abort their engine requests (generation tasks)."""
+    if not tasks:
+        return
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    if engine is not None:
+        await engine.abort([b.request_id for b in tasks.values()])
 
 
 async def run_branches(
@@ -170,57 +296,119 @@ async def run_branches(
     early_stop: EarlyStop = True,
     early_stop_threshold: float = 0.95,
     on_progress: ProgressCallback | None = None,
+    verification: Verification | None = None,
+    respawn: Callable[[int], BranchRequest] | None = None,
+    branch_time_s: float | None = None,
+    spend: SpendCallback | None = None,
 ) -> BranchRun:
-    """Run one branch per request and vote over the finished ones.
+    """Run one branch per request, score the finished ones and select an answer.
 
     ``started`` and ``deadline`` are ``time.monotonic()`` values; ``early_stop`` is a
-    rule of :mod:`~langchain_latts.tts.stopping` (True means ``"exact"``). An engine error in
-    any branch aborts the others and is raised (once: the other branches' errors are
-    retrieved, so asyncio logs no "exception was never retrieved"). ``on_progress`` is
-    called each time a branch ends.
+    rule of :mod:`~langchain_latts.tts.stopping` (True means ``"exact"``). With a
+    ``verification`` verifier each branch is scored as soon as it finishes, concurrently
+    with the branches still running; a score still missing at the deadline (or a verifier
+    error) scores lowest, with a warning. With ``prune`` a running branch is also judged
+    at each step boundary and aborted when its steps score below the threshold;
+    ``respawn(index)`` then makes the request of a replacement branch, launched while
+    fewer than ``max_respawns`` were and the time left is at least ``branch_time_s``
+    (default: the time this call's first finished branch took, before that the time
+    elapsed so far). ``spend`` is charged with every token generated; once it returns
+    False each branch stops at its next token (finish reason ``"budget"``) and the
+    selection runs over what finished.
+
+    An engine error in any branch aborts the others and is raised (once: the other
+    branches' errors are retrieved, so asyncio logs no "exception was never retrieved").
+    ``on_progress`` is called each time a branch ends. However the call ends, no request
+    is left running in the engine.
     """
-    branches = [Branch(index=i, request_id=f"{call_id}-{i}") for i in range(len(requests))]
-    tasks = {
-        asyncio.create_task(_consume(engine, b, r, started, extractor), name=b.request_id): b
-        for b, r in zip(branches, requests)
-    }
-    pending: set[asyncio.Task[None]] = set(tasks)
+    verification = verification or Verification()
+    strategy = verification.strategy
+    branches: list[Branch] = []
+    generating: dict[asyncio.Task[Any], Branch] = {}
+    scoring: dict[asyncio.Task[Any], Branch] = {}
+    every_task: list[asyncio.Task[Any]] = []
+
+    def launch(request: BranchRequest, *, respawned: bool = False) -> None:
+        branch = Branch(index=len(branches), request_id=f"{call_id}-{len(branches)}", respawned=respawned)
+        branches.append(branch)
+        task = asyncio.create_task(_consume(engine, branch, request, started, extractor, verification, spend),
+                                   name=branch.request_id)
+        generating[task] = branch
+        every_task.append(task)
+
+    def may_respawn() -> bool:
+        if respawn is None or sum(b.respawned for b in branches) >= verification.max_respawns:
+            return False
+        if any(b.finish_reason == "budget" for b in branches):
+            return False
+        if deadline is None:
+            return True
+        now = time.monotonic()
+        ended = [b.ended_at_s for b in branches if b.finished and b.ended_at_s is not None]
+        needed = branch_time_s if branch_time_s is not None else (min(ended) if ended else now - started)
+        return deadline - now >= needed
+
+    for request in requests:
+        launch(request)
     stopped_early = deadline_hit = False
     try:
-        while pending:
+        while generating or scoring:
             timeout = None if deadline is None else deadline - time.monotonic()
             if timeout is not None and timeout <= 0:
                 deadline_hit = True
                 break
-            done, pending = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            errors = [task.exception() for task in done if task.exception() is not None]
-            if errors:
-                raise errors[0]  # type: ignore[misc]
+            done, _ = await asyncio.wait({*generating, *scoring}, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
             if not done:
                 deadline_hit = True
                 break
+            errors = [t.exception() for t in done if t in generating and t.exception() is not None]
+            if errors:
+                for task in done:
+                    generating.pop(task, None)  # ended: nothing to abort
+                raise errors[0]  # type: ignore[misc]
+            for task in done:
+                if task in scoring:
+                    branch = scoring.pop(task)
+                    branch.score, branch.score_error = task.result()
+                    continue
+                branch = generating.pop(task)
+                if branch.finished and branch.answer is not None and verification.verifier is not None:
+                    job = asyncio.create_task(score_candidate(
+                        verification.verifier, verification.question, branch.text,
+                        aggregation=verification.aggregation), name=f"{branch.request_id}-score")
+                    scoring[job] = branch
+                    every_task.append(job)
+                if branch.pruned and may_respawn():
+                    launch(respawn(len(branches)), respawned=True)  # type: ignore[misc]
             if on_progress is not None:
                 on_progress(progress_event(branches, call_id=call_id, started=started))
-            if early_stop is not False and pending:
-                counts = majority_vote([b.answer for b in branches if b.finished]).counts
-                rule = "exact" if early_stop is True else early_stop
-                if should_stop(counts, len(pending), rule, threshold=early_stop_threshold):
-                    stopped_early = True
-                    break
+            remaining = len(generating) + (len(scoring) if strategy != "majority" else 0)
+            if not stopped_early and generating and is_decided(branches, remaining, strategy, early_stop,
+                                                                early_stop_threshold):
+                stopped_early = True
+                await _cancel(generating, engine)
+                generating.clear()
     finally:
         decided_at = time.monotonic() - started
-        if pending:
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            await engine.abort([tasks[t].request_id for t in pending])
-        # Retrieve every branch's outcome: after an engine death all branches fail, and
+        await _cancel(generating, engine)
+        await _cancel(scoring, None)
+        for branch in scoring.values():
+            branch.score_error = "the deadline passed before the verifier returned"
+        # Retrieve every task's outcome: after an engine death all branches fail, and
         # only the first error is raised.
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*every_task, return_exceptions=True)
+    failures = [b for b in branches if b.score_error is not None]
+    if failures:
+        logger.warning("verifier %s failed on %d of %d branches (they score lowest): %s",
+                       verification.verifier.name if verification.verifier else None, len(failures),
+                       len(branches), failures[0].score_error)
     vote = majority_vote([b.answer if b.finished else None for b in branches])
+    selection = select([b.answer if b.finished else None for b in branches], [b.score for b in branches], strategy)
     spec = None
     for b in branches:
         if b.spec is not None:
             spec = b.spec if spec is None else spec + b.spec
-    return BranchRun(branches=branches, vote=vote, decided_at_s=decided_at,
-                     stopped_early=stopped_early, deadline_hit=deadline_hit, spec=spec)
+    return BranchRun(branches=branches, vote=vote, decided_at_s=decided_at, stopped_early=stopped_early,
+                     deadline_hit=deadline_hit, spec=spec, selection=selection, strategy=strategy,
+                     budget_hit=any(b.finish_reason == "budget" for b in branches))
