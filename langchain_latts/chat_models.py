@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -252,8 +252,12 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             return BranchRequest(prompt_token_ids=tuple(prompt), max_tokens=min(settings.max_tokens, room),
                                  temperature=settings.temperature, top_p=settings.top_p, seed=seed, stop=call.stop)
 
-        def respawn(index: int) -> BranchRequest:
-            return request(branch_seeds(settings.seed, prompt, index + 1)[index])
+        def respawn(index: int, prefix: str) -> BranchRequest:
+            """A replacement for a pruned branch: a fresh sample continuing its verified steps."""
+            head = engine.tokenize(prefix) if prefix else []
+            seed = branch_seeds(settings.seed, prompt, index + 1)[index]
+            return replace(request(seed), prompt_token_ids=(*prompt, *head),
+                           max_tokens=max(1, min(settings.max_tokens, room) - len(head)))
 
         verification = Verification(
             verifier=settings.resolved_verifier(), question=_question(call.messages),
@@ -267,7 +271,6 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             started=started, deadline=deadline, early_stop=settings.early_stop,
             early_stop_threshold=settings.early_stop_threshold, on_progress=call.progress,
             verification=verification, respawn=respawn,
-            branch_time_s=None if plan is None else plan.predicted_latency_s,
             spend=_spender(token_cap is not None, settings.token_budget, budget),
         )
         if budget is not None:

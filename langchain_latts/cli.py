@@ -114,6 +114,17 @@ def bench_planner(
                       out=Path(out) if out else None, plot=Path(plot) if plot else None)
 
 
+@bench_app.command("verifier")
+def bench_verifier(
+    problems: int = typer.Option(200, help="Held-out problems per method (at most 200)."),
+    out: str = typer.Option("bench-verifier.json", help="Where to save the numbers ('' to skip)."),
+) -> None:
+    """Selection strategies with the step verifier at 8 branches, and pruning at a tight deadline."""
+    from langchain_latts.bench.verifier import run_verifier_bench
+
+    run_verifier_bench(problems=problems, out=Path(out) if out else None)
+
+
 @bench_app.command("schedule")
 def bench_schedule(
     k: int = typer.Option(4, help="Speculative tokens of the 'always' engine."),

@@ -142,8 +142,10 @@ class TTSSettings(BaseModel):
     prune: bool = False
     """Verify while branches run: at each step boundary the verifier scores a running
     branch's completed steps, and a branch scoring below ``prune_threshold`` is aborted at
-    once; a fresh branch replaces it while the deadline and budget allow (at most
-    ``max_respawns``). Needs a verifier. Default: False."""
+    once, freeing its engine slot. A fresh branch replaces it, continuing from the pruned
+    branch's last verified step (the shared prefix is served from vLLM's prefix cache),
+    while the deadline and budget allow (at most ``max_respawns``). Needs a verifier.
+    Default: False."""
 
     prune_threshold: float = 0.5
     """Step score below which ``prune`` aborts a running branch, in (0, 1]. Default: 0.5."""
@@ -153,10 +155,9 @@ class TTSSettings(BaseModel):
 
     max_respawns: int | None = None
     """Most replacement branches one call launches for pruned ones (0: none). A
-    replacement starts only while the time left before the deadline is at least the
-    planned latency (pinned branches: the time this call's first finished branch took, or
-    before that the time elapsed so far) and the token budget is not spent. Default:
-    None -- as many as the call's branches."""
+    replacement starts only while the time left before the deadline is at least the time
+    the pruned branch took per step, and the token budget is not spent. Default: None --
+    as many as the call's branches."""
 
     token_budget: int | None = None
     """Most tokens one call generates over all its branches: the plan shrinks to fit and

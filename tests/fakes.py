@@ -59,6 +59,9 @@ class ScriptedEngine(Engine):
                       tools: Sequence[dict[str, Any]] | None = None) -> list[int]:
         return [1, 2, 3]
 
+    def tokenize(self, text: str) -> list[int]:
+        return [ord(c) for c in text]
+
     def num_unfinished_requests(self) -> int:
         return len(self.running)
 

@@ -266,3 +266,14 @@ def test_pruned_and_respawned_branches_are_counted(engine_for) -> None:  # type:
                                strategy="best_of_n").invoke("Compute 48 + 17 - 23.").response_metadata["tts"]
     assert tts["branches_pruned"] == 1 and tts["branches_respawned"] == 1 and tts["branches_launched"] == 3
     assert tts["branch_finish_reasons"] == ["pruned", "stop", "stop"] and tts["answer"] == "42"
+
+
+def test_a_replacement_prompt_carries_the_verified_steps(engine_for) -> None:  # type: ignore[no-untyped-def]
+    engine = engine_for(ScriptedEngine([["48 + 17 = 65\n", "65 - 23 = 41\n"] + ["x"] * 50,
+                                        ["65 - 23 = 42\n", "#### 42"]]))
+    llm = LatencyOptimalTTSLLM(branches=1, seed=0, verifier="arithmetic_steps", prune=True, max_tokens=100)
+    message = llm.invoke("Compute 48 + 17 - 23.")
+    first, replacement = engine.requests
+    assert replacement.prompt_token_ids == (*first.prompt_token_ids, *engine.tokenize("48 + 17 = 65\n"))
+    assert replacement.max_tokens == 100 - len("48 + 17 = 65\n") and replacement.seed != first.seed
+    assert message.content == "48 + 17 = 65\n65 - 23 = 42\n#### 42"

@@ -169,7 +169,7 @@ async def test_prune_aborts_a_branch_at_its_first_wrong_step_and_respawns() -> N
     long_wrong = ["48 + 17 = 66\n"] + ["x"] * 100  # wrong first step, then a long tail
     engine = ScriptedEngine([long_wrong, RIGHT, RIGHT], step_s=0.01)
     run = await _run(engine, 2, _check("best_of_n", prune=True, max_respawns=1), early_stop=False,
-                     respawn=lambda i: _requests(i + 1)[i])
+                     respawn=lambda i, prefix: _requests(i + 1)[i])
     first = run.branches[0]
     assert first.pruned and first.finish_reason == "pruned" and first.num_tokens == 1
     assert "c-0" in engine.aborted
@@ -177,19 +177,37 @@ async def test_prune_aborts_a_branch_at_its_first_wrong_step_and_respawns() -> N
     assert run.answer == "42" and engine.num_unfinished_requests() == 0
 
 
+async def test_a_replacement_continues_the_pruned_branch_from_its_last_verified_step() -> None:
+    slip_at_step_2 = ["48 + 17 = 65\n", "65 - 23 = 41\n"] + ["x"] * 100
+    continuation = ["65 - 23 = 42\n", "#### 42"]
+    engine = ScriptedEngine([slip_at_step_2, continuation], step_s=0.01)
+    prefixes: list[str] = []
+
+    def respawn(index: int, prefix: str) -> BranchRequest:
+        prefixes.append(prefix)
+        return BranchRequest(prompt_token_ids=(1, *engine.tokenize(prefix)), max_tokens=64, seed=index)
+
+    run = await _run(engine, 1, _check("best_of_n", prune=True, max_respawns=1), early_stop=False, respawn=respawn)
+    assert prefixes == ["48 + 17 = 65\n"] and run.branches[0].pruned
+    replacement = run.branches[1]
+    assert replacement.respawned and replacement.text == "48 + 17 = 65\n65 - 23 = 42\n#### 42"
+    assert replacement.num_tokens == 2 and replacement.score == 1.0 and run.answer == "42"
+
+
 async def test_prune_respawns_at_most_max_respawns_and_not_past_the_deadline() -> None:
     wrong = ["48 + 17 = 66\n"] + ["x"] * 50
     engine = ScriptedEngine([wrong] * 6, step_s=0.01)
     run = await _run(engine, 2, _check("best_of_n", prune=True, max_respawns=2), early_stop=False,
-                     respawn=lambda i: _requests(i + 1)[i])
+                     respawn=lambda i, prefix: _requests(i + 1)[i])
     assert len(run.branches) == 4 and all(b.pruned for b in run.branches) and run.answer is None
-    # A branch time longer than the time left: no respawn.
-    engine = ScriptedEngine([wrong] * 6, step_s=0.01)
+    # Pruned at 0.21 s after one slow step, with 0.09 s left: less than a step, no respawn.
+    slow_wrong = ["x"] * 20 + ["48 + 17 = 66\n"] + ["x"] * 50
+    engine = ScriptedEngine([slow_wrong] * 4, step_s=0.01)
     started = time.monotonic()
-    run = await run_branches(engine, _requests(2), call_id="c", extractor=extract_hash, started=started,
-                             deadline=started + 0.5, verification=_check("best_of_n", prune=True, max_respawns=2),
-                             respawn=lambda i: _requests(i + 1)[i], branch_time_s=1.0)
-    assert len(run.branches) == 2
+    run = await run_branches(engine, _requests(1), call_id="c", extractor=extract_hash, started=started,
+                             deadline=started + 0.3, verification=_check("best_of_n", prune=True, max_respawns=2),
+                             respawn=lambda i, prefix: _requests(i + 1)[i])
+    assert len(run.branches) == 1 and run.branches[0].pruned
 
 
 async def test_a_spent_token_budget_stops_every_branch_and_selects_over_the_finished() -> None:

@@ -167,6 +167,10 @@ class Engine(abc.ABC):
         started engine); input the tokenizer cannot encode is a LattsValueError."""
 
     @abc.abstractmethod
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of ``text``, without special tokens (needs a started engine)."""
+
+    @abc.abstractmethod
     def num_unfinished_requests(self) -> int:
         """Requests the engine still holds (0 when idle: nothing leaked)."""
 

@@ -354,6 +354,9 @@ class VLLMEngine(Engine):
                       tools: Sequence[dict[str, Any]] | None = None) -> list[int]:
         return render_chat(self._tokenizer, messages, tools)
 
+    def tokenize(self, text: str) -> list[int]:
+        return list(self._tokenizer.encode(text, add_special_tokens=False))
+
     def num_unfinished_requests(self) -> int:
         return 0 if self._llm is None else int(self._llm.get_num_unfinished_requests())
 

@@ -87,6 +87,12 @@ class Branch:
     respawned: bool = False
     #: Steps of the running branch the verifier has judged (pruning).
     steps_checked: int = 0
+    #: The text up to the last step boundary the verifier passed (pruning).
+    verified_text: str = ""
+    #: Text this branch continues (a replacement starts from the pruned branch's verified steps).
+    prefix: str = ""
+    #: Seconds from the call's start to this branch's launch.
+    launched_at_s: float = 0.0
 
 
 @dataclass
@@ -179,7 +185,7 @@ SpendCallback = Callable[[int], bool]
 
 async def _consume(engine: Engine, branch: Branch, request: BranchRequest, started: float,
                    extractor: AnswerExtractor, verification: Verification, spend: SpendCallback | None) -> None:
-    pieces: list[str] = []
+    pieces: list[str] = [branch.prefix]
     stopped: str | None = None
     updates = engine.branch(request, branch.request_id)
     try:
@@ -217,14 +223,19 @@ async def _consume(engine: Engine, branch: Branch, request: BranchRequest, start
 
 async def _step_fails(branch: Branch, verification: Verification) -> bool:
     """Whether the steps a running branch completed since the last check score below the
-    prune threshold (a verifier failure never prunes)."""
+    prune threshold (a verifier failure never prunes); a passing check moves the
+    branch's ``verified_text`` forward."""
     head, steps = completed_steps(branch.text, verification.step_delimiter)
     if steps <= branch.steps_checked or verification.verifier is None:
         return False
     branch.steps_checked = steps
     score, _ = await score_candidate(verification.verifier, verification.question, head,
                                      aggregation=verification.aggregation, steps=steps)
-    return score is not None and score < verification.prune_threshold
+    if score is not None and score < verification.prune_threshold:
+        return True
+    if score is not None:
+        branch.verified_text = head + verification.step_delimiter
+    return False
 
 
 def branch_answer(text: str, finish_reason: str | None, extractor: AnswerExtractor) -> str | None:
@@ -274,6 +285,12 @@ def is_decided(branches: Sequence[Branch], remaining: int, strategy: Strategy, r
     return weighted_vote_is_decided(weights, remaining, strategy)
 
 
+def step_time(branch: Branch, delimiter: str = "\n") -> float:
+    """Seconds an ended branch took per step it wrote (the failing one included)."""
+    steps = branch.steps_checked - completed_steps(branch.prefix, delimiter)[1]
+    return ((branch.ended_at_s or branch.launched_at_s) - branch.launched_at_s) / max(1, steps)
+
+
 async def _cancel(tasks: dict[asyncio.Task[Any], Branch], engine: Engine | None) -> None:
     """Cancel ``tasks`` and wait for them; abort their engine requests (generation tasks)."""
     if not tasks:
@@ -297,8 +314,7 @@ async def run_branches(
     early_stop_threshold: float = 0.95,
     on_progress: ProgressCallback | None = None,
     verification: Verification | None = None,
-    respawn: Callable[[int], BranchRequest] | None = None,
-    branch_time_s: float | None = None,
+    respawn: Callable[[int, str], BranchRequest] | None = None,
     spend: SpendCallback | None = None,
 ) -> BranchRun:
     """Run one branch per request, score the finished ones and select an answer.
@@ -309,10 +325,10 @@ async def run_branches(
     with the branches still running; a score still missing at the deadline (or a verifier
     error) scores lowest, with a warning. With ``prune`` a running branch is also judged
     at each step boundary and aborted when its steps score below the threshold;
-    ``respawn(index)`` then makes the request of a replacement branch, launched while
-    fewer than ``max_respawns`` were and the time left is at least ``branch_time_s``
-    (default: the time this call's first finished branch took, before that the time
-    elapsed so far). ``spend`` is charged with every token generated; once it returns
+    ``respawn(index, prefix)`` then makes the request of a replacement branch that
+    continues the pruned branch's verified steps ``prefix`` with a fresh sample -- launched
+    while fewer than ``max_respawns`` were, the token budget is not spent and the time left
+    is at least one step of the pruned branch (:func:`step_time`). ``spend`` is charged with every token generated; once it returns
     False each branch stops at its next token (finish reason ``"budget"``) and the
     selection runs over what finished.
 
@@ -328,25 +344,22 @@ async def run_branches(
     scoring: dict[asyncio.Task[Any], Branch] = {}
     every_task: list[asyncio.Task[Any]] = []
 
-    def launch(request: BranchRequest, *, respawned: bool = False) -> None:
-        branch = Branch(index=len(branches), request_id=f"{call_id}-{len(branches)}", respawned=respawned)
+    def launch(request: BranchRequest, *, prefix: str = "") -> None:
+        branch = Branch(index=len(branches), request_id=f"{call_id}-{len(branches)}",
+                        respawned=len(branches) >= len(requests), prefix=prefix, verified_text=prefix,
+                        launched_at_s=time.monotonic() - started)
+        branch.steps_checked = completed_steps(prefix, verification.step_delimiter)[1]
         branches.append(branch)
         task = asyncio.create_task(_consume(engine, branch, request, started, extractor, verification, spend),
                                    name=branch.request_id)
         generating[task] = branch
         every_task.append(task)
 
-    def may_respawn() -> bool:
+    def may_respawn(pruned: Branch) -> bool:
         if respawn is None or sum(b.respawned for b in branches) >= verification.max_respawns:
             return False
-        if any(b.finish_reason == "budget" for b in branches):
-            return False
-        if deadline is None:
-            return True
-        now = time.monotonic()
-        ended = [b.ended_at_s for b in branches if b.finished and b.ended_at_s is not None]
-        needed = branch_time_s if branch_time_s is not None else (min(ended) if ended else now - started)
-        return deadline - now >= needed
+        return not any(b.finish_reason == "budget" for b in branches) and (
+            deadline is None or deadline - time.monotonic() >= step_time(pruned, verification.step_delimiter))
 
     for request in requests:
         launch(request)
@@ -379,8 +392,9 @@ async def run_branches(
                         aggregation=verification.aggregation), name=f"{branch.request_id}-score")
                     scoring[job] = branch
                     every_task.append(job)
-                if branch.pruned and may_respawn():
-                    launch(respawn(len(branches)), respawned=True)  # type: ignore[misc]
+                if branch.pruned and may_respawn(branch):
+                    prefix = branch.verified_text
+                    launch(respawn(len(branches), prefix), prefix=prefix)  # type: ignore[misc]
             if on_progress is not None:
                 on_progress(progress_event(branches, call_id=call_id, started=started))
             remaining = len(generating) + (len(scoring) if strategy != "majority" else 0)

@@ -1,0 +1,180 @@
+"""``latts bench verifier``: what the step verifier buys -- selection strategies, and pruning
+at a tight deadline.
+
+On the last 200 problems of the held-out split (index 800 on; neither training, ``latts
+models eval``, calibration nor ``latts bench planner`` uses them), one call at a time,
+seeded, on the default engine (speculation ``auto``), with the shipped step verifier
+``arithmetic_steps``:
+
+1. **Strategies at 8 branches**, no deadline: ``majority``, ``weighted_majority`` and
+   ``best_of_n`` (each with its exact early-stop rule), plus one branch for reference.
+2. **Pruning at a tight deadline**: the deadline is a multiple (1x, 1.5x) of one branch's
+   median latency measured in step 1. Branches chosen by the planner (``"auto"``) and
+   pinned at 8, each selected by ``best_of_n`` with the verifier run only on finished
+   branches ("verify at end"), against the same with ``prune=True`` (a branch is aborted
+   at its first wrong step and a replacement continues from its last verified step while
+   time allows); one branch for reference.
+
+Printed: accuracy with a 95% Wilson interval, median latency, output tokens, pruned and
+respawned branches per call, and the differences the issue asks for.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from langchain_latts.chat_models import LatencyOptimalTTSLLM
+from langchain_latts.errors import LattsValueError
+from langchain_latts.tasks.arithmetic import Problem
+
+__all__ = ["run_verifier_bench", "wilson_interval"]
+
+#: Where this benchmark's problems start in the held-out split (the last 200).
+FIRST_PROBLEM = 800
+BRANCHES = 8
+DEADLINE_MULTIPLES = (1.0, 1.5)
+#: The methods compared at each tight deadline (call options).
+TIGHT_METHODS: dict[str, dict[str, Any]] = {
+    "1 branch": {"branches": 1, "strategy": "majority"},
+    "auto, verify at end": {"branches": "auto", "strategy": "best_of_n"},
+    "auto, prune": {"branches": "auto", "strategy": "best_of_n", "prune": True},
+    f"{BRANCHES} branches, verify at end": {"branches": BRANCHES, "strategy": "best_of_n"},
+    f"{BRANCHES} branches, prune": {"branches": BRANCHES, "strategy": "best_of_n", "prune": True},
+}
+
+
+def bench_problems(n: int) -> list[Problem]:
+    from langchain_latts.models.train import HELD_OUT_SEED, HELD_OUT_SIZE
+    from langchain_latts.tasks.arithmetic import generate_problems
+
+    if not 1 <= n <= HELD_OUT_SIZE - FIRST_PROBLEM:
+        raise LattsValueError.bad("problems", n, f"must be in 1..{HELD_OUT_SIZE - FIRST_PROBLEM} (the unused end of "
+                                  "the held-out split)", "Use e.g. --problems 200.")
+    return generate_problems(HELD_OUT_SIZE, seed=HELD_OUT_SEED)[FIRST_PROBLEM:FIRST_PROBLEM + n]
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson score interval of a proportion."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _call(llm: LatencyOptimalTTSLLM, problem: Problem, **options: Any) -> dict[str, Any]:
+    started = time.monotonic()
+    message = llm.invoke(problem.question, **options)
+    elapsed = time.monotonic() - started
+    tts = message.response_metadata["tts"]
+    return {"correct": tts["answer"] == str(problem.answer), "elapsed_s": elapsed,
+            "tokens": message.usage_metadata["output_tokens"] if message.usage_metadata else 0,
+            "pruned": tts["branches_pruned"], "respawned": tts["branches_respawned"],
+            "finished": tts["branches_finished"]}
+
+
+def _summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    correct = sum(r["correct"] for r in rows)
+    low, high = wilson_interval(correct, len(rows))
+    return {"accuracy": correct / len(rows), "ci95": [low, high], "correct": correct, "n": len(rows),
+            "median_s": statistics.median(r["elapsed_s"] for r in rows),
+            "tokens": statistics.mean(r["tokens"] for r in rows),
+            "pruned": statistics.mean(r["pruned"] for r in rows),
+            "respawned": statistics.mean(r["respawned"] for r in rows),
+            "finished": statistics.mean(r["finished"] for r in rows)}
+
+
+def _sweep(llm: LatencyOptimalTTSLLM, items: Sequence[Problem], options: dict[str, Any],
+           advance: Callable[[], None]) -> dict[str, Any]:
+    rows = []
+    for problem in items:
+        rows.append(_call(llm, problem, **options))
+        advance()
+    return _summary(rows)
+
+
+def run_verifier_bench(*, problems: int = 200, out: Path | None = None,
+                       console: Console | None = None) -> dict[str, Any]:
+    """Run the benchmark (module docstring), print the tables and save the JSON."""
+    console = console or Console(width=120)
+    items = bench_problems(problems)
+    strategies: dict[str, dict[str, Any]] = {}
+    tight: dict[str, dict[str, dict[str, Any]]] = {}
+    llm = LatencyOptimalTTSLLM(seed=0, verifier="arithmetic_steps")
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("starting the engine", total=len(items) * (4 + len(TIGHT_METHODS) * len(DEADLINE_MULTIPLES)))
+        llm.warmup()
+        advance = partial(progress.advance, task)
+        progress.update(task, description="one branch")
+        one = [_call(llm, p, branches=1, strategy="majority") for p in items if not advance()]
+        strategies["1 branch"] = _summary(one)
+        one_median = statistics.median(r["elapsed_s"] for r in one)
+        for strategy in ("majority", "weighted_majority", "best_of_n"):
+            progress.update(task, description=f"{BRANCHES} branches, {strategy}")
+            strategies[strategy] = _sweep(llm, items, {"branches": BRANCHES, "strategy": strategy}, advance)
+        deadlines = [round(one_median * m, 4) for m in DEADLINE_MULTIPLES]
+        for deadline in deadlines:
+            row: dict[str, dict[str, Any]] = {}
+            for name, options in TIGHT_METHODS.items():
+                progress.update(task, description=f"deadline {deadline * 1000:.0f} ms, {name}")
+                row[name] = _sweep(llm, items, {"deadline_s": deadline, **options}, advance)
+            tight[str(deadline)] = row
+        speculation = llm.engine.config.speculative
+        llm.engine.shutdown()
+    report = {"problems": len(items), "first_problem": FIRST_PROBLEM, "branches": BRANCHES,
+              "one_branch_median_s": one_median, "strategies": strategies, "deadlines": deadlines,
+              "tight": tight, "speculation": None if speculation is None else {
+                  "method": speculation.method, "k": speculation.num_speculative_tokens}}
+    _print(report, console)
+    if out is not None:
+        out.write_text(json.dumps(report, indent=1))
+        console.print(f"numbers saved to {out}")
+    return report
+
+
+def _cell(r: dict[str, Any]) -> list[str]:
+    low, high = r["ci95"]
+    return [f"{r['accuracy']:.1%} [{low:.1%}, {high:.1%}]", f"{r['median_s'] * 1000:.0f}", f"{r['tokens']:.0f}",
+            f"{r['finished']:.1f}", f"{r['pruned']:.1f} / {r['respawned']:.1f}"]
+
+
+def _table(title: str) -> Table:
+    table = Table(title=title)
+    for name in ("method", "accuracy [95% CI]", "median ms", "tokens/call", "finished", "pruned / respawned"):
+        table.add_column(name, justify="left" if name == "method" else "right")
+    return table
+
+
+def _print(report: dict[str, Any], console: Console) -> None:
+    n = report["problems"]
+    table = _table(f"latts bench verifier: {n} held-out problems, {report['branches']} branches, no deadline, "
+                   "verifier arithmetic_steps")
+    for name, r in report["strategies"].items():
+        table.add_row(name, *_cell(r))
+    console.print(table)
+    s = report["strategies"]
+    best = max(("weighted_majority", "best_of_n"), key=lambda k: s[k]["accuracy"])
+    console.print(f"{best} - majority: {(s[best]['accuracy'] - s['majority']['accuracy']) * 100:+.1f} points "
+                  f"(goal >= +5)")
+    for deadline in report["deadlines"]:
+        row = report["tight"][str(deadline)]
+        table = _table(f"deadline {deadline * 1000:.0f} ms ({deadline / report['one_branch_median_s']:.1f}x one "
+                       "branch's median latency)")
+        for name, r in row.items():
+            table.add_row(name, *_cell(r))
+        console.print(table)
+        gains = [f"{kind}: {(row[f'{kind}, prune']['accuracy'] - row[f'{kind}, verify at end']['accuracy']) * 100:+.1f}"
+                 for kind in ("auto", f"{report['branches']} branches")]
+        console.print(f"prune - verify at end: {', '.join(gains)} points (goal >= +5)")
