@@ -117,12 +117,14 @@ def bench_planner(
 @bench_app.command("verifier")
 def bench_verifier(
     problems: int = typer.Option(200, help="Held-out problems per method (at most 200)."),
+    strategies: str = typer.Option("majority,weighted_majority,best_of_n",
+                                   help="Selection strategies compared at 8 branches, comma-separated."),
     out: str = typer.Option("bench-verifier.json", help="Where to save the numbers ('' to skip)."),
 ) -> None:
     """Selection strategies with the step verifier at 8 branches, and pruning at a tight deadline."""
-    from langchain_latts.bench.verifier import run_verifier_bench
+    from langchain_latts.bench.verifier import parse_strategies, run_verifier_bench
 
-    run_verifier_bench(problems=problems, out=Path(out) if out else None)
+    run_verifier_bench(problems=problems, strategies=parse_strategies(strategies), out=Path(out) if out else None)
 
 
 @bench_app.command("schedule")

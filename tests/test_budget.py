@@ -150,3 +150,13 @@ def test_the_langsmith_run_metadata_carries_the_ledger(engine_for) -> None:  # t
         llm.invoke("q", config={"callbacks": [Recorder()]})
     assert seen[0]["latts_budget"]["spent"]["tokens"] == 0
     assert seen[1]["latts_budget"]["ledger"][0]["tokens"] == budget.ledger[0].tokens == 2
+
+
+def test_concurrent_steps_share_one_budget(engine_for) -> None:  # type: ignore[no-untyped-def]
+    engine_for(ScriptedEngine([["x"] * 5 + ["#### 5"]] * 4, step_s=0.005))
+    llm = LatencyOptimalTTSLLM(branches=4, seed=0, early_stop=False, max_tokens=6)
+    budget = Budget(tokens=10_000)
+    configs = [{"configurable": {"latts_budget": budget}, "run_name": f"step{i}"} for i in range(6)]
+    asyncio.run(llm.abatch(["q"] * 6, configs))  # type: ignore[arg-type]
+    llm.batch(["q"] * 6, configs)  # type: ignore[arg-type]  # threads
+    assert len(budget.ledger) == 12 and sum(e.tokens for e in budget.ledger) == budget.tokens_spent == 12 * 24

@@ -223,3 +223,14 @@ async def test_a_spent_token_budget_stops_every_branch_and_selects_over_the_fini
     assert [b.finish_reason for b in run.branches] == ["stop", "budget", "budget"]
     assert run.num_output_tokens == sum(charged) and 10 <= sum(charged) <= 12  # one step per branch over
     assert sorted(engine.aborted) == ["c-1", "c-2"] and engine.num_unfinished_requests() == 0
+
+
+def test_the_bench_reads_strategies_from_the_shared_literal() -> None:
+    from langchain_latts.bench.verifier import parse_strategies, wilson_interval
+
+    assert parse_strategies("majority, best_of_n") == ["majority", "best_of_n"]
+    with pytest.raises(LattsValueError, match=r"^strategies must name strategies among majority, "
+                                              r"weighted_majority, best_of_n, got 'vote'"):
+        parse_strategies("vote")
+    low, high = wilson_interval(182, 200)
+    assert round(low, 3) == 0.862 and round(high, 3) == 0.942
