@@ -408,7 +408,8 @@ async def run_branches(
         await _cancel(generating, engine)
         await _cancel(scoring, None)
         for branch in scoring.values():
-            branch.score_error = "the deadline passed before the verifier returned"
+            branch.score_error = ("the deadline passed before the verifier returned" if deadline_hit
+                                  else "the call ended before the verifier returned")
         # Retrieve every task's outcome: after an engine death all branches fail, and
         # only the first error is raised.
         await asyncio.gather(*every_task, return_exceptions=True)

@@ -18,9 +18,11 @@ as its worst step), ``last``, ``prod`` or ``mean``.
 
 Early stopping under weights: with scores in [0, 1] a branch still running can add at
 most 1 to any answer's weight, so the leader is decided when its weight exceeds the
-runner-up's by more than the number of branches still running
-(:func:`weighted_vote_is_decided`); ``best_of_n`` is decided only when a finished branch
-scores the maximum, 1.
+runner-up's by more than the number of branches still running -- a finished branch whose
+score is not in yet counts as running (:func:`weighted_vote_is_decided`); ``best_of_n`` is
+decided when a finished branch scores the maximum, 1: a branch still running could only
+tie it (and would win the tie only with a lower index and a different answer, which a
+verifier that gives 1 only to correct solutions never allows).
 """
 
 from __future__ import annotations
