@@ -5,18 +5,21 @@ Pure functions, tested without an engine.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.messages.utils import convert_to_openai_messages, merge_message_runs
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
 from langchain_latts.errors import LattsValueError
+from langchain_latts.tools import CALL_PREFIX, calls_from_key
 from langchain_latts.tts.branches import BranchRun
 
-__all__ = ["build_chat_result", "result_to_chunks", "to_chat_messages"]
+__all__ = ["build_chat_result", "result_to_chunks", "to_chat_messages", "with_instruction"]
 
 #: ``model_provider`` reported in metadata and to LangSmith.
 PROVIDER = "vllm"
@@ -56,6 +59,14 @@ def to_chat_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
                 entry[key] = raw[key]
         chat.append(entry)
     return chat
+
+
+def with_instruction(chat: list[dict[str, Any]], instruction: str) -> list[dict[str, Any]]:
+    """``chat`` with ``instruction`` in its system message (added first, or appended to a
+    leading one)."""
+    if chat and chat[0]["role"] == "system":
+        return [{**chat[0], "content": f"{chat[0]['content']}\n{instruction}".strip()}, *chat[1:]]
+    return [{"role": "system", "content": instruction}, *chat]
 
 
 def _tts_metadata(run: BranchRun, *, selected: int, latency_s: float, speculative: dict[str, Any] | None,
@@ -149,8 +160,11 @@ def build_chat_result(run: BranchRun, *, prompt_tokens: int, model_name: str, la
     output_tokens = run.num_output_tokens
     usage = UsageMetadata(input_tokens=prompt_tokens, output_tokens=output_tokens,
                           total_tokens=prompt_tokens + output_tokens)
+    content, tool_calls = branch.text, []
+    if not partial and run.answer is not None and run.answer.startswith(CALL_PREFIX):
+        content, tool_calls, finish_reason = "", calls_from_key(run.answer), "tool_calls"
     metadata = {"model_name": model_name, "model_provider": PROVIDER, "finish_reason": finish_reason, "tts": tts}
-    message = AIMessage(content=branch.text, usage_metadata=usage, response_metadata=metadata)
+    message = AIMessage(content=content, tool_calls=tool_calls, usage_metadata=usage, response_metadata=metadata)
     return ChatResult(generations=[ChatGeneration(message=message)], llm_output={"model_name": model_name})
 
 
@@ -162,7 +176,9 @@ def result_to_chunks(result: ChatResult) -> Iterator[ChatGenerationChunk]:
     last chunk only, so that summing chunks does not double them.
     """
     message = result.generations[0].message
-    yield ChatGenerationChunk(message=AIMessageChunk(content=message.content, id=message.id))
+    calls = [tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i)
+             for i, c in enumerate(getattr(message, "tool_calls", None) or [])]
+    yield ChatGenerationChunk(message=AIMessageChunk(content=message.content, id=message.id, tool_call_chunks=calls))
     yield ChatGenerationChunk(
         message=AIMessageChunk(
             content="",

@@ -11,19 +11,38 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
+from functools import partial
+from operator import itemgetter
 from typing import Any, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.exceptions import OutputParserException
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.output_parsers.openai_tools import JsonOutputKeyToolsParser, PydanticToolsParser
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
-from langchain_core.runnables import RunnableConfig, ensure_config
-from pydantic import ValidationError, model_validator
+from langchain_core.runnables import (
+    Runnable,
+    RunnableConfig,
+    RunnableLambda,
+    RunnableMap,
+    RunnablePassthrough,
+    ensure_config,
+)
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import BaseModel, ValidationError, model_validator
 
-from langchain_latts._messages import PROVIDER, build_chat_result, result_to_chunks, to_chat_messages
+from langchain_latts._messages import (
+    PROVIDER,
+    build_chat_result,
+    result_to_chunks,
+    to_chat_messages,
+    with_instruction,
+)
 from langchain_latts._progress import STREAM_RUN, ProgressEmitter
 from langchain_latts._version import __version__
 from langchain_latts.budget import Budget, StepSpend, active_budget, branches_within
@@ -33,7 +52,24 @@ from langchain_latts.errors import DeadlineExceededError, LattsValueError
 from langchain_latts.planner.plan import DEFAULT_QUANTILE
 from langchain_latts.planner.runtime import EngineProfile, cached_profile, engine_profile, plan_for_call
 from langchain_latts.settings import CALL_OPTIONS, ENGINE_OPTIONS, TTSSettings, as_latts_error
-from langchain_latts.tts.answers import extractor_name
+from langchain_latts.structured import (
+    ANY_OBJECT,
+    StructuredMethod,
+    answer_grammar,
+    json_instruction,
+    json_schema_of,
+    last_json_object,
+    object_extractor,
+)
+from langchain_latts.tools import (
+    call_grammar,
+    constrained_calls,
+    parser_calls,
+    resolve_tool_choice,
+    tool_extractor,
+    tool_specs,
+)
+from langchain_latts.tts.answers import AnswerExtractor, extractor_name
 from langchain_latts.tts.branches import (
     ProgressCallback,
     SpendCallback,
@@ -48,7 +84,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["LatencyOptimalTTSLLM"]
 
 #: Per-call keyword arguments LangChain itself may pass along; accepted and ignored.
-_LANGCHAIN_KWARGS = frozenset({"stream"})
+_LANGCHAIN_KWARGS = frozenset({"stream", "ls_structured_output_format"})
+#: Per-call keyword arguments that shape the output (set by with_structured_output).
+_OUTPUT_KWARGS = frozenset({"response_format", "tools", "tool_choice"})
 
 #: The config of the ``invoke``/``stream`` call running in this context (LangChain does
 #: not hand ``configurable`` to ``_generate``; chains and graphs set it for their steps).
@@ -70,6 +108,11 @@ class _Call:
     #: The run's shared budget (None: none) and this call's name in its ledger.
     budget: Budget | None = None
     step: str = "call"
+    #: The JSON schema every branch's output must match (None: free text).
+    schema: dict[str, Any] | None = None
+    #: Tools offered (OpenAI specs; empty: none) and the resolved tool choice.
+    tools: tuple[dict[str, Any], ...] = ()
+    tool_choice: str = "auto"
 
 
 class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
@@ -168,7 +211,8 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
 
     # -- one call ----------------------------------------------------------------------
     def _settings_for_call(self, stop: list[str] | None, kwargs: dict[str, Any]) -> TTSSettings:
-        unknown = sorted(k for k in kwargs if k not in CALL_OPTIONS and k not in _LANGCHAIN_KWARGS)
+        unknown = sorted(k for k in kwargs if k not in CALL_OPTIONS and k not in _LANGCHAIN_KWARGS
+                         and k not in _OUTPUT_KWARGS)
         if unknown:
             raise LattsValueError.bad(
                 "call option", unknown[0], "is not a setting of LatencyOptimalTTSLLM",
@@ -200,16 +244,25 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
         step = _step_name(run_config)
         if budget is not None:
             budget.check(step)
+        schema = _response_schema(kwargs.get("response_format"))
+        tools = tuple(tool_specs(kwargs.get("tools") or ()))
+        tool_choice = resolve_tool_choice(kwargs.get("tool_choice"), [t["function"]["name"] for t in tools])
+        chat = to_chat_messages(messages)
+        if schema is not None:
+            chat = with_instruction(chat, json_instruction(schema))
         return _Call(
             settings=settings,
             engine=get_engine(config),
-            messages=to_chat_messages(messages),
+            messages=chat,
             stop=tuple(settings.stop or ()),
             started=started,
             call_id=f"latts-{uuid.uuid4().hex[:12]}",
             progress=progress,
             budget=budget,
             step=step,
+            schema=schema,
+            tools=tools,
+            tool_choice=tool_choice,
         )
 
     async def _execute(self, call: _Call) -> ChatResult:
@@ -224,7 +277,8 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
                 "at start-up): no branch could produce a token",
                 f"Use deadline_s >= {stats.min_step_s:.3f}, or None for no deadline.",
             )
-        prompt = engine.render_prompt(call.messages)
+        shown = list(call.tools) if call.tools and call.tool_choice != "none" else None
+        prompt = engine.render_prompt(call.messages, shown)
         room = engine.max_model_len - len(prompt)
         if room < 1:
             raise LattsValueError.bad(
@@ -248,9 +302,12 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             typical = settings.max_tokens if profile is None else min(settings.max_tokens, profile.output_length(DEFAULT_QUANTILE))
             branches = branches_within(branches, token_cap, typical)
 
+        grammar, extractor = _output_rules(call)
+
         def request(seed: int | None) -> BranchRequest:
             return BranchRequest(prompt_token_ids=tuple(prompt), max_tokens=min(settings.max_tokens, room),
-                                 temperature=settings.temperature, top_p=settings.top_p, seed=seed, stop=call.stop)
+                                 temperature=settings.temperature, top_p=settings.top_p, seed=seed, stop=call.stop,
+                                 grammar=grammar)
 
         def respawn(index: int, prefix: str) -> BranchRequest:
             """A replacement for a pruned branch: a fresh sample continuing its verified steps."""
@@ -267,7 +324,7 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
         )
         run = await run_branches(
             engine, [request(seed) for seed in branch_seeds(settings.seed, prompt, branches)],
-            call_id=call.call_id, extractor=settings.extractor(),
+            call_id=call.call_id, extractor=extractor,
             started=started, deadline=deadline, early_stop=settings.early_stop,
             early_stop_threshold=settings.early_stop_threshold, on_progress=call.progress,
             verification=verification, respawn=respawn,
@@ -373,6 +430,67 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             _CALL_CONFIG.reset(tokens[1])
             STREAM_RUN.reset(tokens[0])
 
+    # -- tools --------------------------------------------------------------------------------
+    def bind_tools(self, tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool], *,
+                   tool_choice: str | dict[str, Any] | bool | None = None,
+                   **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:
+        """This model with ``tools`` offered (LangChain tools, pydantic models, functions or
+        OpenAI-format dicts). ``tool_choice``: ``"auto"`` (default: call or answer), ``"any"``
+        / ``"required"`` (must call), a tool's name (must call that one) or ``"none"``.
+
+        Every branch proposes calls or an answer; the vote is over the calls' names and
+        canonical arguments and the answers (:mod:`langchain_latts.tools`); the winner's calls
+        are the ``AIMessage.tool_calls``. ``tool_calling`` chooses how text becomes calls.
+        """
+        specs = tool_specs(tools)
+        resolve_tool_choice(tool_choice, [s["function"]["name"] for s in specs])  # fail at bind time
+        return self.bind(tools=specs, tool_choice=tool_choice, **kwargs)
+
+    # -- structured output ------------------------------------------------------------------
+    def with_structured_output(self, schema: Any, *, include_raw: bool = False,
+                               method: StructuredMethod = "json_schema", strict: bool | None = None,
+                               **kwargs: Any) -> Runnable[LanguageModelInput, Any]:
+        """This model returning objects of ``schema`` (pydantic model, TypedDict or JSON schema).
+
+        ``method="json_schema"``: every branch decodes under vLLM structured outputs --
+        free reasoning lines, then one JSON object matching the schema (see
+        :mod:`langchain_latts.structured`); ``"json_mode"``: any JSON object;
+        ``"function_calling"``: the schema as a tool the model must call (``bind_tools``). The branches
+        vote with their parsed objects (canonical JSON); the winner is returned parsed
+        (a pydantic instance for a pydantic schema, else a dict). ``include_raw=True``
+        returns ``{"raw": AIMessage, "parsed": ..., "parsing_error": ...}``, the raw message
+        carrying the usual ``tts`` metadata. ``strict`` is accepted for compatibility: the
+        grammar always enforces the schema.
+        """
+        if kwargs:
+            raise LattsValueError.bad("with_structured_output argument", sorted(kwargs)[0], "is not supported",
+                                      "Pass schema, method ('json_schema' or 'json_mode') and include_raw.")
+        if method not in ("json_schema", "json_mode", "function_calling"):
+            raise LattsValueError.bad("method", method, "must be 'json_schema', 'json_mode' or 'function_calling'",
+                                      "Use method='json_schema' (the default).")
+        parser: Runnable[Any, Any]
+        if method == "function_calling":
+            name = convert_to_openai_tool(schema)["function"]["name"]
+            llm = self.bind_tools([schema], tool_choice=name,
+                                  ls_structured_output_format={"kwargs": {"method": method}, "schema": schema})
+            parser = (PydanticToolsParser(tools=[schema], first_tool_only=True)
+                      if isinstance(schema, type) and issubclass(schema, BaseModel)
+                      else JsonOutputKeyToolsParser(key_name=name, first_tool_only=True))
+            return _with_raw(llm, parser) if include_raw else llm | parser
+        if method == "json_mode":
+            json_schema = ANY_OBJECT
+        else:
+            if schema is None:
+                raise LattsValueError.bad("schema", None, "is required with method='json_schema'",
+                                          "Pass a pydantic model, a TypedDict or a JSON schema, or use method='json_mode'.")
+            json_schema = json_schema_of(schema)
+            answer_grammar(json_schema)  # a schema vLLM cannot compile fails here, not in a branch
+        llm = self.bind(response_format={"method": method, "schema": json_schema},
+                        ls_structured_output_format={"kwargs": {"method": method}, "schema": json_schema})
+        parser = RunnableLambda(partial(parse_structured, schema=schema if method == "json_schema" else None),
+                                name="LattsStructuredOutputParser")
+        return _with_raw(llm, parser) if include_raw else llm | parser
+
     # -- engine lifecycle ------------------------------------------------------------------
     def warmup(self) -> None:
         """Start the engine now, with its planning profile (it otherwise starts on the
@@ -389,6 +507,56 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
     def engine(self) -> Engine:
         """The (shared) engine of this model's settings; it starts on first use."""
         return get_engine(self.engine_config())
+
+
+def _with_raw(llm: Runnable[Any, Any], parser: Runnable[Any, Any]) -> Runnable[Any, Any]:
+    """``{"raw": message, "parsed": ..., "parsing_error": ...}`` (LangChain's include_raw shape)."""
+    parse_raw = RunnablePassthrough.assign(parsed=itemgetter("raw") | parser, parsing_error=lambda _: None)
+    no_parse = RunnablePassthrough.assign(parsed=lambda _: None)
+    return RunnableMap(raw=llm) | parse_raw.with_fallbacks([no_parse], exception_key="parsing_error")
+
+
+def _output_rules(call: _Call) -> tuple[str | None, AnswerExtractor]:
+    """The grammar branches decode under (None: free text) and how a branch votes, for a
+    call's structured output or tools."""
+    settings = call.settings
+    if call.schema is not None:
+        return answer_grammar(call.schema), object_extractor(call.schema)
+    if not call.tools:
+        return None, settings.extractor()
+    names = [t["function"]["name"] for t in call.tools]
+    constrained = settings.tool_calling == "constrained" and call.tool_choice != "none"
+    read = constrained_calls if constrained else parser_calls(settings.tool_parser, call.tools)
+    grammar = call_grammar(call.tools, call.tool_choice) if constrained else None
+    return grammar, tool_extractor(read, names, call.tool_choice, settings.extractor())
+
+
+def _response_schema(response_format: Any) -> dict[str, Any] | None:
+    """The JSON schema of a ``response_format`` call option (None: free text)."""
+    if response_format is None:
+        return None
+    if not isinstance(response_format, dict) or not isinstance(response_format.get("schema"), dict):
+        raise LattsValueError.bad("response_format", response_format,
+                                  "must be {'method': ..., 'schema': <JSON schema>}",
+                                  "Use llm.with_structured_output(schema) rather than passing it yourself.")
+    return response_format["schema"]
+
+
+def parse_structured(message: BaseMessage, *, schema: Any = None) -> Any:
+    """The object of a structured-output message: a pydantic instance for a pydantic
+    ``schema``, else the JSON object (OutputParserException when there is none)."""
+    value = last_json_object(str(message.content))
+    if value is None:
+        raise OutputParserException(
+            f"no JSON object in the selected branch (no branch produced one in time?): {str(message.content)[-200:]!r}",
+            llm_output=str(message.content))
+    if isinstance(schema, type) and issubclass(schema, BaseModel):
+        try:
+            return schema.model_validate(value)
+        except ValidationError as e:
+            raise OutputParserException(f"the JSON object does not match {schema.__name__}: {e}",
+                                        llm_output=str(message.content)) from e
+    return value
 
 
 def _current_config() -> RunnableConfig:

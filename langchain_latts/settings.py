@@ -25,6 +25,7 @@ from langchain_latts.engines.base import (
 from langchain_latts.errors import LattsValueError
 from langchain_latts.models import DEFAULT_DRAFT, DEFAULT_TARGET
 from langchain_latts.tts.answers import AnswerExtractor, ExtractorName, resolve_extractor
+from langchain_latts.tools import ToolCalling
 from langchain_latts.tts.selection import Aggregation, Strategy
 from langchain_latts.tts.stopping import EarlyStop
 from langchain_latts.tts.verifiers import Verifier, resolve_verifier
@@ -164,6 +165,20 @@ class TTSSettings(BaseModel):
     the branches stop once it is spent (each may finish its current engine step), the
     selection runs over what finished. Runs share a budget across calls with
     :class:`langchain_latts.Budget`. Default: None (no cap)."""
+
+    # -- tools --------------------------------------------------------------------------
+    tool_calling: ToolCalling = "parser"
+    """How a branch's text becomes tool calls (tools come from ``bind_tools``):
+    ``"parser"`` -- vLLM's tool-call parser ``tool_parser`` reads them from free text (for
+    instruction-tuned models); ``"constrained"`` -- every branch decodes under a grammar of
+    one call whose arguments match the tool's schema, or plain text under
+    ``tool_choice="auto"`` (for any model). See :mod:`langchain_latts.tools`. Default:
+    ``"parser"``."""
+
+    tool_parser: str = "hermes"
+    """vLLM's tool-call parser for ``tool_calling="parser"`` -- the name ``vllm serve
+    --tool-call-parser`` takes (``hermes`` for Qwen and the built-in model, ``llama3_json``,
+    ``mistral``, ...). Default: ``"hermes"``."""
 
     # -- deadlines ----------------------------------------------------------------------
     deadline_s: float | None = None
@@ -374,6 +389,14 @@ class TTSSettings(BaseModel):
         if not value:
             raise LattsValueError.bad("step_delimiter", value, "must be a non-empty string",
                                       "e.g. step_delimiter='\\n' (a step per line) or '\\n\\n'.")
+        return value
+
+    @field_validator("tool_parser")
+    @classmethod
+    def _check_tool_parser(cls, value: str) -> str:
+        if not value.strip():
+            raise LattsValueError.bad("tool_parser", value, "must name one of vLLM's tool-call parsers",
+                                      "e.g. tool_parser='hermes' (what `vllm serve --tool-call-parser` takes).")
         return value
 
     @field_validator("max_respawns", "token_budget")

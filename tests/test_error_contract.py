@@ -44,6 +44,8 @@ BAD: dict[str, list[object]] = {
     "step_delimiter": [5, ""],
     "max_respawns": ["many", -1],
     "token_budget": ["lots", 0],
+    "tool_calling": [1, "freeform"],
+    "tool_parser": [3, " "],
 }
 CASES = [(name, value) for name, values in BAD.items() for value in values]
 

@@ -86,6 +86,8 @@ class BranchRequest:
     priority: int = 0
     #: Keep generating past the end-of-sequence token (for timing runs of a fixed length).
     ignore_eos: bool = False
+    #: An EBNF grammar the output must match (vLLM structured outputs); None: free text.
+    grammar: str | None = None
 
 
 @dataclass(frozen=True)

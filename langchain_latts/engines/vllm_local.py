@@ -371,7 +371,7 @@ class VLLMEngine(Engine):
 
     async def branch(self, request: BranchRequest, request_id: str) -> AsyncIterator[BranchUpdate]:
         from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
         from vllm.v1.engine.exceptions import EngineDeadError as VLLMEngineDeadError
 
         params = SamplingParams(
@@ -383,6 +383,7 @@ class VLLMEngine(Engine):
             stop=list(request.stop) or None,
             ignore_eos=request.ignore_eos,
             output_kind=RequestOutputKind.DELTA,
+            structured_outputs=None if request.grammar is None else StructuredOutputsParams(grammar=request.grammar),
         )
         prompt = {"prompt_token_ids": list(request.prompt_token_ids)}
         generation = self._generation

@@ -1,0 +1,132 @@
+"""Structured output: a schema in, every branch constrained to it, the vote over parsed objects.
+
+A schema (pydantic model, TypedDict, JSON schema or OpenAI tool dict) becomes
+
+* a JSON schema (:func:`json_schema_of`, langchain-core's converter);
+* an instruction for the model (:func:`json_instruction`): the built-in model learned
+  ``Respond in JSON with key "total".`` for one-key objects;
+* a grammar every branch decodes under (:func:`answer_grammar`, vLLM structured outputs
+  with xgrammar): free reasoning lines, then one JSON object that matches the schema, with
+  no free whitespace inside it (JSON allows any whitespace, and a model that never saw it
+  would fill ``max_tokens`` with it). Reasoning lines first keep step-by-step models
+  accurate; a model that answers in JSON at once simply writes no line.
+
+Each finished branch votes with the canonical JSON of its object (:func:`canonical_json`:
+sorted keys, ``1.0`` and ``1`` alike); a branch whose text holds no object matching the
+schema does not vote.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal
+from typing import Any, Literal
+
+from langchain_core.utils.function_calling import convert_to_json_schema
+
+from langchain_latts.errors import LattsValueError
+
+__all__ = [
+    "StructuredMethod",
+    "answer_grammar",
+    "canonical_json",
+    "json_instruction",
+    "json_schema_of",
+    "last_json_object",
+    "object_extractor",
+]
+
+StructuredMethod = Literal["json_schema", "json_mode", "function_calling"]
+#: The schema of ``json_mode``: any JSON object.
+ANY_OBJECT: dict[str, Any] = {"type": "object"}
+# Reasoning lines before the object: any line that does not start with "{".
+_REASONING_RULES = 'latts_reasoning ::= latts_line*\nlatts_line ::= [^{\\n] [^\\n]* "\\n"\n'
+
+
+def json_schema_of(schema: Any) -> dict[str, Any]:
+    """The JSON schema of a pydantic model, TypedDict, JSON schema or OpenAI tool dict."""
+    if isinstance(schema, dict) and schema.get("type") == "object" and "title" not in schema:
+        return schema  # a plain JSON schema (convert_to_json_schema insists on a title)
+    try:
+        return convert_to_json_schema(schema)
+    except (ValueError, TypeError) as e:
+        raise LattsValueError.bad(
+            "schema", schema, f"must be a pydantic model, a TypedDict or a JSON schema ({e})",
+            "e.g. with_structured_output(Answer) with class Answer(BaseModel): total: int.",
+        ) from None
+
+
+def json_instruction(schema: dict[str, Any]) -> str:
+    """What the model is told: ``Respond in JSON with key "k".`` for a one-key object (the
+    built-in model's format), else the schema itself."""
+    properties = schema.get("properties") or {}
+    if len(properties) == 1:
+        return f'Respond in JSON with key "{next(iter(properties))}".'
+    if not properties:
+        return "Respond in JSON."
+    return f"Respond in JSON matching this schema: {json.dumps(schema, separators=(',', ':'))}"
+
+
+def answer_grammar(schema: dict[str, Any]) -> str:
+    """The EBNF grammar of a branch: reasoning lines, then one object matching ``schema``.
+
+    A schema xgrammar cannot compile is a :class:`LattsValueError` naming ``schema``.
+    """
+    import xgrammar  # vLLM's structured-output backend, installed with vLLM
+
+    try:
+        compiled = xgrammar.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False)
+    except Exception as e:  # noqa: BLE001 -- xgrammar raises RuntimeError/ValueError/TypeError for bad schemas
+        raise LattsValueError.bad(
+            "schema", schema, f"must be a JSON schema vLLM's structured outputs can compile ({e})",
+            "Use plain types (object, string, integer, number, boolean, array, enum) and drop custom formats.",
+        ) from None
+    body = re.sub(r"^root ::=", "latts_object ::=", str(compiled), count=1, flags=re.M)
+    return f"root ::= latts_reasoning latts_object\n{_REASONING_RULES}{body}"
+
+
+def last_json_object(text: str) -> dict[str, Any] | None:
+    """The JSON object on the last line of ``text`` that holds one (None: there is none)."""
+    for line in reversed(text.strip().splitlines()):
+        start = line.find("{")
+        if start < 0:
+            continue
+        try:
+            value = json.loads(line[start:])
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def canonical_json(value: Any) -> str:
+    """A vote key for a parsed object: sorted keys, no spaces, numbers normalised."""
+
+    def normal(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {str(k): normal(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [normal(v) for v in x]
+        if isinstance(x, float) and x.is_integer():
+            return int(x)
+        if isinstance(x, float):
+            return float(Decimal(repr(x)).normalize())
+        return x
+
+    return json.dumps(normal(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def object_extractor(schema: dict[str, Any]) -> Any:
+    """An answer extractor voting with the canonical JSON of the branch's object when it
+    has the schema's required keys (None: the branch does not vote)."""
+    required = list(schema.get("required") or [])
+
+    def extract(text: str) -> str | None:
+        value = last_json_object(text)
+        if value is None or any(key not in value for key in required):
+            return None
+        return canonical_json(value)
+
+    return extract
