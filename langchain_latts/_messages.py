@@ -21,6 +21,8 @@ from langchain_latts.tts.branches import BranchRun
 
 __all__ = ["build_chat_result", "result_to_chunks", "to_chat_messages", "with_instruction"]
 
+#: Content blocks of an assistant message that repeat its tool calls (Anthropic, OpenAI).
+_CALL_BLOCKS = frozenset({"tool_use", "tool_call", "function_call"})
 #: ``model_provider`` reported in metadata and to LangSmith.
 PROVIDER = "vllm"
 
@@ -42,6 +44,8 @@ def to_chat_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
             continue
         for block in message.content:
             kind = block if isinstance(block, str) else block.get("type")
+            if message.type == "ai" and kind in _CALL_BLOCKS:
+                continue  # the same calls are in message.tool_calls, which the template renders
             if not isinstance(block, str) and kind != "text":
                 raise LattsValueError.bad(
                     f"messages[{i}].content block type", kind,

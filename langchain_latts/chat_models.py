@@ -12,6 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from functools import partial
@@ -35,6 +36,8 @@ from langchain_core.runnables import (
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ValidationError, model_validator
+from pydantic.v1 import BaseModel as BaseModelV1
+from pydantic.v1 import ValidationError as ValidationErrorV1
 
 from langchain_latts._messages import (
     PROVIDER,
@@ -412,23 +415,23 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
     def stream(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
                stop: list[str] | None = None, **kwargs: Any) -> Iterator[AIMessageChunk]:
         config = _with_run_id(config)
-        tokens = STREAM_RUN.set(config), _CALL_CONFIG.set(config)
+        token = STREAM_RUN.set(config)
         try:
             yield from super().stream(input, config, stop=stop, **kwargs)
         finally:
-            _CALL_CONFIG.reset(tokens[1])
-            STREAM_RUN.reset(tokens[0])
+            with suppress(ValueError):  # closed from another context: that context's value is gone anyway
+                STREAM_RUN.reset(token)
 
     async def astream(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
                       stop: list[str] | None = None, **kwargs: Any) -> AsyncIterator[AIMessageChunk]:
         config = _with_run_id(config)
-        tokens = STREAM_RUN.set(config), _CALL_CONFIG.set(config)
+        token = STREAM_RUN.set(config)
         try:
             async for chunk in super().astream(input, config, stop=stop, **kwargs):
                 yield chunk
         finally:
-            _CALL_CONFIG.reset(tokens[1])
-            STREAM_RUN.reset(tokens[0])
+            with suppress(ValueError):  # closed from another context (aclose): that context's value is gone anyway
+                STREAM_RUN.reset(token)
 
     # -- tools --------------------------------------------------------------------------------
     def bind_tools(self, tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool], *,
@@ -454,7 +457,8 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
 
         ``method="json_schema"``: every branch decodes under vLLM structured outputs --
         free reasoning lines, then one JSON object matching the schema (see
-        :mod:`langchain_latts.structured`); ``"json_mode"``: any JSON object;
+        :mod:`langchain_latts.structured`); ``"json_mode"``: any JSON object (with a
+        ``schema``, objects of that schema, since that is what is returned);
         ``"function_calling"``: the schema as a tool the model must call (``bind_tools``). The branches
         vote with their parsed objects (canonical JSON); the winner is returned parsed
         (a pydantic instance for a pydantic schema, else a dict). ``include_raw=True``
@@ -474,10 +478,10 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             llm = self.bind_tools([schema], tool_choice=name,
                                   ls_structured_output_format={"kwargs": {"method": method}, "schema": schema})
             parser = (PydanticToolsParser(tools=[schema], first_tool_only=True)
-                      if isinstance(schema, type) and issubclass(schema, BaseModel)
+                      if isinstance(schema, type) and issubclass(schema, (BaseModel, BaseModelV1))
                       else JsonOutputKeyToolsParser(key_name=name, first_tool_only=True))
             return _with_raw(llm, parser) if include_raw else llm | parser
-        if method == "json_mode":
+        if method == "json_mode" and schema is None:
             json_schema = ANY_OBJECT
         else:
             if schema is None:
@@ -487,8 +491,7 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             answer_grammar(json_schema)  # a schema vLLM cannot compile fails here, not in a branch
         llm = self.bind(response_format={"method": method, "schema": json_schema},
                         ls_structured_output_format={"kwargs": {"method": method}, "schema": json_schema})
-        parser = RunnableLambda(partial(parse_structured, schema=schema if method == "json_schema" else None),
-                                name="LattsStructuredOutputParser")
+        parser = RunnableLambda(partial(parse_structured, schema=schema), name="LattsStructuredOutputParser")
         return _with_raw(llm, parser) if include_raw else llm | parser
 
     # -- engine lifecycle ------------------------------------------------------------------
@@ -521,7 +524,7 @@ def _output_rules(call: _Call) -> tuple[str | None, AnswerExtractor]:
     call's structured output or tools."""
     settings = call.settings
     if call.schema is not None:
-        return answer_grammar(call.schema), object_extractor(call.schema)
+        return answer_grammar(call.schema, settings.max_tokens // 2), object_extractor(call.schema)
     if not call.tools:
         return None, settings.extractor()
     names = [t["function"]["name"] for t in call.tools]
@@ -550,10 +553,10 @@ def parse_structured(message: BaseMessage, *, schema: Any = None) -> Any:
         raise OutputParserException(
             f"no JSON object in the selected branch (no branch produced one in time?): {str(message.content)[-200:]!r}",
             llm_output=str(message.content))
-    if isinstance(schema, type) and issubclass(schema, BaseModel):
+    if isinstance(schema, type) and issubclass(schema, (BaseModel, BaseModelV1)):
         try:
-            return schema.model_validate(value)
-        except ValidationError as e:
+            return schema.model_validate(value) if issubclass(schema, BaseModel) else schema.parse_obj(value)
+        except (ValidationError, ValidationErrorV1) as e:
             raise OutputParserException(f"the JSON object does not match {schema.__name__}: {e}",
                                         llm_output=str(message.content)) from e
     return value
@@ -561,7 +564,7 @@ def parse_structured(message: BaseMessage, *, schema: Any = None) -> Any:
 
 def _current_config() -> RunnableConfig:
     """The config of the call running in this context (ours, else the enclosing chain's)."""
-    return _CALL_CONFIG.get() or ensure_config()
+    return _CALL_CONFIG.get() or STREAM_RUN.get() or ensure_config()
 
 
 def _step_name(config: RunnableConfig) -> str:

@@ -6,8 +6,8 @@ A schema (pydantic model, TypedDict, JSON schema or OpenAI tool dict) becomes
 * an instruction for the model (:func:`json_instruction`): the built-in model learned
   ``Respond in JSON with key "total".`` for one-key objects;
 * a grammar every branch decodes under (:func:`answer_grammar`, vLLM structured outputs
-  with xgrammar): free reasoning lines, then one JSON object that matches the schema, with
-  no free whitespace inside it (JSON allows any whitespace, and a model that never saw it
+  with xgrammar): a bounded stretch of free reasoning ending in a newline, then one JSON
+  object that matches the schema, with no free whitespace inside it (JSON allows any whitespace, and a model that never saw it
   would fill ``max_tokens`` with it). Reasoning lines first keep step-by-step models
   accurate; a model that answers in JSON at once simply writes no line.
 
@@ -40,8 +40,9 @@ __all__ = [
 StructuredMethod = Literal["json_schema", "json_mode", "function_calling"]
 #: The schema of ``json_mode``: any JSON object.
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
-# Reasoning lines before the object: any line that does not start with "{".
-_REASONING_RULES = 'latts_reasoning ::= latts_line*\nlatts_line ::= [^{\\n] [^\\n]* "\\n"\n'
+#: Most characters of reasoning before the object (a model that never writes the object
+#: would otherwise reason until ``max_tokens`` and return nothing).
+MAX_REASONING_CHARS = 1024
 
 
 def json_schema_of(schema: Any) -> dict[str, Any]:
@@ -68,8 +69,10 @@ def json_instruction(schema: dict[str, Any]) -> str:
     return f"Respond in JSON matching this schema: {json.dumps(schema, separators=(',', ':'))}"
 
 
-def answer_grammar(schema: dict[str, Any]) -> str:
-    """The EBNF grammar of a branch: reasoning lines, then one object matching ``schema``.
+def answer_grammar(schema: dict[str, Any], max_reasoning_chars: int = MAX_REASONING_CHARS) -> str:
+    """The EBNF grammar of a branch: up to ``max_reasoning_chars`` of reasoning ending in a
+    newline, then one object matching ``schema``. Callers pass half the branch's
+    ``max_tokens`` (a token is at least one character), so the object always has room.
 
     A schema xgrammar cannot compile is a :class:`LattsValueError` naming ``schema``.
     """
@@ -83,7 +86,9 @@ def answer_grammar(schema: dict[str, Any]) -> str:
             "Use plain types (object, string, integer, number, boolean, array, enum) and drop custom formats.",
         ) from None
     body = re.sub(r"^root ::=", "latts_object ::=", str(compiled), count=1, flags=re.M)
-    return f"root ::= latts_reasoning latts_object\n{_REASONING_RULES}{body}"
+    chars = max(0, min(max_reasoning_chars, MAX_REASONING_CHARS) - 2)
+    reasoning = f'latts_reasoning ::= ([^{{\\n] [^\\0]{{0,{chars}}} "\\n")?\n' if chars else 'latts_reasoning ::= ""\n'
+    return f"root ::= latts_reasoning latts_object\n{reasoning}{body}"
 
 
 def last_json_object(text: str) -> dict[str, Any] | None:

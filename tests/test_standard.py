@@ -13,5 +13,21 @@ class TestLatencyOptimalTTSLLMUnit(ChatModelUnitTests):
         return LatencyOptimalTTSLLM
 
     @property
+    def has_tool_calling(self) -> bool:
+        return True
+
+    @property
+    def has_tool_choice(self) -> bool:
+        return True
+
+    @property
+    def has_structured_output(self) -> bool:
+        return True
+
+    @property
+    def supports_json_mode(self) -> bool:
+        return True
+
+    @property
     def chat_model_params(self) -> dict:
         return {"branches": 2, "seed": 0}
