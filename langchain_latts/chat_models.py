@@ -8,6 +8,7 @@ message shaping (:mod:`langchain_latts._messages`), the engine
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -546,13 +547,14 @@ def _response_schema(response_format: Any) -> dict[str, Any] | None:
 
 
 def parse_structured(message: BaseMessage, *, schema: Any = None) -> Any:
-    """The object of a structured-output message: a pydantic instance for a pydantic
-    ``schema``, else the JSON object (OutputParserException when there is none)."""
-    value = last_json_object(str(message.content))
-    if value is None:
+    """The voted object of a structured-output message: a pydantic instance for a pydantic
+    ``schema``, else the JSON object (OutputParserException when no branch produced one)."""
+    answer = (message.response_metadata.get("tts") or {}).get("answer")
+    value = json.loads(answer) if answer else last_json_object(str(message.content))
+    if value is None or (not answer and "tts" in message.response_metadata):
         raise OutputParserException(
-            f"no JSON object in the selected branch (no branch produced one in time?): {str(message.content)[-200:]!r}",
-            llm_output=str(message.content))
+            "no branch produced a complete JSON object of the schema (cut by max_tokens or the deadline?); the "
+            f"selected branch ends {str(message.content)[-200:]!r}", llm_output=str(message.content))
     if isinstance(schema, type) and issubclass(schema, (BaseModel, BaseModelV1)):
         try:
             return schema.model_validate(value) if issubclass(schema, BaseModel) else schema.parse_obj(value)
