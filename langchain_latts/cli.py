@@ -127,6 +127,17 @@ def bench_verifier(
     run_verifier_bench(problems=problems, strategies=parse_strategies(strategies), out=Path(out) if out else None)
 
 
+@bench_app.command("formats")
+def bench_formats(
+    problems: int = typer.Option(200, help="Held-out problems per method."),
+    out: str = typer.Option("bench-formats.json", help="Where to save the numbers ('' to skip)."),
+) -> None:
+    """Structured output, tool calls and a create_agent loop on the built-in model: how often right."""
+    from langchain_latts.bench.formats import run_formats_bench
+
+    run_formats_bench(problems=problems, out=Path(out) if out else None)
+
+
 @bench_app.command("schedule")
 def bench_schedule(
     k: int = typer.Option(4, help="Speculative tokens of the 'always' engine."),
