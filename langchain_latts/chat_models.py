@@ -190,6 +190,8 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             "prune": self.prune,
             "prune_threshold": self.prune_threshold,
             "token_budget": self.token_budget,
+            "tool_calling": self.tool_calling,
+            "tool_parser": self.tool_parser,
             "deadline_s": self.deadline_s,
             "on_deadline": self.on_deadline,
             "deadline_includes_start": self.deadline_includes_start,
