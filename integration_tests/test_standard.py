@@ -48,6 +48,7 @@ class TestLatencyOptimalTTSLLMIntegration(ChatModelIntegrationTests):
     # each (a schema-valid call to the named tool), which other tests here check.
     @pytest.mark.xfail(reason="needs English: choosing magic_function's argument 3 from 'What is the value of "
                               "magic_function(3)?'; the tiny model calls it with a schema-valid but wrong integer")
+    @pytest.mark.parametrize("model", [{}, {"output_version": "v1"}], indirect=True)  # as in the base test
     def test_tool_calling(self, model: BaseChatModel) -> None:
         super().test_tool_calling(model)
 
