@@ -127,6 +127,18 @@ def bench_verifier(
     run_verifier_bench(problems=problems, strategies=parse_strategies(strategies), out=Path(out) if out else None)
 
 
+@bench_app.command("tts")
+def bench_tts(
+    problems: int = typer.Option(200, help="Problems per method."),
+    quick: bool = typer.Option(False, "--quick", help="40 problems, N in {4, 8}, one deadline (about 3 minutes)."),
+    out_dir: str = typer.Option(".", help="Where to write bench-tts.json, .csv and .png."),
+) -> None:
+    """Accuracy against latency: the package beside sequential and parallel sampling, at several deadlines."""
+    from langchain_latts.bench.tts import run_tts_bench
+
+    run_tts_bench(problems=problems, quick=quick, out_dir=Path(out_dir))
+
+
 @bench_app.command("formats")
 def bench_formats(
     problems: int = typer.Option(200, help="Held-out problems per method."),
