@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -58,6 +59,7 @@ def profile(
                                    "task's, or the prompts file's 'answer' fields)."),
     validate: bool = typer.Option(False, help="Check the latency model against measured calls it was not fitted on "
                                   "(built-in model)."),
+    plot: str = typer.Option("", help="Also save the step-time curves as a PNG here."),
 ) -> None:
     """Measure this machine: step time per batch size and speculative length, prefill, output lengths, accuracy."""
     import json
@@ -69,7 +71,8 @@ def profile(
         return
     from langchain_latts.planner.report import run_profile
 
-    run_profile(json.loads(settings), prompts=prompts, force=force, calibrate=calibrate)
+    run_profile(json.loads(settings), prompts=prompts, force=force, calibrate=calibrate,
+                plot=Path(plot) if plot else None)
 
 
 @bench_app.command("core")
@@ -132,11 +135,19 @@ def bench_tts(
     problems: int = typer.Option(200, help="Problems per method."),
     quick: bool = typer.Option(False, "--quick", help="40 problems, N in {4, 8}, one deadline (about 3 minutes)."),
     out_dir: str = typer.Option(".", help="Where to write bench-tts.json, .csv and .png."),
+    dataset: str = typer.Option("arithmetic", help="'arithmetic' (the built-in task) or 'math500' (needs a real "
+                                "model: --settings)."),
+    data: str = typer.Option("", help="A MATH-500 JSON-lines file (default: the copy shipped with the package)."),
+    settings: str = typer.Option("{}", help='Model settings as JSON, e.g. \'{"model": "Qwen/Qwen3-8B", '
+                                 '"draft_model": "Qwen/Qwen3-0.6B", "max_tokens": 4096}\'.'),
 ) -> None:
     """Accuracy against latency: the package beside sequential and parallel sampling, at several deadlines."""
     from langchain_latts.bench.tts import run_tts_bench
 
-    run_tts_bench(problems=problems, quick=quick, out_dir=Path(out_dir))
+    if dataset not in ("arithmetic", "math500"):
+        raise typer.BadParameter(f"--dataset must be 'arithmetic' or 'math500', got {dataset!r}.")
+    run_tts_bench(problems=problems, quick=quick, out_dir=Path(out_dir), dataset=dataset,  # type: ignore[arg-type]
+                  data_path=Path(data) if data else None, model=json.loads(settings))
 
 
 @bench_app.command("formats")

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rich.console import Console
 from rich.progress import Progress
@@ -37,14 +37,22 @@ from rich.table import Table
 from langchain_latts.bench.verifier import wilson_interval
 from langchain_latts.chat_models import LatencyOptimalTTSLLM
 from langchain_latts.tasks.arithmetic import Problem
-from langchain_latts.tts.answers import extract_hash
 from langchain_latts.tts.voting import majority_vote
 
 __all__ = ["Point", "bench_problems", "pareto_front", "run_tts_bench"]
 
+Dataset = Literal["arithmetic", "math500"]
 #: The benchmark's problems come from this seed (training and the held-out split use others).
 SEED = 20261126
 DEADLINE_MULTIPLES = (1.0, 1.5, 2.0)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One question of the benchmark and how its voted answer is graded."""
+
+    question: str
+    grade: Callable[[str | None], bool]
 
 
 def bench_problems(n: int) -> list[Problem]:
@@ -54,6 +62,23 @@ def bench_problems(n: int) -> list[Problem]:
 
     held_out = {p.expression for p in generate_problems(HELD_OUT_SIZE, seed=HELD_OUT_SEED)}
     return generate_problems(n, seed=SEED, levels=LEVELS, exclude=held_out)
+
+
+def bench_items(dataset: Dataset, n: int, path: Path | None = None) -> list[Item]:
+    """The questions of ``dataset``: the built-in task, or MATH-500 graded by math-verify."""
+    if dataset == "math500":
+        from langchain_latts.tasks.math500 import grade_answer, load_math500
+
+        return [Item(p.question, partial(_graded, p.answer, grade_answer)) for p in load_math500(path)[:n]]
+    return [Item(p.question, partial(_equals, str(p.answer))) for p in bench_problems(n)]
+
+
+def _equals(expected: str, answer: str | None) -> bool:
+    return answer == expected
+
+
+def _graded(reference: str, grade: Callable[[str | None, str], bool], answer: str | None) -> bool:
+    return grade(answer, reference)
 
 
 @dataclass
@@ -92,29 +117,30 @@ def pareto_front(points: Sequence[dict[str, Any]]) -> list[str]:
     return front
 
 
-def _one_call(llm: LatencyOptimalTTSLLM, options: dict[str, Any], problem: Problem) -> tuple[bool, float, int, float | None]:
+def _one_call(llm: LatencyOptimalTTSLLM, options: dict[str, Any], item: Item) -> tuple[bool, float, int, float | None]:
     started = time.monotonic()
-    message = llm.invoke(problem.question, **options)
+    message = llm.invoke(item.question, **options)
     elapsed = time.monotonic() - started
     tts = message.response_metadata["tts"]
     spec = tts.get("speculative") or {}
     tokens = message.usage_metadata["output_tokens"] if message.usage_metadata else 0
-    return tts["answer"] == str(problem.answer), elapsed, tokens, spec.get("acceptance_rate")
+    return item.grade(tts["answer"]), elapsed, tokens, spec.get("acceptance_rate")
 
 
-def _sequential(llm: LatencyOptimalTTSLLM, n: int, problem: Problem) -> tuple[bool, float, int, float | None]:
+def _sequential(llm: LatencyOptimalTTSLLM, n: int, item: Item) -> tuple[bool, float, int, float | None]:
     """N single-sample calls one after another, majority vote at the end (a user's loop)."""
     started = time.monotonic()
     answers, tokens = [], 0
+    extract = llm.extractor()
     for i in range(n):
-        message = llm.invoke(problem.question, branches=1, seed=i)
-        answers.append(extract_hash(str(message.content)))
+        message = llm.invoke(item.question, branches=1, seed=i)
+        answers.append(extract(str(message.content)))
         tokens += message.usage_metadata["output_tokens"] if message.usage_metadata else 0
-    return majority_vote(answers).answer == str(problem.answer), time.monotonic() - started, tokens, None
+    return item.grade(majority_vote(answers).answer), time.monotonic() - started, tokens, None
 
 
-def _measure(point: Point, items: Sequence[Problem],
-             call: Callable[[Problem], tuple[bool, float, int, float | None]], advance: Callable[[], None]) -> Point:
+def _measure(point: Point, items: Sequence[Item],
+             call: Callable[[Item], tuple[bool, float, int, float | None]], advance: Callable[[], None]) -> Point:
     for problem in items:
         correct, latency, tokens, acceptance = call(problem)
         point.correct.append(correct)
@@ -127,24 +153,38 @@ def _measure(point: Point, items: Sequence[Problem],
 
 
 def run_tts_bench(*, problems: int = 200, quick: bool = False, out_dir: Path = Path("."),
-                  console: Console | None = None) -> dict[str, Any]:
-    """Run the benchmark (module docstring); print the table and ratios; write the files."""
+                  dataset: Dataset = "arithmetic", data_path: Path | None = None,
+                  model: dict[str, Any] | None = None, console: Console | None = None) -> dict[str, Any]:
+    """Run the benchmark (module docstring); print the table and ratios; write the files.
+
+    ``dataset="math500"`` asks MATH-500 (graded by math-verify, answers in ``\\boxed{}``);
+    ``model`` holds model settings (``model``, ``draft_model``, ``max_tokens``, ...), e.g.
+    ``{"model": "Qwen/Qwen3-8B", "draft_model": "Qwen/Qwen3-0.6B", "max_tokens": 4096}``.
+    The step verifier only knows the built-in task: with MATH-500 its methods are left out.
+    """
     console = console or Console(width=130)
-    items = bench_problems(40 if quick else problems)
+    items = bench_items(dataset, 40 if quick else problems, data_path)
     sizes = (4, 8) if quick else (4, 8, 16)
     multiples = (1.0,) if quick else DEADLINE_MULTIPLES
     points: list[Point] = []
     started = time.monotonic()
-    plain = LatencyOptimalTTSLLM(seed=0, max_tokens=160, num_speculative_tokens=0, early_stop=False)
-    package = LatencyOptimalTTSLLM(seed=0, max_tokens=160)
-    calls = len(items) * (2 + len(sizes) * 2 + 2 + len(multiples) * 4)
+    settings: dict[str, Any] = {"seed": 0, "max_tokens": 160} | (
+        {"answer_extractor": "boxed"} if dataset == "math500" else {}) | (model or {})
+    plain = LatencyOptimalTTSLLM(**settings | {"num_speculative_tokens": 0, "early_stop": False})
+    package = LatencyOptimalTTSLLM(**settings)
+    deadline_methods: list[tuple[str, dict[str, Any]]] = [("1 sample", {"branches": 1}), ("latts auto", {})]
+    if dataset == "arithmetic":
+        deadline_methods += [("latts auto + verifier", {"verifier": "arithmetic_steps", "strategy": "best_of_n"}),
+                             ("latts auto + prune", {"verifier": "arithmetic_steps", "strategy": "best_of_n",
+                                                     "prune": True})]
+    calls = len(items) * (2 + len(sizes) * 2 + 2 + len(multiples) * len(deadline_methods))
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("plain engine: starting", total=calls)
 
         def advance() -> None:
             progress.advance(task)
 
-        def run(point: Point, call: Callable[[Problem], tuple[bool, float, int, float | None]]) -> None:
+        def run(point: Point, call: Callable[[Item], tuple[bool, float, int, float | None]]) -> None:
             progress.update(task, description=point.method)
             points.append(_measure(point, items, call, advance))
 
@@ -162,15 +202,12 @@ def run_tts_bench(*, problems: int = 200, quick: bool = False, out_dir: Path = P
         one = next(pt for pt in points if pt.method == "1 sample").summary()
         for m in multiples:
             deadline = round(one["p90_s"] * m, 4)
-            for name, options in (("1 sample", {"branches": 1}), ("latts auto", {}),
-                                  ("latts auto + verifier", {"verifier": "arithmetic_steps", "strategy": "best_of_n"}),
-                                  ("latts auto + prune", {"verifier": "arithmetic_steps", "strategy": "best_of_n",
-                                                          "prune": True})):
+            for name, options in deadline_methods:
                 run(Point(f"{name} @ {deadline * 1000:.0f} ms", "deadline", deadline),
                     partial(_one_call, package, {**options, "deadline_s": deadline}))
         package.engine.shutdown()
     summaries = [p.summary() for p in points]
-    report = {"problems": len(items), "seed": SEED, "quick": quick, "seconds": round(time.monotonic() - started, 1),
+    report = {"problems": len(items), "dataset": dataset, "seed": SEED, "quick": quick, "seconds": round(time.monotonic() - started, 1),
               "points": summaries, "pareto": pareto_front(summaries), "ratios": _ratios(summaries, one["p90_s"])}
     _print(report, console)
     _write(report, out_dir)
@@ -200,7 +237,8 @@ def _ratios(summaries: Sequence[dict[str, Any]], one_p90: float) -> dict[str, An
 
 
 def _print(report: dict[str, Any], console: Console) -> None:
-    table = Table(title=f"latts bench tts: {report['problems']} problems (seed {report['seed']}), one call at a time")
+    source = "MATH-500" if report["dataset"] == "math500" else f"built-in task, seed {report['seed']}"
+    table = Table(title=f"latts bench tts: {report['problems']} problems ({source}), one call at a time")
     for column in ("method", "accuracy [95% CI]", "median ms", "p90 ms", "tokens", "tokens/correct", "acceptance"):
         table.add_column(column, justify="left" if column == "method" else "right")
     for s in report["points"]:

@@ -19,13 +19,23 @@ from langchain_latts.planner.profiler import (
 from langchain_latts.planner.runtime import forget_cached_profiles
 from langchain_latts.settings import TTSSettings
 
-__all__ = ["print_profile", "run_profile"]
+__all__ = ["plot_steps", "print_profile", "run_profile"]
 
 
 def run_profile(settings: dict[str, Any], *, prompts: Path | None = None, force: bool = False, calibrate: bool = True,
-                console: Console | None = None) -> Profile:
-    """Measure and cache the profile of ``settings`` (or show the cached one unless ``force``)."""
+                plot: Path | None = None, console: Console | None = None) -> Profile:
+    """Measure and cache the profile of ``settings`` (or show the cached one unless ``force``);
+    ``plot``: also save the step-time curves there."""
     console = console or Console()
+    profile = _measured_or_cached(settings, prompts=prompts, force=force, calibrate=calibrate, console=console)
+    if plot is not None:
+        plot_steps(profile, plot)
+        console.print(f"step-time plot saved to {plot}")
+    return profile
+
+
+def _measured_or_cached(settings: dict[str, Any], *, prompts: Path | None, force: bool, calibrate: bool,
+                        console: Console) -> Profile:
     tts = TTSSettings.model_validate(settings)
     if not force:
         cached = load_profile(profile_identity(tts))
@@ -71,3 +81,28 @@ def print_profile(profile: Profile, console: Console) -> None:
     console.print(f"vote accuracy model ({acc.source}): single sample {acc.mean_single_accuracy:.1%}, "
                   f"Beta({acc.alpha:.2f}, {acc.beta:.2f}), wrong-answer concentration {acc.concentration:.2f}; "
                   + ", ".join(f"vote of {b}: {acc.vote_accuracy(b):.1%}" for b in (1, 4, 8, 16)))
+
+
+def plot_steps(profile: Profile, path: Path) -> None:
+    """Seconds per engine step against running sequences, one curve per speculation setting,
+    and the same per generated token (the paper's first claim: flat, then bending)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, curve in profile.steps.items():
+        sizes = curve.batch_sizes
+        left.plot(sizes, [t * 1000 for t in curve.step_s], "o-", label=name)
+        right.plot(sizes, [t * 1000 / curve.tokens_per_step for t in curve.step_s], "o-", label=name)
+    for ax, what in ((left, "ms per engine step"), (right, "ms per generated token of one sequence")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("sequences decoding at once")
+        ax.set_ylabel(what)
+        ax.grid(alpha=0.3)
+    left.legend(fontsize=8)
+    fig.suptitle(f"latts profile {profile.profile_id}: step time against branches ({profile.identity.hardware})",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
