@@ -8,3 +8,18 @@ import pytest
 @pytest.fixture(autouse=True)
 def _private_profile_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LATTS_CACHE_DIR", str(tmp_path_factory.mktemp("latts-cache")))
+
+
+@pytest.fixture
+def engine_for(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Route the chat model's engine lookup to a scripted engine (tests/fakes.py)."""
+    from langchain_latts import chat_models as chat_models_module
+
+    from .fakes import ScriptedEngine
+
+    def install(engine: ScriptedEngine) -> ScriptedEngine:
+        monkeypatch.setattr(chat_models_module, "get_engine", lambda config: engine)
+        monkeypatch.setattr(chat_models_module, "engine_exists", lambda config: True)
+        return engine
+
+    return install

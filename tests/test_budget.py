@@ -12,22 +12,11 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables import RunnableLambda
 
 from langchain_latts import Budget, BudgetExhaustedError, LatencyOptimalTTSLLM, LattsValueError, latts_budget
-from langchain_latts import chat_models as chat_models_module
 from langchain_latts.budget import active_budget, branches_within
 
 from .fakes import ScriptedEngine
 
 FAST = ["#### ", "5"]
-
-
-@pytest.fixture
-def engine_for(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    def install(engine: ScriptedEngine) -> ScriptedEngine:
-        monkeypatch.setattr(chat_models_module, "get_engine", lambda config: engine)
-        monkeypatch.setattr(chat_models_module, "engine_exists", lambda config: True)
-        return engine
-
-    return install
 
 
 def test_charges_from_many_threads_add_up_exactly() -> None:

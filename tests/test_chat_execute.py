@@ -22,18 +22,6 @@ FAST = ["#### ", "5"]  # 2 tokens, ends after ~20 ms
 SLOW = ["x"] * 300  # 300 tokens, ~3 s: outlives every deadline here
 
 
-@pytest.fixture
-def engine_for(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    """Route the chat model's engine lookup to a scripted engine."""
-
-    def install(engine: ScriptedEngine) -> ScriptedEngine:
-        monkeypatch.setattr(chat_models_module, "get_engine", lambda config: engine)
-        monkeypatch.setattr(chat_models_module, "engine_exists", lambda config: True)
-        return engine
-
-    return install
-
-
 def test_deadline_votes_over_finished_and_aborts_the_rest(engine_for) -> None:  # type: ignore[no-untyped-def]
     engine = engine_for(ScriptedEngine([FAST, SLOW, FAST, SLOW], step_s=0.01))
     started = time.monotonic()

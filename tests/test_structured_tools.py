@@ -14,7 +14,6 @@ from pydantic import BaseModel
 from typing_extensions import TypedDict
 
 from langchain_latts import LatencyOptimalTTSLLM, LattsValueError
-from langchain_latts import chat_models as chat_models_module
 from langchain_latts.engines.base import BranchRequest
 from langchain_latts.structured import (
     answer_grammar,
@@ -193,16 +192,6 @@ async def test_calls_and_answers_compete_in_one_vote() -> None:
                              extractor=tool_extractor(constrained_calls, NAMES, "auto", extract_hash))
     assert run.answer == 'call:[{"arguments":{"a":1,"b":2},"name":"adder"}]'  # 2 votes beat 1 and 1
     assert run.vote.counts[run.answer] == 2
-
-
-@pytest.fixture
-def engine_for(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    def install(engine: ScriptedEngine) -> ScriptedEngine:
-        monkeypatch.setattr(chat_models_module, "get_engine", lambda config: engine)
-        monkeypatch.setattr(chat_models_module, "engine_exists", lambda config: True)
-        return engine
-
-    return install
 
 
 def test_the_winning_call_becomes_tool_calls_and_output_matching_no_tool_does_not_vote(engine_for) -> None:  # type: ignore[no-untyped-def]
