@@ -18,10 +18,12 @@ from langchain_latts._version import __version__
 from langchain_latts.budget import Budget, latts_budget
 from langchain_latts.chat_models import LatencyOptimalTTSLLM
 from langchain_latts.errors import (
+    BranchesFailedError,
     BudgetExhaustedError,
     DeadlineExceededError,
     EngineDeadError,
     EngineStartError,
+    FleetUnavailableError,
     LattsError,
     LattsValueError,
 )
@@ -30,11 +32,13 @@ from langchain_latts.errors import (
 quiet_dependencies()
 
 __all__ = [
+    "BranchesFailedError",
     "Budget",
     "BudgetExhaustedError",
     "DeadlineExceededError",
     "EngineDeadError",
     "EngineStartError",
+    "FleetUnavailableError",
     "LatencyOptimalTTSLLM",
     "LattsError",
     "LattsValueError",

@@ -10,14 +10,14 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.messages.ai import UsageMetadata
+from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.messages.utils import convert_to_openai_messages, merge_message_runs
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
 from langchain_latts.errors import LattsValueError
 from langchain_latts.tools import CALL_PREFIX, calls_from_key
-from langchain_latts.tts.branches import BranchRun
+from langchain_latts.tts.branches import Branch, BranchRun
 
 __all__ = ["build_chat_result", "result_to_chunks", "to_chat_messages", "with_instruction"]
 
@@ -118,7 +118,18 @@ def _tts_metadata(run: BranchRun, *, selected: int, latency_s: float, speculativ
         "branches_pruned": sum(1 for b in branches if b.pruned),
         "branches_respawned": sum(1 for b in branches if b.respawned),
         "budget_hit": run.budget_hit,
+        "branch_errors": [b.error for b in branches if b.error is not None],
+        "servers": _servers(branches),
     }
+
+
+def _servers(branches: Sequence[Branch]) -> dict[str, int] | None:
+    """Branches per server that produced them (None for an in-process engine)."""
+    counts: dict[str, int] = {}
+    for branch in branches:
+        for server in branch.servers:
+            counts[server] = counts.get(server, 0) + 1
+    return counts or None
 
 
 def select_branch(run: BranchRun) -> tuple[int, bool]:

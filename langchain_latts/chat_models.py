@@ -52,7 +52,7 @@ from langchain_latts._version import __version__
 from langchain_latts.budget import Budget, StepSpend, active_budget, branches_within
 from langchain_latts.engines.base import BranchRequest, Engine, EngineStats
 from langchain_latts.engines.vllm_local import engine_exists, get_engine
-from langchain_latts.errors import DeadlineExceededError, LattsValueError
+from langchain_latts.errors import BranchesFailedError, DeadlineExceededError, LattsValueError
 from langchain_latts.planner.plan import DEFAULT_QUANTILE
 from langchain_latts.planner.runtime import EngineProfile, cached_profile, engine_profile, plan_for_call
 from langchain_latts.settings import CALL_OPTIONS, ENGINE_OPTIONS, TTSSettings, as_latts_error
@@ -197,7 +197,13 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             "deadline_includes_start": self.deadline_includes_start,
             "max_model_len": self.max_model_len,
             "dtype": self.dtype,
+            "endpoints": self.endpoints,
         }
+
+    @property
+    def lc_secrets(self) -> dict[str, str]:
+        """Secrets LangChain's serializer replaces by the environment variable's name."""
+        return {"api_key": "VLLM_API_KEY"}
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(
@@ -313,7 +319,7 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
         def request(seed: int | None) -> BranchRequest:
             return BranchRequest(prompt_token_ids=tuple(prompt), max_tokens=min(settings.max_tokens, room),
                                  temperature=settings.temperature, top_p=settings.top_p, seed=seed, stop=call.stop,
-                                 grammar=grammar)
+                                 grammar=grammar, deadline=deadline)
 
         def respawn(index: int, prefix: str) -> BranchRequest:
             """A replacement for a pruned branch: a fresh sample continuing its verified steps."""
@@ -342,6 +348,10 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
                 branches=len(run.branches), answer=run.answer, started_at_s=started - budget.started))
             if not run.finished and (budget.exhausted or run.budget_hit):
                 raise budget.exhausted_error(f"the budget ran out during step {call.step!r} before any branch finished")
+        if not run.finished and run.branches and all(b.error is not None for b in run.branches):
+            raise BranchesFailedError(
+                f"every branch of this call failed in the engine ({len(run.branches)} branches); the first: "
+                f"{run.branches[0].error}", errors=[b.error or "" for b in run.branches])
         if run.deadline_hit and not run.finished and settings.on_deadline == "raise":
             elapsed = time.monotonic() - started
             raise DeadlineExceededError(
@@ -358,7 +368,9 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             typical_lengths = state.current().output_lengths
         spec_config = engine.config.speculative
         speculative = None
-        if spec_config is not None:
+        if engine.config.endpoints:  # the servers speculate as they were started; they report it or not
+            speculative = {"method": "configured on the servers", "reported": run.spec is not None}
+        elif spec_config is not None:
             speculative = {"method": spec_config.method, "num_speculative_tokens": spec_config.num_speculative_tokens,
                            "schedule": None if spec_config.schedule is None else [list(r) for r in spec_config.schedule]}
         return build_chat_result(

@@ -192,6 +192,37 @@ def bench_deadlines(
                        branches=branches, plot=Path(plot) if plot else None)
 
 
+@bench_app.command("fleet")
+def bench_fleet(
+    problems: int = typer.Option(30, help="Problems per point."),
+    out: str = typer.Option("bench-fleet.json", help="Where to save the numbers ('' to skip)."),
+) -> None:
+    """A call over one vLLM server against two (started here, loopback) and in-process, at 8 and 16 branches."""
+    from langchain_latts.bench.fleet import run_fleet_bench
+
+    run_fleet_bench(problems=problems, out=Path(out) if out else None)
+
+
+@app.command("serve")
+def serve(
+    port: int = typer.Option(8001, help="Port to listen on."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind ('0.0.0.0' for other machines)."),
+    model: str = typer.Option("", help="Model to serve (default: the shipped tiny target)."),
+    draft: str = typer.Option("default", help="Draft model ('default': the shipped draft; 'none': no speculation)."),
+    k: int = typer.Option(4, help="Speculative tokens per step."),
+) -> None:
+    """Run one vLLM OpenAI server for endpoints= (python -m vllm.entrypoints.openai.api_server ...)."""
+    import os
+
+    from langchain_latts.engines.launch import server_command, server_env
+
+    if model and draft == "default":
+        raise typer.BadParameter("--draft must name a draft model for --model (or 'none'), got 'default'.")
+    command = server_command(port=port, host=host, model=model or None, draft=None if draft == "none" else draft, k=k)
+    typer.echo(" ".join(command), err=True)
+    os.execve(command[0], command, server_env())  # pinned as vLLM likes: a server on its own host
+
+
 @models_app.command("train")
 def models_train(
     out: Path | None = typer.Option(None, help="Output directory (default: the package's models/)."),

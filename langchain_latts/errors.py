@@ -7,10 +7,12 @@ vLLM's validation errors (``"branches must be >= 1, got 0. ..."``).
 from __future__ import annotations
 
 __all__ = [
+    "BranchesFailedError",
     "BudgetExhaustedError",
     "DeadlineExceededError",
     "EngineDeadError",
     "EngineStartError",
+    "FleetUnavailableError",
     "LattsError",
     "LattsValueError",
 ]
@@ -40,6 +42,26 @@ class EngineStartError(LattsError, RuntimeError):
 
 class EngineDeadError(LattsError, RuntimeError):
     """The engine process died during a call; the next call restarts it."""
+
+
+class FleetUnavailableError(LattsError, RuntimeError):
+    """No server of the fleet (``endpoints``) could serve a branch.
+
+    ``endpoints`` maps every endpoint to its last error (None: it was serving).
+    """
+
+    def __init__(self, message: str, *, endpoints: dict[str, str | None]) -> None:
+        super().__init__(message)
+        self.endpoints = endpoints
+
+
+class BranchesFailedError(LattsError, RuntimeError):
+    """Every branch of a call failed in the engine (e.g. servers answering malformed
+    output); ``errors`` holds each branch's error."""
+
+    def __init__(self, message: str, *, errors: list[str]) -> None:
+        super().__init__(message)
+        self.errors = errors
 
 
 class DeadlineExceededError(LattsError, TimeoutError):

@@ -14,7 +14,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from langchain_core.utils import secret_from_env
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from langchain_latts.engines.base import (
     SPECULATIVE_METHODS,
@@ -24,8 +33,8 @@ from langchain_latts.engines.base import (
 )
 from langchain_latts.errors import LattsValueError
 from langchain_latts.models import DEFAULT_DRAFT, DEFAULT_TARGET
-from langchain_latts.tts.answers import AnswerExtractor, ExtractorName, resolve_extractor
 from langchain_latts.tools import ToolCalling
+from langchain_latts.tts.answers import AnswerExtractor, ExtractorName, resolve_extractor
 from langchain_latts.tts.selection import Aggregation, Strategy
 from langchain_latts.tts.stopping import EarlyStop
 from langchain_latts.tts.verifiers import Verifier, resolve_verifier
@@ -230,6 +239,21 @@ class TTSSettings(BaseModel):
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Extra vLLM ``AsyncEngineArgs`` (e.g. ``{"tensor_parallel_size": 2}``). Default: {}."""
 
+    # -- a fleet of servers instead of the in-process engine -----------------------------
+    endpoints: list[str] | None = None
+    """OpenAI-compatible vLLM servers to run the branches on instead of an in-process
+    engine, e.g. ``["http://10.0.0.5:8000/v1", "http://10.0.0.6:8000/v1"]``: each branch
+    goes to the server with the fewest outstanding branches, failed servers leave the
+    rotation and lost branches continue on another (see
+    :mod:`langchain_latts.engines.vllm_server`). ``model`` must name what they serve
+    (the chat template and tokenizer are loaded from it here); speculation and memory are
+    configured on the servers (``vllm serve --speculative-config``), so the engine
+    settings above are refused with endpoints. Default: None (in-process vLLM)."""
+
+    api_key: SecretStr | None = Field(default_factory=secret_from_env("VLLM_API_KEY", default=None))
+    """The servers' API key (``vllm serve --api-key``), sent as a bearer token; never
+    logged, never in metadata or traces. Default: ``$VLLM_API_KEY``, else none."""
+
     # -- validation ---------------------------------------------------------------------
     @field_validator("branches", mode="before")
     @classmethod
@@ -363,6 +387,25 @@ class TTSSettings(BaseModel):
             ) from e
         return value
 
+    @field_validator("endpoints")
+    @classmethod
+    def _check_endpoints(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        from langchain_latts.engines.vllm_server import normalize_endpoint
+
+        if not value:
+            raise LattsValueError.bad("endpoints", value, "must list at least one server, or be None",
+                                      "e.g. endpoints=['http://127.0.0.1:8001/v1'], or None for in-process vLLM.")
+        try:
+            urls = [normalize_endpoint(url) for url in value]
+        except LattsValueError as e:  # name the whole setting too
+            raise LattsValueError(f"{e} (in endpoints={value!r})") from None
+        if len(set(urls)) != len(urls):
+            raise LattsValueError.bad("endpoints", value, "must not list a server twice",
+                                      "List each server once; it takes as many branches as it can run.")
+        return urls
+
     @field_validator("answer_extractor", mode="before")
     @classmethod
     def _check_extractor(cls, value: Any) -> Any:
@@ -410,6 +453,8 @@ class TTSSettings(BaseModel):
 
     @model_validator(mode="after")
     def _check_combination(self) -> TTSSettings:
+        if self.endpoints is not None:
+            self._check_fleet_settings()
         for name in ("model", "draft_model"):
             value = getattr(self, name)
             if value is not None and _looks_local(value) and not Path(value).expanduser().exists():
@@ -441,6 +486,20 @@ class TTSSettings(BaseModel):
             )
         return self
 
+    def _check_fleet_settings(self) -> None:
+        """With endpoints, what the servers configure themselves is refused here."""
+        for name, flag in SERVER_SIDE_OPTIONS.items():
+            value, default = getattr(self, name), type(self).model_fields[name].get_default(call_default_factory=True)
+            if value != default:
+                raise LattsValueError.bad(
+                    name, value, "is configured on the servers when endpoints are set",
+                    f"Start each server with it (python -m vllm.entrypoints.openai.api_server ... {flag}) and "
+                    f"leave {name} unset here.")
+        if self.latency_profile is not None:
+            raise LattsValueError.bad(
+                "latency_profile", self.latency_profile, "is a profile of one machine's engine, not of a fleet",
+                "Leave it unset with endpoints: the planner measures a profile against the fleet when it starts.")
+
     # -- derived values -----------------------------------------------------------------
     @property
     def configured_drafter(self) -> tuple[SpeculativeMethod, str | None] | None:
@@ -465,6 +524,8 @@ class TTSSettings(BaseModel):
     def speculative_config(self) -> SpeculativeConfig | None:
         """The engine's speculation (None: none); ``"auto"`` asks the profile
         (:func:`langchain_latts.planner.runtime.auto_speculation`)."""
+        if self.endpoints is not None:
+            return None  # the servers speculate as they were started
         if self.num_speculative_tokens == "auto":
             from langchain_latts.planner.runtime import auto_speculation
 
@@ -508,6 +569,8 @@ class TTSSettings(BaseModel):
             enforce_eager=self.enforce_eager,
             dtype=self.dtype,
             extra_json=json.dumps(self.engine_kwargs, sort_keys=True),
+            endpoints=tuple(self.endpoints or ()),
+            api_key=self.api_key if self.endpoints else None,
         )
 
     @property
@@ -549,6 +612,7 @@ _EXAMPLES: dict[str, Any] = {
     "kv_cache_gib": 1.0, "gpu_memory_utilization": 0.45, "enforce_eager": True,
     "latency_profile": "~/.cache/langchain-latts/profiles/<id>.json", "verifier": "arithmetic_steps",
     "strategy": "best_of_n", "max_respawns": 8, "token_budget": 2000,
+    "endpoints": ["http://127.0.0.1:8001/v1"],
 }
 
 
@@ -603,10 +667,24 @@ def _looks_local(value: str) -> bool:
     return value.startswith(("/", ".", "~")) or Path(value).is_absolute()
 
 
+#: Engine settings a fleet's servers own (``endpoints`` set), and the server flag for each.
+SERVER_SIDE_OPTIONS: dict[str, str] = {
+    "draft_model": "--speculative-config '{\"method\": \"draft_model\", \"model\": ...}'",
+    "speculative_method": "--speculative-config '{\"method\": ...}'",
+    "num_speculative_tokens": "--speculative-config '{\"num_speculative_tokens\": ...}'",
+    "max_model_len": "--max-model-len N",
+    "max_num_seqs": "--max-num-seqs N",
+    "kv_cache_gib": "--kv-cache-memory-bytes N (or VLLM_CPU_KVCACHE_SPACE on CPU)",
+    "gpu_memory_utilization": "--gpu-memory-utilization F",
+    "enforce_eager": "--enforce-eager",
+    "dtype": "--dtype D",
+    "engine_kwargs": "--<argument> per key, e.g. --tensor-parallel-size 2",
+}
+
 #: Settings a call may override (``invoke(..., **options)`` or ``bind(**options)``).
 CALL_OPTIONS: tuple[str, ...] = tuple(TTSSettings.model_fields)
 #: Settings that choose the engine: overriding one per call runs the call on another
 #: engine (started on first use, kept until exit).
 ENGINE_OPTIONS: tuple[str, ...] = ("model", "draft_model", "speculative_method", "num_speculative_tokens",
                                    "max_model_len", "max_num_seqs", "kv_cache_gib", "gpu_memory_utilization",
-                                   "enforce_eager", "dtype", "engine_kwargs")
+                                   "enforce_eager", "dtype", "engine_kwargs", "endpoints", "api_key")

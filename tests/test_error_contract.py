@@ -46,6 +46,8 @@ BAD: dict[str, list[object]] = {
     "token_budget": ["lots", 0],
     "tool_calling": [1, "freeform"],
     "tool_parser": [3, " "],
+    "endpoints": ["http://127.0.0.1:8001/v1", ["127.0.0.1:8001"]],
+    "api_key": [3],
 }
 CASES = [(name, value) for name, values in BAD.items() for value in values]
 
@@ -94,3 +96,19 @@ def test_unknown_call_option_lists_the_valid_ones() -> None:
 def test_scoring_without_a_verifier_says_to_set_one(settings: dict[str, object], name: str) -> None:
     with pytest.raises(LattsValueError, match=rf"^{name} .*needs a verifier.*Set verifier="):
         LatencyOptimalTTSLLM(**settings)
+
+
+@pytest.mark.parametrize(("name", "value"), [("draft_model", "./x"), ("num_speculative_tokens", 4),
+                                             ("speculative_method", "ngram"), ("kv_cache_gib", 2.0),
+                                             ("max_num_seqs", 64), ("engine_kwargs", {"tensor_parallel_size": 2})])
+def test_settings_the_servers_own_are_refused_with_endpoints_and_the_flag_is_named(name: str, value: object) -> None:
+    if name == "draft_model":
+        value = str(__import__("langchain_latts.models", fromlist=["DEFAULT_DRAFT"]).DEFAULT_DRAFT)
+    with pytest.raises(LattsValueError, match=rf"^{name} is configured on the servers when endpoints are set, got "
+                                              r".*api_server \.\.\. --"):
+        LatencyOptimalTTSLLM(endpoints=["http://127.0.0.1:8001/v1"], **{name: value})
+
+
+def test_a_fleet_refuses_a_machine_profile() -> None:
+    with pytest.raises(LattsValueError, match="latency_profile .*not of a fleet"):
+        LatencyOptimalTTSLLM(endpoints=["http://127.0.0.1:8001/v1"], latency_profile=__file__)

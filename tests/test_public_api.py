@@ -7,11 +7,13 @@ import langchain_latts
 
 def test_all() -> None:
     assert sorted(langchain_latts.__all__) == [
+        "BranchesFailedError",
         "Budget",
         "BudgetExhaustedError",
         "DeadlineExceededError",
         "EngineDeadError",
         "EngineStartError",
+        "FleetUnavailableError",
         "LatencyOptimalTTSLLM",
         "LattsError",
         "LattsValueError",
@@ -22,5 +24,6 @@ def test_all() -> None:
 
 def test_errors_are_one_family() -> None:
     assert issubclass(langchain_latts.LattsValueError, ValueError)
-    for name in ("BudgetExhaustedError", "DeadlineExceededError", "EngineDeadError", "EngineStartError", "LattsValueError"):
+    for name in ("BranchesFailedError", "BudgetExhaustedError", "DeadlineExceededError", "EngineDeadError",
+                 "EngineStartError", "FleetUnavailableError", "LattsValueError"):
         assert issubclass(getattr(langchain_latts, name), langchain_latts.LattsError)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator, Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
+
+from pydantic import SecretStr
 
 T = TypeVar("T")
 
@@ -71,6 +73,11 @@ class EngineConfig:
     enforce_eager: bool | None = None
     #: Extra ``AsyncEngineArgs`` as a JSON object (a string, so the config stays hashable).
     extra_json: str = "{}"
+    #: OpenAI-compatible vLLM servers to run branches on instead of an in-process engine
+    #: (base URLs ending in ``/v1``; see :mod:`~langchain_latts.engines.vllm_server`).
+    endpoints: tuple[str, ...] = ()
+    #: The servers' API key (``vllm serve --api-key``); masked in every repr.
+    api_key: SecretStr | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,8 @@ class BranchRequest:
     ignore_eos: bool = False
     #: An EBNF grammar the output must match (vLLM structured outputs); None: free text.
     grammar: str | None = None
+    #: The call's deadline (``time.monotonic()``): an engine that retries stops retrying then.
+    deadline: float | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +136,10 @@ class BranchUpdate:
     stop_reason: str | int | None = None
     spec: SpecDecodeStats | None = None
     num_cached_tokens: int = 0
+    #: Why the branch failed (``finish_reason="error"``): it then does not vote.
+    error: str | None = None
+    #: Which server produced this output (server engines; None in-process).
+    server: str | None = None
 
 
 @dataclass

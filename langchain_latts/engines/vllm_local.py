@@ -425,7 +425,8 @@ def _spec_stats(metrics: Any) -> SpecDecodeStats | None:
     )
 
 
-_ENGINES: dict[EngineConfig, VLLMEngine] = {}
+#: Every engine of this process, in-process and server fleets alike, by config.
+_ENGINES: dict[EngineConfig, Engine] = {}
 _ENGINES_LOCK = threading.Lock()
 _AT_EXIT_REGISTERED = False
 
@@ -434,18 +435,23 @@ def _register_shutdown_at_exit() -> None:
     # atexit runs handlers last-in first-out: registering after vLLM (and with it
     # multiprocessing, which terminates child processes at exit) has been imported makes
     # our orderly shutdown run first, before the engine processes are killed under it.
-    global _AT_EXIT_REGISTERED
     with _ENGINES_LOCK:
-        if not _AT_EXIT_REGISTERED:
-            atexit.register(shutdown_all)
-            _AT_EXIT_REGISTERED = True
+        _register_shutdown_at_exit_locked()
+
+
+def _register_shutdown_at_exit_locked() -> None:
+    global _AT_EXIT_REGISTERED
+    if not _AT_EXIT_REGISTERED:
+        atexit.register(shutdown_all)
+        _AT_EXIT_REGISTERED = True
 
 
 def _claimed_gpu_shares(starting: VLLMEngine) -> list[float]:
     """GPU shares held by this process's other running engines."""
     with _ENGINES_LOCK:
         engines = list(_ENGINES.values())
-    return [e._gpu_share for e in engines if e is not starting and e._gpu_share is not None]  # noqa: SLF001
+    return [e._gpu_share for e in engines  # noqa: SLF001
+            if isinstance(e, VLLMEngine) and e is not starting and e._gpu_share is not None]
 
 
 def engine_exists(config: EngineConfig) -> bool:
@@ -454,12 +460,21 @@ def engine_exists(config: EngineConfig) -> bool:
         return config in _ENGINES
 
 
-def get_engine(config: EngineConfig) -> VLLMEngine:
-    """The process-wide engine for ``config`` (created, not started: it starts on first use)."""
+def get_engine(config: EngineConfig) -> Engine:
+    """The process-wide engine for ``config`` (created, not started: it starts on first use):
+    a fleet of servers (:class:`~langchain_latts.engines.vllm_server.VLLMServerEngine`)
+    when ``config.endpoints`` lists any, else an in-process :class:`VLLMEngine`."""
     with _ENGINES_LOCK:
         engine = _ENGINES.get(config)
         if engine is None:
-            engine = _ENGINES[config] = VLLMEngine(config)
+            if config.endpoints:
+                from langchain_latts.engines.vllm_server import VLLMServerEngine
+
+                engine = VLLMServerEngine(config)
+                _register_shutdown_at_exit_locked()
+            else:
+                engine = VLLMEngine(config)
+            _ENGINES[config] = engine
         return engine
 
 

@@ -5,7 +5,8 @@ An engine's profile is, in order of preference:
 1. the file given as ``latency_profile`` (refused if it was measured for another setup);
 2. the cached profile of this setup (``latts profile`` wrote it; same hardware, versions,
    models and engine settings, see :mod:`~langchain_latts.planner.profile`);
-3. a **start-up profile**, measured once when the engine starts (about a second on the
+3. a **start-up profile**, measured once when the engine starts (always, for a fleet of
+   servers: through the fleet, so its step times are the fleet's) (about a second on the
    built-in model): the step time of this engine as configured at a few batch sizes, the
    first-token time of the prompt, and output lengths -- of held-out problems for the
    built-in model; for another model ``max_tokens`` until calls have been observed, then
@@ -114,6 +115,8 @@ async def engine_profile(engine: Engine, settings: TTSSettings, max_num_seqs: in
 async def _resolve(engine: Engine, settings: TTSSettings, max_num_seqs: int) -> EngineProfile:
     setting = speculation_of(engine.config)
     identity = await asyncio.to_thread(profile_identity, settings)
+    if engine.config.endpoints:  # a fleet is profiled against itself, never with this machine's profile
+        return await _startup_profile(engine, settings, identity, max_num_seqs)
     profile = load_profile(identity, settings.latency_profile)
     if profile is not None and _covers(profile, setting):
         return EngineProfile(profile, f"latts profile {profile.profile_id} ({profile.created})", setting)

@@ -93,6 +93,10 @@ class Branch:
     prefix: str = ""
     #: Seconds from the call's start to this branch's launch.
     launched_at_s: float = 0.0
+    #: Why the engine failed this branch (``finish_reason="error"``; it does not vote).
+    error: str | None = None
+    #: The servers that produced this branch, in order (server engines; a failover adds one).
+    servers: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -195,6 +199,10 @@ async def _consume(engine: Engine, branch: Branch, request: BranchRequest, start
             branch.num_cached_tokens = max(branch.num_cached_tokens, update.num_cached_tokens)
             if update.spec is not None:
                 branch.spec = update.spec
+            if update.server is not None and update.server not in branch.servers[-1:]:
+                branch.servers.append(update.server)
+            if update.error is not None:
+                branch.error = update.error
             if spend is not None and not spend(update.num_new_tokens) and not update.finished:
                 stopped = "budget"
                 break
@@ -413,6 +421,10 @@ async def run_branches(
         # Retrieve every task's outcome: after an engine death all branches fail, and
         # only the first error is raised.
         await asyncio.gather(*every_task, return_exceptions=True)
+    failed = [b for b in branches if b.error is not None]
+    if failed:
+        logger.warning("the engine failed %d of %d branches (they do not vote): %s", len(failed), len(branches),
+                       failed[0].error)
     failures = [b for b in branches if b.score_error is not None]
     if failures:
         logger.warning("verifier %s failed on %d of %d branches (they score lowest): %s",

