@@ -22,11 +22,8 @@ from langchain_latts.engines.vllm_server import VLLMServerEngine, parse_promethe
 
 EASY, EASY_ANSWER = "Compute 3 + 4 - 2.", "5"
 HARD, HARD_ANSWER = "Compute 591 + 78 - 364 + 85 - 233 + 557.", "714"  # ~100 tokens per branch
-#: Lateness allowed past a deadline (abort, vote and the hop back). Wider than in-process
-#: (0.3 s): here the client shares this 2-core host with two servers' four busy processes,
-#: and its event loop waits for a core (measured over 12 calls cut at 0.3 s: up to 0.4 s late
-#: with two servers, 0.04 s with one; `latts bench fleet` prints the overshoot).
-SLACK_S = 1.0
+#: Lateness allowed past a deadline (abort, vote and the hop back), as in-process.
+SLACK_S = 0.3
 BASE: dict[str, Any] = {"seed": 0, "max_tokens": 160}
 
 
@@ -70,7 +67,10 @@ def test_the_planner_plans_with_a_profile_measured_against_the_fleet(fleet: list
 
 
 def test_the_deadline_holds_and_nothing_is_left_running_on_the_servers(fleet: list[ServerProcess]) -> None:
-    llm = LatencyOptimalTTSLLM(endpoints=[s.endpoint for s in fleet], **BASE)
+    """On one server of the two: with both busy, this 2-core host runs the client's loop
+    behind four busy server processes and calls come back up to ~1 s late (`latts bench
+    fleet`: 2 servers p90 0.38 s, max 1.1 s past a 0.3 s deadline; 1 server max 0.06 s)."""
+    llm = LatencyOptimalTTSLLM(endpoints=[fleet[0].endpoint], **BASE)
     natural = llm.invoke(HARD, branches=16, early_stop=False).response_metadata["tts"]["latency_s"]
     deadline = round(natural / 4, 3)
     started = time.monotonic()
@@ -78,6 +78,7 @@ def test_the_deadline_holds_and_nothing_is_left_running_on_the_servers(fleet: li
     elapsed = time.monotonic() - started
     tts = message.response_metadata["tts"]
     assert tts["deadline_hit"] and tts["branches_aborted"] > 0
+    print(f"deadline {deadline} s: returned after {elapsed:.3f} s")
     assert elapsed <= deadline + SLACK_S, f"{elapsed:.3f} s for a {deadline} s deadline"
     assert [wait_until_idle(s) for s in fleet] == [0.0, 0.0], "closing a stream must abort its request"
 
@@ -121,11 +122,14 @@ def test_killing_a_server_mid_call_still_returns_the_voted_answer(fleet: list[Se
     thread.start()
     end = time.monotonic() + 10
     while engine.replicas[1].outstanding < 8 and time.monotonic() < end:
-        time.sleep(0.005)
-    time.sleep(0.2)  # prefill done, tokens streaming
+        time.sleep(0.002)
+    time.sleep(0.05)  # its branches are prefilled and streaming
+    victim.pause()  # frozen mid-branch: the call cannot finish on it any more
+    in_flight = engine.replicas[1].outstanding
+    time.sleep(0.1)
     victim.kill()
     thread.join(timeout=30)
-    assert not thread.is_alive()
+    assert not thread.is_alive() and in_flight > 0, "the victim must have held branches when it died"
     tts = result["message"].response_metadata["tts"]
     assert tts["answer"] == HARD_ANSWER, tts["votes"]
     assert tts["branches_finished"] >= 12 and not tts["branch_errors"]
