@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import BaseModel
 
 from langchain_latts import FleetUnavailableError, LatencyOptimalTTSLLM
 from langchain_latts.engines import vllm_server
@@ -101,6 +102,20 @@ def test_no_live_endpoint_is_one_error_naming_each(monkeypatch: pytest.MonkeyPat
     with pytest.raises(FleetUnavailableError, match=f"{dead[0]}: ConnectError.*{dead[1]}: ConnectError") as e:
         llm.invoke(EASY)
     assert set(e.value.endpoints) == set(dead)
+
+
+def test_structured_output_and_tool_calls_decode_under_the_servers_grammar(fleet: list[ServerProcess]) -> None:
+    class Total(BaseModel):
+        total: int
+
+    llm = LatencyOptimalTTSLLM(endpoints=[s.endpoint for s in fleet], branches=4, **BASE)
+    assert llm.with_structured_output(Total).invoke(EASY) == Total(total=5)
+    calculator = {"type": "function", "function": {
+        "name": "calculator", "description": "Evaluate an arithmetic expression.",
+        "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"]}}}
+    message = llm.bind_tools([calculator], tool_choice="any").invoke(EASY, tool_calling="constrained")
+    assert [c["name"] for c in message.tool_calls] == ["calculator"]
+    assert message.tool_calls[0]["args"]["expression"].replace(" ", "") == "3+4-2"
 
 
 def test_killing_a_server_mid_call_still_returns_the_voted_answer(fleet: list[ServerProcess]) -> None:
