@@ -410,3 +410,31 @@ def test_lateness_counts_only_time_past_the_deadline() -> None:
     late = lateness([0.2, 0.31, 0.35, 0.5, 0.3], 0.3)
     assert late["median"] == pytest.approx(0.01) and late["max"] == pytest.approx(0.2)
     assert late["p90"] == pytest.approx(0.05)
+
+
+def test_log_probs_are_asked_for_and_read_per_token() -> None:
+    request = BranchRequest(prompt_token_ids=(1,), max_tokens=4, logprobs=5)
+    assert completion_body("m", request, [], request_id="r")["logprobs"] == 5
+    assert "logprobs" not in completion_body("m", BranchRequest(prompt_token_ids=(1,), max_tokens=4), [],
+                                             request_id="r")
+    payload = json.dumps({"choices": [{"text": "ab", "token_ids": [1, 2], "logprobs": {
+        "tokens": ["a", "b"], "top_logprobs": [{"a": -0.1, "c": -2.5}, {"b": -0.5, "d": -1.0}]}}]})
+    assert read_chunk(payload).top_logprobs == [[-0.1, -2.5], [-0.5, -1.0]]
+    assert read_chunk(_event("a", [1])).top_logprobs is None
+
+
+@pytest.mark.parametrize("top", [[{"a": -0.1}], [{"a": "x"}, {"b": -1.0}], [{"a": 0.5}, {"b": -1.0}], "many"])
+def test_malformed_log_probs_fail_the_branch(top: Any) -> None:
+    payload = json.dumps({"choices": [{"text": "ab", "token_ids": [1, 2], "logprobs": {"top_logprobs": top}}]})
+    with pytest.raises(BranchFailure, match="log-probs"):
+        read_chunk(payload)
+
+
+def test_vllm_log_probs_become_plain_lists() -> None:
+    from types import SimpleNamespace
+
+    from langchain_latts.engines.vllm_local import top_logprobs_of
+
+    positions = [{5: SimpleNamespace(logprob=-0.2), 9: SimpleNamespace(logprob=-1.7)}, None]
+    assert top_logprobs_of(positions) == [[-0.2, -1.7], []]
+    assert top_logprobs_of(None) == []

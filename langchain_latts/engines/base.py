@@ -97,6 +97,9 @@ class BranchRequest:
     grammar: str | None = None
     #: The call's deadline (``time.monotonic()``): an engine that retries stops retrying then.
     deadline: float | None = None
+    #: Log-probs of the top ``logprobs`` candidates per generated token (vLLM's
+    #: ``logprobs=k``), for confidence measures; None: none.
+    logprobs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,8 @@ class BranchUpdate:
     error: str | None = None
     #: Which server produced this output (server engines; None in-process).
     server: str | None = None
+    #: Per new token, its candidates' log-probs (when the request asked for ``logprobs``).
+    top_logprobs: list[list[float]] | None = None
 
 
 @dataclass

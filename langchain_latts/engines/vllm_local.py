@@ -384,6 +384,7 @@ class VLLMEngine(Engine):
             ignore_eos=request.ignore_eos,
             output_kind=RequestOutputKind.DELTA,
             structured_outputs=None if request.grammar is None else StructuredOutputsParams(grammar=request.grammar),
+            logprobs=request.logprobs,
         )
         prompt = {"prompt_token_ids": list(request.prompt_token_ids)}
         generation = self._generation
@@ -398,6 +399,7 @@ class VLLMEngine(Engine):
                     stop_reason=completion.stop_reason,
                     spec=_spec_stats(completion.spec_decode_metrics),
                     num_cached_tokens=out.num_cached_tokens or 0,
+                    top_logprobs=None if request.logprobs is None else top_logprobs_of(completion.logprobs),
                 )
         except VLLMEngineDeadError as e:
             raise EngineDeadError(
@@ -412,6 +414,12 @@ class VLLMEngine(Engine):
                     "it is restarted on the next call: retry the call."
                 ) from e
             raise
+
+
+def top_logprobs_of(positions: Any) -> list[list[float]]:
+    """vLLM's per-position ``{token id: Logprob}`` (a list or ``FlatLogprobs``) as plain
+    log-prob lists, one per generated token."""
+    return [[float(p.logprob) for p in (position or {}).values()] for position in positions or ()]
 
 
 def _spec_stats(metrics: Any) -> SpecDecodeStats | None:

@@ -208,6 +208,8 @@ def completion_body(model: str, request: BranchRequest, produced: Sequence[int],
         body["priority"] = request.priority
     if request.grammar is not None:
         body["structured_outputs"] = {"grammar": request.grammar}
+    if request.logprobs is not None:
+        body["logprobs"] = request.logprobs
     return body
 
 
@@ -223,6 +225,8 @@ class Chunk:
     completion_tokens: int | None = None
     spec: SpecDecodeStats | None = None
     num_cached_tokens: int = 0
+    #: Per token of this chunk, its candidates' log-probs (when asked for).
+    top_logprobs: list[list[float]] | None = None
 
 
 def read_chunk(payload: str) -> Chunk:
@@ -258,6 +262,7 @@ def read_chunk(payload: str) -> Chunk:
             raise BranchFailure("the server sent no token ids (it must be vLLM >= 0.10, which returns them "
                                 "with return_token_ids)")
         chunk.text, chunk.token_ids = choice.get("text", ""), ids
+        chunk.top_logprobs = _top_logprobs(choice.get("logprobs"), len(ids))
         chunk.finish_reason = choice.get("finish_reason")
         chunk.stop_reason = choice.get("stop_reason")
         if chunk.finish_reason is not None and not isinstance(chunk.finish_reason, str):
@@ -272,6 +277,19 @@ def read_chunk(payload: str) -> Chunk:
         chunk.num_cached_tokens = cached if isinstance(cached, int) else 0
         chunk.spec = _spec_of(data.get("metrics"))
     return chunk
+
+
+def _top_logprobs(logprobs: Any, tokens: int) -> list[list[float]] | None:
+    """The completions API's ``logprobs.top_logprobs`` (a ``{token: logprob}`` per token) as
+    log-prob lists; None when absent; a wrong shape is a :class:`BranchFailure`."""
+    if logprobs is None:
+        return None
+    top = logprobs.get("top_logprobs") if isinstance(logprobs, dict) else None
+    if not isinstance(top, list) or len(top) != tokens or not all(
+            isinstance(p, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0
+                                        for v in p.values()) for p in top):
+        raise BranchFailure("the server sent log-probs that are not one {token: log-prob <= 0} per token")
+    return [[float(v) for v in p.values()] for p in top]
 
 
 def _spec_of(metrics: Any) -> SpecDecodeStats | None:
@@ -663,7 +681,8 @@ class VLLMServerEngine(Engine):
                     raise BranchFailure(f"the server sent {segment} tokens where at most {budget} were asked")
                 produced.extend(chunk.token_ids)
                 update = BranchUpdate(chunk.text, len(chunk.token_ids), finished=chunk.finish_reason is not None,
-                                      finish_reason=chunk.finish_reason, stop_reason=chunk.stop_reason, server=server)
+                                      finish_reason=chunk.finish_reason, stop_reason=chunk.stop_reason, server=server,
+                                      top_logprobs=chunk.top_logprobs)
                 if update.finished:
                     pending = update
                 else:

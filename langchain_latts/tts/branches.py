@@ -25,6 +25,7 @@ from typing import Any
 
 from langchain_latts.engines.base import BranchRequest, Engine, SpecDecodeStats
 from langchain_latts.tts.answers import AnswerExtractor, explicit_answer
+from langchain_latts.tts.confidence import token_confidence
 from langchain_latts.tts.selection import (
     Aggregation,
     Selection,
@@ -97,6 +98,9 @@ class Branch:
     error: str | None = None
     #: The servers that produced this branch, in order (server engines; a failover adds one).
     servers: list[str] = field(default_factory=list)
+    #: Token confidences (:func:`~langchain_latts.tts.confidence.token_confidence`), when
+    #: the request asked for log-probs.
+    confidences: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -203,6 +207,8 @@ async def _consume(engine: Engine, branch: Branch, request: BranchRequest, start
                 branch.servers.append(update.server)
             if update.error is not None:
                 branch.error = update.error
+            if update.top_logprobs and request.logprobs:
+                branch.confidences += [token_confidence(p, request.logprobs) for p in update.top_logprobs if p]
             if spend is not None and not spend(update.num_new_tokens) and not update.finished:
                 stopped = "budget"
                 break

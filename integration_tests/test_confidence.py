@@ -1,0 +1,43 @@
+"""Log-probs from the real engine, with and without speculation, become token confidences."""
+
+from __future__ import annotations
+
+import pytest
+
+from langchain_latts import LatencyOptimalTTSLLM
+from langchain_latts.engines.base import BranchRequest, BranchUpdate
+from langchain_latts.tts.answers import resolve_extractor
+from langchain_latts.tts.branches import run_branches
+
+
+@pytest.mark.parametrize("fixture", ["llm", "spec_llm"])
+def test_the_engine_returns_each_tokens_top_log_probs(fixture: str, request: pytest.FixtureRequest) -> None:
+    llm: LatencyOptimalTTSLLM = request.getfixturevalue(fixture)
+    engine = llm.engine
+    prompt = tuple(engine.render_prompt([{"role": "user", "content": "Compute 38 + 4 - 19."}]))
+
+    async def one() -> list[BranchUpdate]:
+        branch = BranchRequest(prompt_token_ids=prompt, max_tokens=60, temperature=0.8, seed=3, logprobs=5)
+        return [u async for u in engine.branch(branch, f"latts-logprobs-{fixture}")]
+
+    updates = engine.run_sync(one())
+    per_token = [p for u in updates for p in (u.top_logprobs or [])]
+    assert len(per_token) == sum(u.num_new_tokens for u in updates) > 5
+    assert all(5 <= len(p) <= 6 and max(p) <= 0.0 for p in per_token), "top 5 (+ the sampled token when outside)"
+
+
+def test_branches_carry_their_token_confidences(llm: LatencyOptimalTTSLLM) -> None:
+    engine = llm.engine
+    prompt = tuple(engine.render_prompt([{"role": "user", "content": "Compute 38 + 4 - 19."}]))
+    requests = [BranchRequest(prompt_token_ids=prompt, max_tokens=60, temperature=0.8, seed=s, logprobs=5)
+                for s in range(4)]
+
+    async def run() -> list[tuple[int, list[float]]]:
+        import time
+
+        result = await run_branches(engine, requests, call_id="latts-conf", extractor=resolve_extractor("auto"),
+                                    started=time.monotonic(), early_stop=False)
+        return [(b.num_tokens, b.confidences) for b in result.branches]
+
+    for tokens, confidences in engine.run_sync(run()):
+        assert len(confidences) == tokens and all(c > 0 for c in confidences)

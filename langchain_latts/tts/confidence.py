@@ -1,0 +1,152 @@
+"""How sure the model was: DeepConf's confidence measures from per-token log-probs (pure).
+
+Every function here takes numbers, not engine objects, so each is tested on hand-built
+sequences. Notation follows DeepConf (Fu et al., 2025, arXiv 2508.15260):
+
+* **token confidence** ``C_i = -(1/k) * sum_{j=1..k} log P_i(j)``: the negative mean
+  log-probability of the ``k`` most likely tokens at position ``i``. A peaked distribution
+  (the model sure of its token) leaves the runners-up very unlikely, so ``C_i`` is high; a
+  flat one gives a low ``C_i``. Only the top ``k`` count -- the sampled token adds nothing
+  unless it is one of them.
+* **mean confidence** of a branch: the mean of its ``C_i``.
+* **tail confidence**: the mean of its last ``tail`` token confidences (the final steps,
+  where the answer is written).
+* **group confidence** ``C_G``: the mean of ``C_i`` over a sliding window of ``window``
+  consecutive tokens (a branch shorter than the window is one group of all its tokens);
+  **lowest group confidence**: the smallest ``C_G`` -- one bad stretch marks the branch;
+  **bottom-share confidence**: the mean of its lowest ``share`` of group confidences.
+* **warm-up threshold** (DeepConf-online): of the lowest group confidences of the first
+  branches to finish, the value that keeps the most confident ``keep`` share above it
+  (``keep=0.1``: the 90th percentile, DeepConf-low; ``keep=0.9``: the 10th, DeepConf-high).
+  A running branch whose group confidence falls below it is cut.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from typing import Literal
+
+__all__ = ["ConfidenceMeasure", "GroupConfidence", "bottom_share_confidence", "branch_confidence",
+           "group_confidences", "lowest_group_confidence", "mean_confidence", "most_confident",
+           "tail_confidence", "token_confidence", "warmup_threshold"]
+
+#: Which number summarises a finished branch's confidence.
+ConfidenceMeasure = Literal["mean", "tail", "lowest_group", "bottom_share"]
+
+
+def token_confidence(logprobs: Sequence[float], k: int) -> float:
+    """``C_i`` of one position from its candidates' log-probs (any order; the top ``k`` count).
+
+    Fewer than ``k`` candidates (the vocabulary, or the engine, gave fewer) average what
+    there is; no candidate at all is a ValueError.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    top = sorted(logprobs, reverse=True)[:k]
+    if not top:
+        raise ValueError("a position needs at least one log-prob")
+    return -math.fsum(top) / len(top)
+
+
+def mean_confidence(confidences: Sequence[float]) -> float:
+    """The mean token confidence of a branch."""
+    _need(confidences)
+    return math.fsum(confidences) / len(confidences)
+
+
+def tail_confidence(confidences: Sequence[float], tail: int) -> float:
+    """The mean confidence of the last ``tail`` tokens (all of them when shorter)."""
+    _need(confidences)
+    return mean_confidence(confidences[-tail:])
+
+
+def group_confidences(confidences: Sequence[float], window: int) -> list[float]:
+    """``C_G`` of every window of ``window`` consecutive tokens, in order (one group when
+    the branch is shorter than the window)."""
+    _need(confidences)
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    if len(confidences) <= window:
+        return [mean_confidence(confidences)]
+    groups, total = [], math.fsum(confidences[:window])
+    groups.append(total / window)
+    for i in range(window, len(confidences)):
+        total += confidences[i] - confidences[i - window]
+        groups.append(total / window)
+    return groups
+
+
+def lowest_group_confidence(confidences: Sequence[float], window: int) -> float:
+    """The smallest group confidence of a branch."""
+    return min(group_confidences(confidences, window))
+
+
+def bottom_share_confidence(confidences: Sequence[float], window: int, share: float = 0.1) -> float:
+    """The mean of the lowest ``share`` of a branch's group confidences (at least one)."""
+    groups = sorted(group_confidences(confidences, window))
+    return mean_confidence(groups[: max(1, math.floor(share * len(groups)))])
+
+
+def branch_confidence(confidences: Sequence[float], measure: ConfidenceMeasure, *, window: int, tail: int) -> float:
+    """One number for a finished branch, by ``measure``."""
+    if measure == "mean":
+        return mean_confidence(confidences)
+    if measure == "tail":
+        return tail_confidence(confidences, tail)
+    if measure == "lowest_group":
+        return lowest_group_confidence(confidences, window)
+    return bottom_share_confidence(confidences, window)
+
+
+def warmup_threshold(lowest_groups: Sequence[float], keep: float) -> float:
+    """The cut-off that the most confident ``keep`` share of warm-up branches pass: of
+    ``n`` lowest group confidences, the ``ceil(keep * n)``-th largest (at least one
+    branch passes; a branch passes when its confidence is >= the cut-off)."""
+    _need(lowest_groups)
+    if not 0 < keep <= 1:
+        raise ValueError(f"keep must be in (0, 1], got {keep}")
+    ordered = sorted(lowest_groups)
+    passing = max(1, math.ceil(keep * len(ordered) - 1e-9))
+    return ordered[len(ordered) - passing]
+
+
+def most_confident(confidences: Sequence[float | None], keep: float) -> list[bool]:
+    """Which branches are among the most confident ``keep`` share (at least one; ties at
+    the cut keep the lower index); None (no confidence) is never kept while another is."""
+    known = [(c, -i) for i, c in enumerate(confidences) if c is not None]
+    if not known:
+        return [False] * len(confidences)
+    count = max(1, round(keep * len(known)))
+    chosen = {-i for _, i in sorted(known, reverse=True)[:count]}
+    return [i in chosen for i in range(len(confidences))]
+
+
+class GroupConfidence:
+    """The running group confidence of a branch as its tokens arrive (for in-flight cuts)."""
+
+    def __init__(self, window: int) -> None:
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.window = window
+        self._recent: deque[float] = deque(maxlen=window)
+        self._total = 0.0
+        self.lowest: float | None = None
+
+    def push(self, confidence: float) -> float | None:
+        """Add one token's confidence; the window's mean once it is full (else None)."""
+        if len(self._recent) == self.window:
+            self._total -= self._recent[0]
+        self._recent.append(confidence)
+        self._total += confidence
+        if len(self._recent) < self.window:
+            return None
+        current = self._total / self.window
+        self.lowest = current if self.lowest is None else min(self.lowest, current)
+        return current
+
+
+def _need(values: Sequence[float]) -> None:
+    if not values:
+        raise ValueError("a branch needs at least one token confidence")
