@@ -192,6 +192,18 @@ def bench_deadlines(
                        branches=branches, plot=Path(plot) if plot else None)
 
 
+@bench_app.command("logprobs")
+def bench_logprobs(
+    problems: int = typer.Option(20, help="Problems per branch count."),
+    k: int = typer.Option(5, help="Log-probs per token (vLLM's logprobs=k)."),
+    out: str = typer.Option("bench-logprobs.json", help="Where to save the numbers ('' to skip)."),
+) -> None:
+    """What asking for top-k log-probs (for confidence measures) costs, at 1, 8 and 16 branches."""
+    from langchain_latts.bench.logprobs import run_logprobs_bench
+
+    run_logprobs_bench(problems=problems, k=k, out=Path(out) if out else None)
+
+
 @bench_app.command("fleet")
 def bench_fleet(
     problems: int = typer.Option(30, help="Problems per point."),
