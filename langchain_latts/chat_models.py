@@ -81,6 +81,8 @@ from langchain_latts.tts.branches import (
     branch_seeds,
     run_branches,
 )
+from langchain_latts.tts.confidence import TOP_K as CONFIDENCE_TOP_K
+from langchain_latts.tts.selection import CONFIDENCE_STRATEGIES
 from langchain_latts.tts.verifiers import verifier_name
 
 logger = logging.getLogger(__name__)
@@ -187,6 +189,8 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             "verifier": verifier_name(self.verifier),
             "strategy": self.selection_strategy,
             "step_aggregation": self.step_aggregation,
+            "confidence_measure": self.confidence_measure,
+            "confidence_keep": self.confidence_keep,
             "prune": self.prune,
             "prune_threshold": self.prune_threshold,
             "token_budget": self.token_budget,
@@ -319,7 +323,8 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
         def request(seed: int | None) -> BranchRequest:
             return BranchRequest(prompt_token_ids=tuple(prompt), max_tokens=min(settings.max_tokens, room),
                                  temperature=settings.temperature, top_p=settings.top_p, seed=seed, stop=call.stop,
-                                 grammar=grammar, deadline=deadline)
+                                 grammar=grammar, deadline=deadline,
+                                 logprobs=CONFIDENCE_TOP_K if settings.selection_strategy in CONFIDENCE_STRATEGIES else None)
 
         def respawn(index: int, prefix: str) -> BranchRequest:
             """A replacement for a pruned branch: a fresh sample continuing its verified steps."""
@@ -333,6 +338,7 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             strategy=settings.selection_strategy, aggregation=settings.step_aggregation, prune=settings.prune,
             prune_threshold=settings.prune_threshold, step_delimiter=settings.step_delimiter,
             max_respawns=branches if settings.max_respawns is None else settings.max_respawns,
+            confidence_measure=settings.confidence_measure, confidence_keep=settings.confidence_keep,
         )
         run = await run_branches(
             engine, [request(seed) for seed in branch_seeds(settings.seed, prompt, branches)],

@@ -35,6 +35,7 @@ from langchain_latts.errors import LattsValueError
 from langchain_latts.models import DEFAULT_DRAFT, DEFAULT_TARGET
 from langchain_latts.tools import ToolCalling
 from langchain_latts.tts.answers import AnswerExtractor, ExtractorName, resolve_extractor
+from langchain_latts.tts.confidence import ConfidenceMeasure
 from langchain_latts.tts.selection import Aggregation, Strategy
 from langchain_latts.tts.stopping import EarlyStop
 from langchain_latts.tts.verifiers import Verifier, resolve_verifier
@@ -140,10 +141,25 @@ class TTSSettings(BaseModel):
 
     strategy: Strategy | None = None
     """How branches become one answer: ``"majority"`` (the plurality of answers),
-    ``"weighted_majority"`` (answers weighted by their branches' scores) or
-    ``"best_of_n"`` (the answer of the highest-scoring branch); see
+    ``"weighted_majority"`` (answers weighted by their branches' scores),
+    ``"best_of_n"`` (the answer of the highest-scoring branch), ``"confidence_weighted"``
+    (answers weighted by their branches' confidence from the model's own log-probs, times
+    the verifier's score when there is one) or ``"confidence_filtered"`` (only the most
+    confident ``confidence_keep`` share votes); the confidence strategies need no
+    verifier, ask the engine for log-probs and never stop early; see
     :mod:`langchain_latts.tts.selection`. Default: None -- ``"weighted_majority"`` with
     a verifier, else ``"majority"``."""
+
+    confidence_measure: ConfidenceMeasure = "lowest_group"
+    """How a branch's token confidences (from the model's top-5 log-probs, DeepConf's
+    ``-mean log p``) become one number for the confidence strategies: ``"mean"``,
+    ``"tail"`` (last 16 tokens), ``"lowest_group"`` (the weakest 16-token window) or
+    ``"bottom_share"`` (the mean of its weakest 10% of windows); see
+    :mod:`langchain_latts.tts.confidence`. Default: ``"lowest_group"``."""
+
+    confidence_keep: float = 0.5
+    """The share of answering branches a ``confidence_filtered`` vote keeps (the most
+    confident ones), in (0, 1]. Default: 0.5."""
 
     step_aggregation: Aggregation = "min"
     """How a verifier's per-step scores become one: ``"min"``, ``"last"``, ``"prod"`` or
@@ -424,6 +440,14 @@ class TTSSettings(BaseModel):
         if not 0 < value <= 1:
             raise LattsValueError.bad("prune_threshold", value, "must be in (0, 1]",
                                       "Scores lie in [0, 1]; e.g. prune_threshold=0.5 aborts a branch with a wrong step.")
+        return value
+
+    @field_validator("confidence_keep")
+    @classmethod
+    def _check_confidence_keep(cls, value: float) -> float:
+        if not 0 < value <= 1:
+            raise LattsValueError.bad("confidence_keep", value, "must be in (0, 1]",
+                                      "e.g. confidence_keep=0.5 keeps the more confident half of the branches.")
         return value
 
     @field_validator("step_delimiter")

@@ -17,7 +17,7 @@ class ScriptedEngine(Engine):
 
     def __init__(self, scripts: Sequence[Sequence[str]], step_s: float = 0.01, fail_branch: int | None = None,
                  finish_reasons: Sequence[str] | None = None, min_step_s: float = 0.0, max_model_len: int = 1024,
-                 fail_all: bool = False):
+                 fail_all: bool = False, confidence: Sequence[float] | None = None):
         self.config = EngineConfig(model="scripted")
         self.scripts = scripts
         self.step_s = step_s
@@ -30,6 +30,8 @@ class ScriptedEngine(Engine):
         self.aborted: list[str] = []
         self.started_ids: list[str] = []
         self.requests: list[BranchRequest] = []
+        #: Branch i's token confidence when log-probs are asked for: every candidate at -confidence[i].
+        self.confidence = confidence
 
     async def branch(self, request: BranchRequest, request_id: str) -> AsyncIterator[BranchUpdate]:
         index = int(request_id.rsplit("-", 1)[1])
@@ -44,8 +46,11 @@ class ScriptedEngine(Engine):
                 if self.fail_branch == index or self.fail_all:
                     raise RuntimeError("engine exploded")
                 last = k == len(pieces) - 1
+                top = None
+                if request.logprobs and self.confidence is not None:
+                    top = [[-self.confidence[index]] * request.logprobs]
                 yield BranchUpdate(text_delta=piece, num_new_tokens=1, finished=last,
-                                   finish_reason=reason if last else None)
+                                   finish_reason=reason if last else None, top_logprobs=top)
         finally:
             self.running.discard(request_id)
 

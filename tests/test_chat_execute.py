@@ -266,3 +266,18 @@ def test_a_replacement_prompt_carries_the_verified_steps(engine_for) -> None:  #
     assert replacement.prompt_token_ids == (*first.prompt_token_ids, *engine.tokenize("48 + 17 = 65\n"))
     assert replacement.max_tokens == 100 - len("48 + 17 = 65\n") and replacement.seed != first.seed
     assert message.content == "48 + 17 = 65\n65 - 23 = 42\n#### 42"
+
+
+def test_confidence_strategies_ask_for_log_probs_and_report_each_branchs_confidence(engine_for: Any) -> None:
+    four, five = ["#", "#", "#", " ", "4"], ["#", "#", "#", " ", "5"]
+    engine = engine_for(ScriptedEngine([four, four, four, five, five], confidence=[1.0, 1.0, 1.0, 6.0, 6.0]))
+    llm = LatencyOptimalTTSLLM(branches=5, seed=0, early_stop=False)
+    assert llm.invoke("q").response_metadata["tts"]["answer"] == "4"
+    assert {r.logprobs for r in engine.requests} == {None}, "majority asks for no log-probs"
+    engine.requests.clear()
+    message = llm.invoke("q", strategy="confidence_weighted")
+    tts = message.response_metadata["tts"]
+    assert tts["answer"] == "5" and tts["strategy"] == "confidence_weighted"
+    assert tts["branch_confidences"] == [1.0, 1.0, 1.0, 6.0, 6.0]
+    assert {r.logprobs for r in engine.requests} == {5}
+    assert llm.invoke("q", strategy="confidence_filtered", confidence_keep=0.4).response_metadata["tts"]["answer"] == "5"

@@ -48,6 +48,8 @@ BAD: dict[str, list[object]] = {
     "tool_parser": [3, " "],
     "endpoints": ["http://127.0.0.1:8001/v1", ["127.0.0.1:8001"]],
     "api_key": [3],
+    "confidence_measure": [1, "median"],
+    "confidence_keep": ["half", 0.0],
 }
 CASES = [(name, value) for name, values in BAD.items() for value in values]
 

@@ -44,3 +44,26 @@ def test_weighted_early_stop_rule() -> None:
     assert not weighted_vote_is_decided({"3": 2.5, "4": 0.4}, 3, "weighted_majority")
     assert weighted_vote_is_decided({"3": 1.0, "4": 0.4}, 5, "best_of_n")
     assert not weighted_vote_is_decided({"3": 0.9}, 5, "best_of_n")
+
+
+def test_confidence_weighted_weighs_answers_by_confidence_times_any_verifier_score() -> None:
+    answers = ["4", "4", "4", "5", "5"]
+    confidences = [1.0, 1.0, 1.0, 5.0, 5.0]
+    plain = select(answers, [None] * 5, "confidence_weighted", confidences=confidences)
+    assert plain.answer == "5" and plain.weights == {"5": 10.0, "4": 3.0} and plain.winner_index == 3
+    verified = select(answers, [1.0, 1.0, 1.0, 0.1, 0.1], "confidence_weighted", confidences=confidences)
+    assert verified.answer == "4" and verified.weights == {"4": 3.0, "5": 1.0}
+    assert select(answers, [None] * 5, "confidence_weighted", confidences=[None] * 5).weights == {"4": 0.0, "5": 0.0}
+
+
+def test_confidence_filtered_votes_among_the_most_confident_share() -> None:
+    answers = ["4", "4", "4", "5", "5", None]
+    confidences = [1.0, 2.0, 1.5, 5.0, 4.0, 9.0]  # the unanswered branch never votes, however sure
+    assert select(answers, [None] * 6, "confidence_filtered", confidences=confidences, keep=0.4).answer == "5"
+    kept = select(answers, [None] * 6, "confidence_filtered", confidences=confidences, keep=1.0)
+    assert kept.answer == "4" and kept.weights == {"4": 3.0, "5": 2.0}
+
+
+def test_confidence_strategies_never_decide_early() -> None:
+    assert not weighted_vote_is_decided({"4": 100.0}, 1, "confidence_weighted")
+    assert not weighted_vote_is_decided({"4": 100.0}, 1, "confidence_filtered")

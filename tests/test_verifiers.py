@@ -230,7 +230,7 @@ def test_the_bench_reads_strategies_from_the_shared_literal() -> None:
 
     assert parse_strategies("majority, best_of_n") == ["majority", "best_of_n"]
     with pytest.raises(LattsValueError, match=r"^strategies must name strategies among majority, "
-                                              r"weighted_majority, best_of_n, got 'vote'"):
+                                              r"weighted_majority, best_of_n, confidence_weighted, confidence_filtered, got 'vote'"):
         parse_strategies("vote")
     low, high = wilson_interval(182, 200)
     assert round(low, 3) == 0.862 and round(high, 3) == 0.942

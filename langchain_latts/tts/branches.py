@@ -25,7 +25,13 @@ from typing import Any
 
 from langchain_latts.engines.base import BranchRequest, Engine, SpecDecodeStats
 from langchain_latts.tts.answers import AnswerExtractor, explicit_answer
-from langchain_latts.tts.confidence import token_confidence
+from langchain_latts.tts.confidence import (
+    TAIL,
+    WINDOW,
+    ConfidenceMeasure,
+    branch_confidence,
+    token_confidence,
+)
 from langchain_latts.tts.selection import (
     Aggregation,
     Selection,
@@ -180,6 +186,10 @@ class Verification:
     step_delimiter: str = "\n"
     #: Most replacement branches launched for pruned ones in one call.
     max_respawns: int = 0
+    #: How a finished branch's token confidences become one (confidence strategies).
+    confidence_measure: ConfidenceMeasure = "lowest_group"
+    #: The share of answering branches a ``confidence_filtered`` vote keeps.
+    confidence_keep: float = 0.5
 
     @property
     def scores(self) -> bool:
@@ -437,7 +447,10 @@ async def run_branches(
                        verification.verifier.name if verification.verifier else None, len(failures),
                        len(branches), failures[0].score_error)
     vote = majority_vote([b.answer if b.finished else None for b in branches])
-    selection = select([b.answer if b.finished else None for b in branches], [b.score for b in branches], strategy)
+    confidences = [branch_confidence(b.confidences, verification.confidence_measure, window=WINDOW, tail=TAIL)
+                   if b.confidences else None for b in branches]
+    selection = select([b.answer if b.finished else None for b in branches], [b.score for b in branches], strategy,
+                       confidences=confidences, keep=verification.confidence_keep)
     spec = None
     for b in branches:
         if b.spec is not None:

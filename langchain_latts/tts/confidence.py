@@ -28,12 +28,18 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Literal
 
-__all__ = ["ConfidenceMeasure", "GroupConfidence", "bottom_share_confidence", "branch_confidence",
+__all__ = ["TAIL", "TOP_K", "WINDOW", "ConfidenceMeasure", "GroupConfidence", "bottom_share_confidence", "branch_confidence",
            "group_confidences", "lowest_group_confidence", "mean_confidence", "most_confident",
            "tail_confidence", "token_confidence", "warmup_threshold"]
 
 #: Which number summarises a finished branch's confidence.
 ConfidenceMeasure = Literal["mean", "tail", "lowest_group", "bottom_share"]
+#: Candidates per token whose log-probs make a token confidence (vLLM's ``logprobs=k``).
+TOP_K = 5
+#: Tokens per group (sliding window) and in the tail: the built-in task's branches run
+#: 40-100 tokens (DeepConf's 2048 is for reasoning traces of thousands).
+WINDOW = 16
+TAIL = 16
 
 
 def token_confidence(logprobs: Sequence[float], k: int) -> float:

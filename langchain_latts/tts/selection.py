@@ -7,6 +7,13 @@
     Each answer's weight is the sum of its branches' scores; the heaviest wins.
 ``best_of_n``
     The answer of the single highest-scoring branch.
+``confidence_weighted``
+    Each answer's weight is the sum of its branches' confidences (from the model's own
+    log-probs, :mod:`~langchain_latts.tts.confidence`), each times the branch's verifier
+    score when there is a verifier (DeepConf's weighted vote).
+``confidence_filtered``
+    Only the most confident ``keep`` share of the answering branches vote (DeepConf's
+    filtered vote), by plain count -- or by verifier score when there is a verifier.
 
 Ties go to the answer first given by the lowest-numbered branch, as in the plain vote.
 A branch without an answer never wins; a branch without a score (the verifier failed or
@@ -32,10 +39,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["LOWEST_SCORE", "Aggregation", "Selection", "Strategy", "aggregate", "select", "weighted_vote_is_decided"]
+from langchain_latts.tts.confidence import most_confident
+
+__all__ = ["CONFIDENCE_STRATEGIES", "LOWEST_SCORE", "Aggregation", "Selection", "Strategy", "aggregate", "select", "weighted_vote_is_decided"]
 
 #: The strategies, shared by code, configuration and the command line.
-Strategy = Literal["majority", "weighted_majority", "best_of_n"]
+Strategy = Literal["majority", "weighted_majority", "best_of_n", "confidence_weighted", "confidence_filtered"]
+#: The strategies that need each branch's confidence (log-probs from the engine).
+CONFIDENCE_STRATEGIES: tuple[str, ...] = ("confidence_weighted", "confidence_filtered")
 #: How per-step scores become one score.
 Aggregation = Literal["min", "last", "prod", "mean"]
 #: The score of a candidate whose verification failed.
@@ -72,26 +83,43 @@ class Selection:
     weights: dict[str, float]
 
 
-def select(answers: Sequence[str | None], scores: Sequence[float | None], strategy: Strategy) -> Selection:
+def select(answers: Sequence[str | None], scores: Sequence[float | None], strategy: Strategy, *,
+           confidences: Sequence[float | None] | None = None, keep: float = 0.5) -> Selection:
     """Pick the answer of ``answers`` (one per branch, in branch order) by ``strategy``.
 
-    The returned branch is the highest-scoring branch with the winning answer (the first
-    such branch for ``majority``)."""
+    ``confidences`` (one per branch, None where unknown) are needed by the confidence
+    strategies; a verifier's ``scores`` then multiply them (``confidence_weighted``) or
+    weigh the filtered votes (``confidence_filtered``) when any score is given. The
+    returned branch is the highest-weighted branch with the winning answer (the first such
+    branch for ``majority``)."""
     if len(scores) != len(answers):
         raise ValueError("one score per answer is needed")
+    confidence = list(confidences) if confidences is not None else [None] * len(answers)
+    verified = any(s is not None for s in scores)
+    voting = [a is not None for a in answers]
+    if strategy == "confidence_filtered":
+        kept = most_confident([c if v else None for c, v in zip(confidence, voting)], keep)
+        voting = [v and k for v, k in zip(voting, kept)]
+    branch_weight: list[float] = []
+    for score, conf in zip(scores, confidence):
+        value = LOWEST_SCORE if score is None else score
+        if strategy == "confidence_weighted":
+            value = (conf or 0.0) * (value if verified else 1.0)
+        elif strategy == "confidence_filtered":
+            value = value if verified else 1.0
+        branch_weight.append(value)
     weights: dict[str, float] = {}
     first: dict[str, int] = {}
-    for i, (answer, score) in enumerate(zip(answers, scores)):
-        if answer is None:
+    for i, answer in enumerate(answers):
+        if answer is None or not voting[i]:
             continue
-        value = LOWEST_SCORE if score is None else score
         first.setdefault(answer, i)
         if strategy == "majority":
             weights[answer] = weights.get(answer, 0.0) + 1.0
-        elif strategy == "weighted_majority":
-            weights[answer] = weights.get(answer, 0.0) + value
+        elif strategy in ("weighted_majority", "confidence_weighted", "confidence_filtered"):
+            weights[answer] = weights.get(answer, 0.0) + branch_weight[i]
         elif strategy == "best_of_n":
-            weights[answer] = max(weights.get(answer, -math.inf), value)
+            weights[answer] = max(weights.get(answer, -math.inf), branch_weight[i])
         else:
             raise ValueError(f"unknown strategy {strategy!r}")
     if not weights:
@@ -101,14 +129,17 @@ def select(answers: Sequence[str | None], scores: Sequence[float | None], strate
     if strategy == "majority":
         index = first[winner]
     else:
-        candidates = [i for i, a in enumerate(answers) if a == winner]
-        index = max(candidates, key=lambda i: (LOWEST_SCORE if scores[i] is None else scores[i], -i))  # type: ignore[operator]
+        candidates = [i for i, a in enumerate(answers) if a == winner and voting[i]]
+        index = max(candidates, key=lambda i: (branch_weight[i], -i))
     return Selection(answer=winner, winner_index=index, weights={a: weights[a] for a in ranked})
 
 
 def weighted_vote_is_decided(weights: dict[str, float], remaining: int, strategy: Strategy) -> bool:
-    """Whether ``remaining`` running branches (scores in [0, 1]) can no longer change the winner."""
-    if not weights:
+    """Whether ``remaining`` running branches (scores in [0, 1]) can no longer change the winner.
+
+    Confidence strategies are never decided early: a confidence has no upper bound, and a
+    filtered vote's cut moves with every branch that finishes."""
+    if not weights or strategy in CONFIDENCE_STRATEGIES:
         return False
     ordered = sorted(weights.values(), reverse=True)
     runner_up = ordered[1] if len(ordered) > 1 else 0.0
