@@ -82,7 +82,6 @@ from langchain_latts.tts.branches import (
     run_branches,
 )
 from langchain_latts.tts.confidence import TOP_K as CONFIDENCE_TOP_K
-from langchain_latts.tts.selection import CONFIDENCE_STRATEGIES
 from langchain_latts.tts.verifiers import verifier_name
 
 logger = logging.getLogger(__name__)
@@ -324,7 +323,7 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             return BranchRequest(prompt_token_ids=tuple(prompt), max_tokens=min(settings.max_tokens, room),
                                  temperature=settings.temperature, top_p=settings.top_p, seed=seed, stop=call.stop,
                                  grammar=grammar, deadline=deadline,
-                                 logprobs=CONFIDENCE_TOP_K if settings.selection_strategy in CONFIDENCE_STRATEGIES else None)
+                                 logprobs=CONFIDENCE_TOP_K if settings.uses_confidence else None)
 
         def respawn(index: int, prefix: str) -> BranchRequest:
             """A replacement for a pruned branch: a fresh sample continuing its verified steps."""
@@ -335,10 +334,11 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
 
         verification = Verification(
             verifier=settings.resolved_verifier(), question=_question(call.messages),
-            strategy=settings.selection_strategy, aggregation=settings.step_aggregation, prune=settings.prune,
+            strategy=settings.selection_strategy, aggregation=settings.step_aggregation, prune=settings.prune is True,
             prune_threshold=settings.prune_threshold, step_delimiter=settings.step_delimiter,
             max_respawns=branches if settings.max_respawns is None else settings.max_respawns,
             confidence_measure=settings.confidence_measure, confidence_keep=settings.confidence_keep,
+            confidence_prune=settings.prune == "confidence",
         )
         run = await run_branches(
             engine, [request(seed) for seed in branch_seeds(settings.seed, prompt, branches)],

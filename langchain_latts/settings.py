@@ -36,7 +36,7 @@ from langchain_latts.models import DEFAULT_DRAFT, DEFAULT_TARGET
 from langchain_latts.tools import ToolCalling
 from langchain_latts.tts.answers import AnswerExtractor, ExtractorName, resolve_extractor
 from langchain_latts.tts.confidence import ConfidenceMeasure
-from langchain_latts.tts.selection import Aggregation, Strategy
+from langchain_latts.tts.selection import CONFIDENCE_STRATEGIES, Aggregation, Strategy
 from langchain_latts.tts.stopping import EarlyStop
 from langchain_latts.tts.verifiers import Verifier, resolve_verifier
 
@@ -165,13 +165,17 @@ class TTSSettings(BaseModel):
     """How a verifier's per-step scores become one: ``"min"``, ``"last"``, ``"prod"`` or
     ``"mean"``. Default: ``"min"``."""
 
-    prune: bool = False
-    """Verify while branches run: at each step boundary the verifier scores a running
-    branch's completed steps, and a branch scoring below ``prune_threshold`` is aborted at
-    once, freeing its engine slot. A fresh branch replaces it, continuing from the pruned
-    branch's last verified step (the shared prefix is served from vLLM's prefix cache),
-    while the deadline and budget allow (at most ``max_respawns``). Needs a verifier.
-    Default: False."""
+    prune: bool | Literal["confidence"] = False
+    """Cut weak branches while they run, freeing their engine slots. ``True`` (needs a
+    verifier): at each step boundary the verifier scores a running branch's completed
+    steps, and a branch scoring below ``prune_threshold`` is aborted at once; a fresh
+    branch replaces it, continuing from the pruned branch's last verified step (the shared
+    prefix is served from vLLM's prefix cache). ``"confidence"`` (no verifier; DeepConf-
+    online): once a quarter of the branches (at least 2) have finished, a running branch
+    whose confidence over its last 16 tokens falls below what the most confident
+    ``confidence_keep`` share of those finished branches kept everywhere is aborted; a
+    fresh branch replaces it. Replacements start while the deadline and budget allow (at
+    most ``max_respawns``); pruned branches never vote. Default: False."""
 
     prune_threshold: float = 0.5
     """Step score below which ``prune`` aborts a running branch, in (0, 1]. Default: 0.5."""
@@ -492,10 +496,11 @@ class TTSSettings(BaseModel):
                 "Set verifier= (e.g. verifier='arithmetic_steps' for the built-in task, or a function "
                 "(question, candidate) -> score), or use strategy='majority'.",
             )
-        if self.prune and self.verifier is None:
+        if self.prune is True and self.verifier is None:
             raise LattsValueError.bad(
                 "prune", True, "needs a verifier that scores a running branch's steps",
-                "Set verifier= (e.g. verifier='arithmetic_steps'), or prune=False.",
+                "Set verifier= (e.g. verifier='arithmetic_steps'), use prune='confidence' (no verifier needed), "
+                "or prune=False.",
             )
         method = self.speculative_method
         if method in ("eagle", "eagle3") and self.draft_model is None:
@@ -616,6 +621,11 @@ class TTSSettings(BaseModel):
         if self.strategy is not None:
             return self.strategy
         return "weighted_majority" if self.verifier is not None else "majority"
+
+    @property
+    def uses_confidence(self) -> bool:
+        """Whether branches need their token confidences (log-probs from the engine)."""
+        return self.selection_strategy in CONFIDENCE_STRATEGIES or self.prune == "confidence"
 
     def resolved_verifier(self) -> Verifier | None:
         """The verifier, ready to call (None: none)."""

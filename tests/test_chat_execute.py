@@ -281,3 +281,23 @@ def test_confidence_strategies_ask_for_log_probs_and_report_each_branchs_confide
     assert tts["branch_confidences"] == [1.0, 1.0, 1.0, 6.0, 6.0]
     assert {r.logprobs for r in engine.requests} == {5}
     assert llm.invoke("q", strategy="confidence_filtered", confidence_keep=0.4).response_metadata["tts"]["answer"] == "5"
+
+
+def test_confidence_prune_cuts_running_branches_below_the_warmup_threshold(engine_for: Any) -> None:
+    confident, shaky = ["x"] * 18 + ["#### ", "5"], ["y"] * 300
+    engine = engine_for(ScriptedEngine([confident, confident] + [shaky] * 6, step_s=0.002,
+                                       confidence=[5.0, 5.0] + [1.0] * 6))
+    llm = LatencyOptimalTTSLLM(branches=8, seed=0, prune="confidence", max_respawns=0)
+    tts = llm.invoke("q").response_metadata["tts"]
+    assert tts["answer"] == "5" and tts["branches_finished"] == 2 and tts["branches_pruned"] == 6
+    assert max(tts["branch_tokens"][2:]) < 100, "cut soon after the warm-up, not at 300 tokens"
+    assert tts["branch_finish_reasons"][2:] == ["pruned"] * 6
+    assert {r.logprobs for r in engine.requests} == {5}
+
+
+def test_nothing_is_cut_before_the_warmup_branches_finish(engine_for: Any) -> None:
+    shaky = ["y"] * 30 + ["#### ", "7"]
+    engine_for(ScriptedEngine([shaky] * 4, step_s=0.001, confidence=[1.0, 2.0, 3.0, 4.0]))
+    tts = LatencyOptimalTTSLLM(branches=4, seed=0, prune="confidence", early_stop=False).invoke(
+        "q").response_metadata["tts"]
+    assert tts["branches_pruned"] == 0 and tts["answer"] == "7"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,8 +30,11 @@ from langchain_latts.tts.confidence import (
     TAIL,
     WINDOW,
     ConfidenceMeasure,
+    GroupConfidence,
     branch_confidence,
+    lowest_group_confidence,
     token_confidence,
+    warmup_threshold,
 )
 from langchain_latts.tts.selection import (
     Aggregation,
@@ -188,8 +192,11 @@ class Verification:
     max_respawns: int = 0
     #: How a finished branch's token confidences become one (confidence strategies).
     confidence_measure: ConfidenceMeasure = "lowest_group"
-    #: The share of answering branches a ``confidence_filtered`` vote keeps.
+    #: The share of answering branches a ``confidence_filtered`` vote keeps, and the share
+    #: of warm-up branches the in-flight cut-off lets pass.
     confidence_keep: float = 0.5
+    #: Abort a running branch whose group confidence falls below the warm-up threshold.
+    confidence_prune: bool = False
 
     @property
     def scores(self) -> bool:
@@ -197,14 +204,43 @@ class Verification:
         return self.verifier is not None
 
 
+@dataclass
+class ConfidenceGate:
+    """The in-flight cut-off of one call (DeepConf-online, adapted to a deadline): once
+    ``warmup`` branches have finished, the threshold that the most confident ``keep`` share
+    of them pass (:func:`~langchain_latts.tts.confidence.warmup_threshold` over their
+    lowest group confidences); a running branch whose current group confidence is below
+    it is cut. Before that, nothing is cut."""
+
+    warmup: int
+    keep: float
+    threshold: float | None = None
+
+    def learn(self, finished: Sequence[Branch]) -> None:
+        """Set the threshold once enough branches with confidences have finished."""
+        warm = [b.confidences for b in finished if b.confidences]
+        if self.threshold is None and len(warm) >= self.warmup:
+            self.threshold = warmup_threshold([lowest_group_confidence(c, WINDOW) for c in warm], self.keep)
+
+    def cuts(self, group: float | None) -> bool:
+        return self.threshold is not None and group is not None and group < self.threshold
+
+
+def warmup_size(branches: int) -> int:
+    """Branches that finish before the in-flight cut-off starts: a quarter, at least 2."""
+    return max(2, math.ceil(branches / 4))
+
+
 #: Called with the tokens a branch just generated; False when the budget is spent.
 SpendCallback = Callable[[int], bool]
 
 
 async def _consume(engine: Engine, branch: Branch, request: BranchRequest, started: float,
-                   extractor: AnswerExtractor, verification: Verification, spend: SpendCallback | None) -> None:
+                   extractor: AnswerExtractor, verification: Verification, spend: SpendCallback | None,
+                   gate: ConfidenceGate | None = None) -> None:
     pieces: list[str] = [branch.prefix]
     stopped: str | None = None
+    running = GroupConfidence(WINDOW)
     updates = engine.branch(request, branch.request_id)
     try:
         async for update in updates:
@@ -218,7 +254,12 @@ async def _consume(engine: Engine, branch: Branch, request: BranchRequest, start
             if update.error is not None:
                 branch.error = update.error
             if update.top_logprobs and request.logprobs:
-                branch.confidences += [token_confidence(p, request.logprobs) for p in update.top_logprobs if p]
+                new = [token_confidence(p, request.logprobs) for p in update.top_logprobs if p]
+                branch.confidences += new
+                groups = [running.push(c) for c in new]
+                if gate is not None and not update.finished and any(gate.cuts(g) for g in groups):
+                    stopped = "pruned"
+                    break
             if spend is not None and not spend(update.num_new_tokens) and not update.finished:
                 stopped = "budget"
                 break
@@ -363,6 +404,8 @@ async def run_branches(
     """
     verification = verification or Verification()
     strategy = verification.strategy
+    gate = ConfidenceGate(warmup_size(len(requests)), verification.confidence_keep) \
+        if verification.confidence_prune else None
     branches: list[Branch] = []
     generating: dict[asyncio.Task[Any], Branch] = {}
     scoring: dict[asyncio.Task[Any], Branch] = {}
@@ -374,7 +417,7 @@ async def run_branches(
                         launched_at_s=time.monotonic() - started)
         branch.steps_checked = completed_steps(prefix, verification.step_delimiter)[1]
         branches.append(branch)
-        task = asyncio.create_task(_consume(engine, branch, request, started, extractor, verification, spend),
+        task = asyncio.create_task(_consume(engine, branch, request, started, extractor, verification, spend, gate),
                                    name=branch.request_id)
         generating[task] = branch
         every_task.append(task)
@@ -410,6 +453,8 @@ async def run_branches(
                     branch.score, branch.score_error = task.result()
                     continue
                 branch = generating.pop(task)
+                if gate is not None and branch.finished:
+                    gate.learn([b for b in branches if b.finished])
                 if branch.finished and branch.answer is not None and verification.verifier is not None:
                     job = asyncio.create_task(score_candidate(
                         verification.verifier, verification.question, branch.text,
