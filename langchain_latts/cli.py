@@ -192,6 +192,17 @@ def bench_deadlines(
                        branches=branches, plot=Path(plot) if plot else None)
 
 
+@bench_app.command("confidence")
+def bench_confidence(
+    problems: int = typer.Option(200, help="Held-out problems per method."),
+    out: str = typer.Option("bench-confidence.json", help="Where to save the numbers ('' to skip)."),
+) -> None:
+    """Confidence-weighted and filtered votes against majority, and the in-flight cut-off, at 16 branches."""
+    from langchain_latts.bench.confidence import run_confidence_bench
+
+    run_confidence_bench(problems=problems, out=Path(out) if out else None)
+
+
 @bench_app.command("logprobs")
 def bench_logprobs(
     problems: int = typer.Option(20, help="Problems per branch count."),
