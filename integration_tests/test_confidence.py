@@ -41,3 +41,12 @@ def test_branches_carry_their_token_confidences(llm: LatencyOptimalTTSLLM) -> No
 
     for tokens, confidences in engine.run_sync(run()):
         assert len(confidences) == tokens and all(c > 0 for c in confidences)
+
+
+def test_a_confidence_weighted_call_on_the_real_engine(llm: LatencyOptimalTTSLLM) -> None:
+    message = llm.invoke("Compute 3 + 4 - 2.", branches=4, strategy="confidence_weighted", prune="confidence")
+    tts = message.response_metadata["tts"]
+    assert tts["answer"] == "5" and tts["strategy"] == "confidence_weighted"
+    assert len(tts["branch_confidences"]) == tts["branches_launched"]
+    assert all(c is None or c > 0 for c in tts["branch_confidences"])
+    assert sum(tts["weights"].values()) > 0
