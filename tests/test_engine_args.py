@@ -163,3 +163,21 @@ def test_spec_stats_from_vllm_metrics() -> None:
     # 6 drafts; accepted 0*1 + 1*0 + 2*2 + 3*3 = 13 of 18 proposed.
     assert _spec_stats(Metrics()) == SpecDecodeStats(num_drafts=6, num_draft_tokens=18, num_accepted_tokens=13)
     assert _spec_stats(None) is None
+
+
+def test_a_script_without_the_main_guard_is_named(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import sys
+    import types
+
+    from langchain_latts.engines.vllm_local import unguarded_main_script
+
+    bare, guarded = tmp_path / "bare.py", tmp_path / "guarded.py"
+    bare.write_text("from langchain_latts import LatencyOptimalTTSLLM\nLatencyOptimalTTSLLM().invoke('q')\n")
+    guarded.write_text("import x\n\nif __name__ == '__main__':\n    x.run()\n")
+    for path, expected in ((bare, str(bare)), (guarded, None)):
+        main = types.ModuleType("__main__")
+        main.__file__ = str(path)
+        monkeypatch.setitem(sys.modules, "__main__", main)
+        assert unguarded_main_script() == expected
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))  # a REPL or notebook
+    assert unguarded_main_script() is None

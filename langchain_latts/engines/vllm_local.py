@@ -10,12 +10,14 @@ shares the prompt's KV cache between the branches of a question.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import atexit
 import gc
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Coroutine, Sequence
@@ -165,6 +167,22 @@ def is_retryable_start_error(error: BaseException) -> bool:
     return isinstance(error, (RuntimeError, OSError, EOFError, ConnectionError))
 
 
+def unguarded_main_script() -> str | None:
+    """The path of the running script when it has no top-level ``if __name__ == "__main__":``
+    guard (vLLM's spawned engine process re-imports it, which fails), else None."""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not path or not str(path).endswith(".py"):
+        return None
+    try:
+        tree = ast.parse(Path(path).read_text())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.If) and "__name__" in ast.unparse(node.test) and "__main__" in ast.unparse(node.test):
+            return None
+    return str(path)
+
+
 def check_model_dir(path: str, *, parameter: str, cpu: bool) -> dict[str, Any] | None:
     """Read a local model's ``config.json``; raise a clear error for what vLLM would reject.
 
@@ -290,6 +308,13 @@ class VLLMEngine(Engine):
         except LattsValueError:
             raise
         except Exception as e:  # noqa: BLE001 - vLLM raises many types; we say what to check
+            script = unguarded_main_script()
+            if script is not None:
+                raise EngineStartError(
+                    f"vLLM could not start its engine process: the script {script} starts the engine when it is "
+                    "imported, and vLLM's engine process imports the script again. Put the calls under "
+                    "`if __name__ == \"__main__\":` (see the README's examples)."
+                ) from e
             error = EngineStartError(
                 f"vLLM could not start an engine for model={self.config.model!r} "
                 f"(speculative={self.config.speculative}): {type(e).__name__}: {e}. "
