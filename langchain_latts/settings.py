@@ -438,20 +438,11 @@ class TTSSettings(BaseModel):
         resolve_verifier(value)
         return value
 
-    @field_validator("prune_threshold")
+    @field_validator("prune_threshold", "confidence_keep")
     @classmethod
-    def _check_prune_threshold(cls, value: float) -> float:
+    def _check_unit_share(cls, value: float, info: Any) -> float:
         if not 0 < value <= 1:
-            raise LattsValueError.bad("prune_threshold", value, "must be in (0, 1]",
-                                      "Scores lie in [0, 1]; e.g. prune_threshold=0.5 aborts a branch with a wrong step.")
-        return value
-
-    @field_validator("confidence_keep")
-    @classmethod
-    def _check_confidence_keep(cls, value: float) -> float:
-        if not 0 < value <= 1:
-            raise LattsValueError.bad("confidence_keep", value, "must be in (0, 1]",
-                                      "e.g. confidence_keep=0.5 keeps the more confident half of the branches.")
+            raise LattsValueError.bad(info.field_name, value, "must be in (0, 1]", _UNIT_SHARE_FIXES[info.field_name])
         return value
 
     @field_validator("step_delimiter")
@@ -635,6 +626,12 @@ class TTSSettings(BaseModel):
         """The answer extractor function."""
         return resolve_extractor(self.answer_extractor)
 
+
+#: The fix named when a setting in (0, 1] is out of range.
+_UNIT_SHARE_FIXES: dict[str, str] = {
+    "prune_threshold": "Scores lie in [0, 1]; e.g. prune_threshold=0.5 aborts a branch with a wrong step.",
+    "confidence_keep": "e.g. confidence_keep=0.5 keeps the more confident half of the branches.",
+}
 
 #: dtypes vLLM accepts by name.
 DTYPES: tuple[str, ...] = ("auto", "half", "float16", "bfloat16", "float", "float32")

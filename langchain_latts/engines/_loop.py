@@ -57,6 +57,11 @@ class LoopThread:
         ready.wait()
         self._loop, self._thread = loop, thread
 
+    @property
+    def running(self) -> bool:
+        """Whether the loop was started and still runs."""
+        return self._loop is not None and self._loop.is_running()
+
     def in_loop_thread(self) -> bool:
         """Whether the caller runs on this loop's thread (where blocking would deadlock)."""
         return self._thread is not None and threading.current_thread() is self._thread

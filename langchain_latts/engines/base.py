@@ -9,11 +9,18 @@ any thread or loop hand coroutines to :meth:`Engine.run` / :meth:`Engine.run_syn
 from __future__ import annotations
 
 import abc
+import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from pydantic import SecretStr
+
+from langchain_latts.engines._loop import LoopThread
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -210,3 +217,72 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def max_model_len(self) -> int:
         """Longest prompt + output the started engine accepts, in tokens."""
+
+
+class LoopEngine(Engine):
+    """An engine on its own event-loop thread, started by one shared task: what the
+    in-process engine and the server fleet have in common.
+
+    Subclasses say whether they are ``started``, how to ``_start`` (returning the start-up
+    measurements, setting ``_max_model_len``) and how to ``_close``.
+    """
+
+    def __init__(self, config: EngineConfig, loop_name: str) -> None:
+        self.config = config
+        self._loop = LoopThread(loop_name)
+        self._stats = EngineStats()
+        self._max_model_len = 0
+        self._start_task: asyncio.Task[EngineStats] | None = None
+
+    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return await self._loop.run(coro)
+
+    def run_sync(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._loop.run_sync(coro)
+
+    @property
+    @abc.abstractmethod
+    def started(self) -> bool:
+        """Whether the engine is up and can take branches."""
+
+    @property
+    def stats(self) -> EngineStats:
+        """Start-up measurements of the running engine."""
+        return self._stats
+
+    @property
+    def max_model_len(self) -> int:
+        return self._max_model_len
+
+    async def ensure_started(self, deadline: float | None = None) -> EngineStats:
+        """Start (or restart) the engine; wait for it at most until ``deadline``.
+
+        ``deadline`` is a ``time.monotonic()`` value. The start runs as one shared task
+        that callers only wait for: a caller whose deadline passes gets
+        :class:`TimeoutError` while the engine keeps starting for the next call.
+        """
+        if self.started:
+            return self._stats
+        if self._start_task is None or self._start_task.done():
+            self._start_task = asyncio.get_running_loop().create_task(self._start(deadline))
+        task = self._start_task
+        if deadline is None:
+            return await asyncio.shield(task)
+        return await asyncio.wait_for(asyncio.shield(task), timeout=max(0.0, deadline - time.monotonic()))
+
+    @abc.abstractmethod
+    async def _start(self, deadline: float | None) -> EngineStats:
+        """Start the engine (on its loop); ``deadline`` bounds retries when given."""
+
+    @abc.abstractmethod
+    async def _close(self) -> None:
+        """Release what the engine holds (on its loop); a closed engine starts again on use."""
+
+    def shutdown(self) -> None:
+        if self._loop.running:
+            try:
+                self._loop.run_sync(self._close())
+            except RuntimeError:
+                logger.debug("could not close %s on its loop", type(self).__name__, exc_info=True)
+        self._loop.stop()
+        self._start_task = None

@@ -20,7 +20,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,7 +34,6 @@ from tenacity import (
 from tenacity.stop import stop_base
 
 from langchain_latts._quiet import dependency_log_level, quiet_dependencies
-from langchain_latts.engines._loop import LoopThread
 from langchain_latts.engines._prompt import render_chat
 from langchain_latts.engines.base import (
     BranchRequest,
@@ -42,6 +41,7 @@ from langchain_latts.engines.base import (
     Engine,
     EngineConfig,
     EngineStats,
+    LoopEngine,
     SpecDecodeStats,
 )
 from langchain_latts.errors import EngineDeadError, EngineStartError, LattsValueError
@@ -208,58 +208,21 @@ def check_model_dir(path: str, *, parameter: str, cpu: bool) -> dict[str, Any] |
     return config
 
 
-class VLLMEngine(Engine):
+class VLLMEngine(LoopEngine):
     """vLLM ``AsyncLLM`` behind the :class:`Engine` interface (see the module docstring)."""
 
     def __init__(self, config: EngineConfig) -> None:
-        self.config = config
-        self._loop = LoopThread(f"latts-vllm-{Path(config.model).name}")
+        super().__init__(config, f"latts-vllm-{Path(config.model).name}")
         self._llm: Any = None
         self._tokenizer: Any = None
-        self._max_model_len = 0
-        self._stats = EngineStats()
-        self._start_task: asyncio.Task[EngineStats] | None = None
         self._generation = 0
         #: The GPU memory share this engine holds while it runs (None on CPU).
         self._gpu_share: float | None = None
 
-    # -- running coroutines on the engine's loop -------------------------------------
-    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return await self._loop.run(coro)
-
-    def run_sync(self, coro: Coroutine[Any, Any, T]) -> T:
-        return self._loop.run_sync(coro)
-
-    # -- lifecycle -------------------------------------------------------------------
     @property
     def started(self) -> bool:
         """Whether an engine process is up and healthy."""
         return self._llm is not None and not self._llm.errored
-
-    @property
-    def stats(self) -> EngineStats:
-        """Start-up measurements of the running engine."""
-        return self._stats
-
-    @property
-    def max_model_len(self) -> int:
-        return self._max_model_len
-
-    async def ensure_started(self, deadline: float | None = None) -> EngineStats:
-        """Start (or, after a crash, restart) the engine; wait for it at most until ``deadline``.
-
-        ``deadline`` is a ``time.monotonic()`` value. The start runs as one shared task
-        that callers only wait for: a caller whose deadline passes gets
-        :class:`TimeoutError` while the engine keeps starting for the next call.
-        """
-        if self.started:
-            return self._stats
-        if self._start_task is None or self._start_task.done():
-            self._start_task = asyncio.get_running_loop().create_task(self._start(deadline))
-        task = self._start_task
-        if deadline is None:
-            return await asyncio.shield(task)
-        return await asyncio.wait_for(asyncio.shield(task), timeout=max(0.0, deadline - time.monotonic()))
 
     async def _start(self, deadline: float | None) -> EngineStats:
         if self._llm is not None:
@@ -364,15 +327,6 @@ class VLLMEngine(Engine):
             logger.debug("error while shutting down a vLLM engine", exc_info=True)
         del llm
         gc.collect()
-
-    def shutdown(self) -> None:
-        if self._llm is not None:
-            try:
-                self._loop.run_sync(self._close())
-            except RuntimeError:
-                logger.debug("could not close the engine on its loop", exc_info=True)
-        self._loop.stop()
-        self._start_task = None
 
     # -- requests --------------------------------------------------------------------
     def render_prompt(self, messages: Sequence[dict[str, Any]],

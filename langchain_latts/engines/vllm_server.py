@@ -37,7 +37,7 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -52,14 +52,13 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from langchain_latts.engines._loop import LoopThread
 from langchain_latts.engines._prompt import render_chat
 from langchain_latts.engines.base import (
     BranchRequest,
     BranchUpdate,
-    Engine,
     EngineConfig,
     EngineStats,
+    LoopEngine,
     SpecDecodeStats,
 )
 from langchain_latts.errors import EngineStartError, FleetUnavailableError, LattsValueError
@@ -336,62 +335,32 @@ def _describe(error: BaseException) -> str:
 
 
 # -- the engine ----------------------------------------------------------------------------
-class VLLMServerEngine(Engine):
+class VLLMServerEngine(LoopEngine):
     """Branches on a fleet of vLLM OpenAI servers (see the module docstring)."""
 
     def __init__(self, config: EngineConfig, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         """``transport`` replaces the network (unit tests feed it recorded or hostile answers)."""
         if not config.endpoints:
             raise LattsValueError.bad("endpoints", [], "must list at least one server", "e.g. ['http://127.0.0.1:8001/v1']")
-        self.config = config
+        super().__init__(config, "latts-fleet")
         self.replicas = [Replica(url) for url in config.endpoints]
-        self._loop = LoopThread("latts-fleet")
         self._client: httpx.AsyncClient | None = None
         self._tokenizer: Any = None
-        self._max_model_len = 0
-        self._stats = EngineStats()
-        self._start_task: asyncio.Task[EngineStats] | None = None
         self._probe_task: asyncio.Task[None] | None = None
         self._open: dict[str, httpx.Response] = {}
         self._transport = transport
 
-    # -- the loop ------------------------------------------------------------------------
-    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return await self._loop.run(coro)
-
-    def run_sync(self, coro: Coroutine[Any, Any, T]) -> T:
-        return self._loop.run_sync(coro)
-
-    # -- lifecycle -----------------------------------------------------------------------
     @property
     def started(self) -> bool:
         return self._client is not None and self._tokenizer is not None
-
-    @property
-    def stats(self) -> EngineStats:
-        return self._stats
-
-    @property
-    def max_model_len(self) -> int:
-        return self._max_model_len
 
     def status(self) -> dict[str, str | None]:
         """Every endpoint and its last error (None: serving)."""
         return {r.url: None if r.in_rotation and not r.failures else r.last_error for r in self.replicas}
 
-    async def ensure_started(self, deadline: float | None = None) -> EngineStats:
-        if self.started:
-            return self._stats
-        if self._start_task is None or self._start_task.done():
-            self._start_task = asyncio.get_running_loop().create_task(self._start())
-        task = self._start_task
-        if deadline is None:
-            return await asyncio.shield(task)
-        return await asyncio.wait_for(asyncio.shield(task), timeout=max(0.0, deadline - time.monotonic()))
-
-    async def _start(self) -> EngineStats:
-        from transformers import AutoTokenizer
-
+    async def _start(self, deadline: float | None) -> EngineStats:
+        """Connect (waiting up to ``START_WAIT_S`` for a server to answer), load the
+        tokenizer, check the served model and time a warm-up branch per server."""
         started = time.perf_counter()
         headers = {} if self.config.api_key is None else {
             "Authorization": f"Bearer {self.config.api_key.get_secret_value()}"}
@@ -399,7 +368,7 @@ class VLLMServerEngine(Engine):
             headers=headers, timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=256), transport=self._transport)
         try:
-            tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, self.config.model)
+            tokenizer = await asyncio.to_thread(_load_tokenizer, self.config.model)
         except Exception as e:
             raise EngineStartError(
                 f"could not load the tokenizer of model={self.config.model!r} ({_describe(e)}); with endpoints, "
@@ -492,17 +461,10 @@ class VLLMServerEngine(Engine):
         if self._probe_task is not None:
             self._probe_task.cancel()
             await asyncio.gather(self._probe_task, return_exceptions=True)
+            self._probe_task = None
         client, self._client, self._tokenizer = self._client, None, None
         if client is not None:
             await client.aclose()
-
-    def shutdown(self) -> None:
-        try:
-            self._loop.run_sync(self._close())
-        except RuntimeError:
-            logger.debug("could not close the fleet client on its loop", exc_info=True)
-        self._loop.stop()
-        self._start_task = self._probe_task = None
 
     # -- prompts -------------------------------------------------------------------------
     def render_prompt(self, messages: Sequence[dict[str, Any]],
@@ -692,6 +654,14 @@ class VLLMServerEngine(Engine):
                 raise
         if pending is not None:
             yield pending
+
+
+def _load_tokenizer(model: str) -> Any:
+    """The chat template and tokenizer of ``model`` (in a worker thread: importing and
+    loading take seconds that must not block the engine's loop)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model)
 
 
 class _Opened:
