@@ -24,6 +24,9 @@ def test_the_engine_returns_each_tokens_top_log_probs(fixture: str, request: pyt
     per_token = [p for u in updates for p in (u.top_logprobs or [])]
     assert len(per_token) == sum(u.num_new_tokens for u in updates) > 5
     assert all(5 <= len(p) <= 6 and max(p) <= 0.0 for p in per_token), "top 5 (+ the sampled token when outside)"
+    sampled = [lp for u in updates for lp in (u.token_logprobs or [])]
+    assert sampled == [p[0] for p in per_token], "the sampled token's log-prob, first among its candidates"
+    assert all(lp >= min(p) for lp, p in zip(sampled, per_token))
 
 
 def test_branches_carry_their_token_confidences(llm: LatencyOptimalTTSLLM) -> None:
@@ -32,15 +35,16 @@ def test_branches_carry_their_token_confidences(llm: LatencyOptimalTTSLLM) -> No
     requests = [BranchRequest(prompt_token_ids=prompt, max_tokens=60, temperature=0.8, seed=s, logprobs=5)
                 for s in range(4)]
 
-    async def run() -> list[tuple[int, list[float]]]:
+    async def run() -> list[tuple[int, list[float], list[float]]]:
         import time
 
         result = await run_branches(engine, requests, call_id="latts-conf", extractor=resolve_extractor("auto"),
                                     started=time.monotonic(), early_stop=False)
-        return [(b.num_tokens, b.confidences) for b in result.branches]
+        return [(b.num_tokens, b.confidences, b.logprobs) for b in result.branches]
 
-    for tokens, confidences in engine.run_sync(run()):
-        assert len(confidences) == tokens and all(c > 0 for c in confidences)
+    for tokens, confidences, logprobs in engine.run_sync(run()):
+        assert len(confidences) == len(logprobs) == tokens
+        assert all(c > 0 for c in confidences) and all(lp <= 0 for lp in logprobs)
 
 
 def test_a_confidence_weighted_call_on_the_real_engine(llm: LatencyOptimalTTSLLM) -> None:
@@ -48,5 +52,5 @@ def test_a_confidence_weighted_call_on_the_real_engine(llm: LatencyOptimalTTSLLM
     tts = message.response_metadata["tts"]
     assert tts["answer"] == "5" and tts["strategy"] == "confidence_weighted"
     assert len(tts["branch_confidences"]) == tts["branches_launched"]
-    assert all(c is None or c > 0 for c in tts["branch_confidences"])
+    assert all(c is None or c <= 0 for c in tts["branch_confidences"]), "lowest sampled log-probs"
     assert sum(tts["weights"].values()) > 0

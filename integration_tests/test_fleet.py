@@ -118,6 +118,14 @@ def test_structured_output_and_tool_calls_decode_under_the_servers_grammar(fleet
     assert message.tool_calls[0]["args"]["expression"].replace(" ", "") == "3+4-2"
 
 
+def test_confidence_votes_and_cuts_read_the_servers_log_probs(fleet: list[ServerProcess]) -> None:
+    llm = LatencyOptimalTTSLLM(endpoints=[s.endpoint for s in fleet], branches=4, **BASE)
+    tts = llm.invoke(EASY, strategy="confidence_filtered", prune="confidence").response_metadata["tts"]
+    assert tts["answer"] == "5" and tts["strategy"] == "confidence_filtered"
+    finished = [c for c, r in zip(tts["branch_confidences"], tts["branch_finish_reasons"]) if r == "stop"]
+    assert finished and all(c is not None and c <= 0 for c in finished), "each finished branch's lowest log-prob"
+
+
 def test_killing_a_server_mid_call_still_returns_the_voted_answer(fleet: list[ServerProcess]) -> None:
     """Runs last: it kills the second server."""
     survivor, victim = fleet

@@ -18,7 +18,6 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_latts.errors import LattsValueError
 from langchain_latts.tools import CALL_PREFIX, calls_from_key
 from langchain_latts.tts.branches import Branch, BranchRun
-from langchain_latts.tts.confidence import mean_confidence
 
 __all__ = ["build_chat_result", "result_to_chunks", "to_chat_messages", "with_instruction"]
 
@@ -120,8 +119,8 @@ def _tts_metadata(run: BranchRun, *, selected: int, latency_s: float, speculativ
         "branches_respawned": sum(1 for b in branches if b.respawned),
         "budget_hit": run.budget_hit,
         "branch_errors": [b.error for b in branches if b.error is not None],
-        "branch_confidences": ([round(mean_confidence(b.confidences), 4) if b.confidences else None for b in branches]
-                               if any(b.confidences for b in branches) else None),
+        "branch_confidences": ([None if b.confidence is None else round(b.confidence, 4) for b in branches]
+                               if any(b.confidence is not None for b in branches) else None),
         "servers": _servers(branches),
     }
 

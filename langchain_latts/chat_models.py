@@ -190,6 +190,7 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             "step_aggregation": self.step_aggregation,
             "confidence_measure": self.confidence_measure,
             "confidence_keep": self.confidence_keep,
+            "confidence_threshold": self.confidence_threshold,
             "prune": self.prune,
             "prune_threshold": self.prune_threshold,
             "token_budget": self.token_budget,
@@ -339,6 +340,7 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             max_respawns=branches if settings.max_respawns is None else settings.max_respawns,
             confidence_measure=settings.confidence_measure, confidence_keep=settings.confidence_keep,
             confidence_prune=settings.prune == "confidence",
+            **(_cut_off_calibration(settings, engine) if settings.prune == "confidence" else {}),
         )
         run = await run_branches(
             engine, [request(seed) for seed in branch_seeds(settings.seed, prompt, branches)],
@@ -599,6 +601,18 @@ def _step_name(config: RunnableConfig) -> str:
 def _question(messages: Sequence[dict[str, Any]]) -> str:
     """What a verifier is asked about: the text of the last user message."""
     return next((str(m["content"]) for m in reversed(messages) if m["role"] == "user"), "")
+
+
+def _cut_off_calibration(settings: TTSSettings, engine: Engine) -> dict[str, Any]:
+    """The confidence cut-off's threshold and a branch's typical length: as given, else
+    from the profile of this setup (in-process engines), else None (learned in the call)
+    and ``max_tokens``."""
+    profile = None if engine.config.endpoints else cached_profile(settings)
+    threshold = settings.confidence_threshold
+    if threshold is None and profile is not None and profile.confidence is not None:
+        threshold = profile.confidence.threshold(settings.confidence_measure, settings.confidence_keep)
+    typical = settings.max_tokens if profile is None else min(settings.max_tokens, profile.output_length(0.5))
+    return {"confidence_threshold": threshold, "typical_tokens": typical}
 
 
 def _least(a: int | None, b: int | None) -> int | None:

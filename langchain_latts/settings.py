@@ -150,16 +150,26 @@ class TTSSettings(BaseModel):
     :mod:`langchain_latts.tts.selection`. Default: None -- ``"weighted_majority"`` with
     a verifier, else ``"majority"``."""
 
-    confidence_measure: ConfidenceMeasure = "lowest_group"
-    """How a branch's token confidences (from the model's top-5 log-probs, DeepConf's
-    ``-mean log p``) become one number for the confidence strategies: ``"mean"``,
-    ``"tail"`` (last 16 tokens), ``"lowest_group"`` (the weakest 16-token window) or
-    ``"bottom_share"`` (the mean of its weakest 10% of windows); see
-    :mod:`langchain_latts.tts.confidence`. Default: ``"lowest_group"``."""
+    confidence_measure: ConfidenceMeasure = "lowest_logprob"
+    """How a branch's log-probs become one confidence, for the confidence strategies and
+    ``prune="confidence"``: ``"lowest_logprob"`` (the log-prob of the least likely token
+    the branch sampled: its worst slip) or DeepConf's measures of the token confidence
+    ``-mean(top-5 log p)``: ``"mean"``, ``"tail"`` (last 16 tokens), ``"lowest_group"``
+    (the weakest 16-token window) or ``"bottom_share"`` (the mean of its weakest 10% of
+    windows); see :mod:`langchain_latts.tts.confidence`. Default: ``"lowest_logprob"``
+    (on the built-in task the only one that tells a question's right branches from its
+    wrong ones: ``latts bench confidence``)."""
 
     confidence_keep: float = 0.5
     """The share of answering branches a ``confidence_filtered`` vote keeps (the most
-    confident ones), in (0, 1]. Default: 0.5."""
+    confident ones), and the share of calibration (or warm-up) branches that pass the
+    ``prune="confidence"`` threshold, in (0, 1]. Default: 0.5."""
+
+    confidence_threshold: float | None = None
+    """The ``prune="confidence"`` cut-off in the measure's own units (a log-prob for
+    ``"lowest_logprob"``): a running branch is cut at the token where it falls below.
+    Default: None -- from the profile's calibration when the setup has a profile (``latts
+    profile``), else learned in the call from its first finished branches."""
 
     step_aggregation: Aggregation = "min"
     """How a verifier's per-step scores become one: ``"min"``, ``"last"``, ``"prod"`` or
@@ -171,11 +181,14 @@ class TTSSettings(BaseModel):
     steps, and a branch scoring below ``prune_threshold`` is aborted at once; a fresh
     branch replaces it, continuing from the pruned branch's last verified step (the shared
     prefix is served from vLLM's prefix cache). ``"confidence"`` (no verifier; DeepConf-
-    online): once a quarter of the branches (at least 2) have finished, a running branch
-    whose confidence over its last 16 tokens falls below what the most confident
-    ``confidence_keep`` share of those finished branches kept everywhere is aborted; a
-    fresh branch replaces it. Replacements start while the deadline and budget allow (at
-    most ``max_respawns``); pruned branches never vote. Default: False."""
+    online): a running branch is aborted at the token where its running confidence (by
+    ``confidence_measure``: a sampled token's log-prob, or the group confidence of its
+    last 16 tokens) falls below ``confidence_threshold`` -- by default the value the most
+    confident ``confidence_keep`` share of the profile's calibration samples pass, or,
+    without a profile, of this call's first quarter of finished branches (none is cut
+    before those finish); at least 2 branches are never cut; a replacement resamples from
+    just before the weak token. Replacements start while the deadline and budget allow
+    (at most ``max_respawns``); pruned branches never vote. Default: False."""
 
     prune_threshold: float = 0.5
     """Step score below which ``prune`` aborts a running branch, in (0, 1]. Default: 0.5."""
@@ -185,9 +198,10 @@ class TTSSettings(BaseModel):
 
     max_respawns: int | None = None
     """Most replacement branches one call launches for pruned ones (0: none). A
-    replacement starts only while the time left before the deadline is at least the time
-    the pruned branch took per step, and the token budget is not spent. Default: None --
-    as many as the call's branches."""
+    replacement starts only while the token budget is not spent and the time left before
+    the deadline is at least the time the pruned branch took per step (``prune=True``) or
+    the time a typical branch's remaining tokens take at its pace (``"confidence"``).
+    Default: None -- as many as the call's branches."""
 
     token_budget: int | None = None
     """Most tokens one call generates over all its branches: the plan shrinks to fit and
@@ -445,6 +459,21 @@ class TTSSettings(BaseModel):
             raise LattsValueError.bad(info.field_name, value, "must be in (0, 1]", _UNIT_SHARE_FIXES[info.field_name])
         return value
 
+    def _check_confidence_threshold(self) -> None:
+        value = self.confidence_threshold
+        if value is None:
+            return
+        if self.prune != "confidence":
+            raise LattsValueError.bad("confidence_threshold", value, "is only used by prune='confidence'",
+                                      "Set prune='confidence' too, or leave confidence_threshold=None.")
+        by_logprob = self.confidence_measure == "lowest_logprob"
+        if not math.isfinite(value) or (value > 0 if by_logprob else value < 0):
+            unit = "a log-prob, <= 0" if by_logprob else "a token confidence -mean(log p), >= 0"
+            example = "-2.5 (cut at a sampled token less likely than 8%)" if by_logprob else "1.5"
+            raise LattsValueError.bad("confidence_threshold", value,
+                                      f"must be {unit}, for confidence_measure={self.confidence_measure!r}",
+                                      f"e.g. confidence_threshold={example}, or None to calibrate it.")
+
     @field_validator("step_delimiter")
     @classmethod
     def _check_step_delimiter(cls, value: str) -> str:
@@ -493,6 +522,7 @@ class TTSSettings(BaseModel):
                 "Set verifier= (e.g. verifier='arithmetic_steps'), use prune='confidence' (no verifier needed), "
                 "or prune=False.",
             )
+        self._check_confidence_threshold()
         method = self.speculative_method
         if method in ("eagle", "eagle3") and self.draft_model is None:
             raise LattsValueError.bad(

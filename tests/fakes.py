@@ -17,7 +17,8 @@ class ScriptedEngine(Engine):
 
     def __init__(self, scripts: Sequence[Sequence[str]], step_s: float = 0.01, fail_branch: int | None = None,
                  finish_reasons: Sequence[str] | None = None, min_step_s: float = 0.0, max_model_len: int = 1024,
-                 fail_all: bool = False, confidence: Sequence[float] | None = None):
+                 fail_all: bool = False, confidence: Sequence[float] | None = None,
+                 token_logprobs: Sequence[Sequence[float]] | None = None):
         self.config = EngineConfig(model="scripted")
         self.scripts = scripts
         self.step_s = step_s
@@ -32,6 +33,9 @@ class ScriptedEngine(Engine):
         self.requests: list[BranchRequest] = []
         #: Branch i's token confidence when log-probs are asked for: every candidate at -confidence[i].
         self.confidence = confidence
+        #: Branch i's sampled log-prob per token (default: -1 / confidence[i], so a more
+        #: confident branch also sampled likelier tokens).
+        self.token_logprobs = token_logprobs
 
     async def branch(self, request: BranchRequest, request_id: str) -> AsyncIterator[BranchUpdate]:
         index = int(request_id.rsplit("-", 1)[1])
@@ -46,11 +50,13 @@ class ScriptedEngine(Engine):
                 if self.fail_branch == index or self.fail_all:
                     raise RuntimeError("engine exploded")
                 last = k == len(pieces) - 1
-                top = None
-                if request.logprobs and self.confidence is not None:
-                    top = [[-self.confidence[index]] * request.logprobs]
+                top = sampled = None
+                if request.logprobs and (self.confidence is not None or self.token_logprobs is not None):
+                    confidence = self.confidence[index] if self.confidence is not None else 1.0
+                    top = [[-confidence] * request.logprobs]
+                    sampled = [self.token_logprobs[index][k] if self.token_logprobs is not None else -1 / confidence]
                 yield BranchUpdate(text_delta=piece, num_new_tokens=1, finished=last,
-                                   finish_reason=reason if last else None, top_logprobs=top)
+                                   finish_reason=reason if last else None, top_logprobs=top, token_logprobs=sampled)
         finally:
             self.running.discard(request_id)
 

@@ -278,8 +278,11 @@ def test_confidence_strategies_ask_for_log_probs_and_report_each_branchs_confide
     message = llm.invoke("q", strategy="confidence_weighted")
     tts = message.response_metadata["tts"]
     assert tts["answer"] == "5" and tts["strategy"] == "confidence_weighted"
-    assert tts["branch_confidences"] == [1.0, 1.0, 1.0, 6.0, 6.0]
+    # the default measure: each branch's least likely sampled token (the fake samples at -1/confidence)
+    assert tts["branch_confidences"] == [-1.0, -1.0, -1.0, -0.1667, -0.1667]
     assert {r.logprobs for r in engine.requests} == {5}
+    deepconf = llm.invoke("q", strategy="confidence_weighted", confidence_measure="mean").response_metadata["tts"]
+    assert deepconf["branch_confidences"] == [1.0, 1.0, 1.0, 6.0, 6.0] and deepconf["answer"] == "5"
     assert llm.invoke("q", strategy="confidence_filtered", confidence_keep=0.4).response_metadata["tts"]["answer"] == "5"
 
 
@@ -301,3 +304,63 @@ def test_nothing_is_cut_before_the_warmup_branches_finish(engine_for: Any) -> No
     tts = LatencyOptimalTTSLLM(branches=4, seed=0, prune="confidence", early_stop=False).invoke(
         "q").response_metadata["tts"]
     assert tts["branches_pruned"] == 0 and tts["answer"] == "7"
+
+
+def _steady(pieces: list[str], logprob: float = -0.1) -> list[float]:
+    return [logprob] * len(pieces)
+
+
+def test_a_calibrated_cut_off_cuts_at_the_weak_token_and_the_replacement_resamples_from_before_it(
+        engine_for: Any) -> None:
+    good, slip, rest = ["a", "b", "c", "#### ", "5"], ["a", "X", "y", "y", "y", "y"], ["c", "#### ", "5"]
+    engine = engine_for(ScriptedEngine([good, good, slip, rest], step_s=0.002,
+                                       token_logprobs=[_steady(good), _steady(good), [-0.1, -3.0, -0.1, -0.1, -0.1, -0.1],
+                                                       _steady(rest)]))
+    llm = LatencyOptimalTTSLLM(branches=3, seed=0, prune="confidence", confidence_threshold=-1.0, early_stop=False)
+    tts = llm.invoke("q").response_metadata["tts"]
+    assert tts["branch_finish_reasons"] == ["stop", "stop", "pruned", "stop"]
+    assert tts["branch_tokens"][2] == 2, "cut at the token below the threshold, before any branch finished"
+    first, replacement = engine.requests[0], engine.requests[3]
+    assert replacement.prompt_token_ids == (*first.prompt_token_ids, *engine.tokenize("a"))
+    assert tts["answer"] == "5" and tts["votes"] == {"5": 3} and tts["branches_respawned"] == 1
+
+
+def test_the_cut_off_leaves_two_branches_uncut_when_every_branch_stumbles(engine_for: Any) -> None:
+    slip = ["a", "X", "#### ", "7"]
+    engine_for(ScriptedEngine([slip] * 4, step_s=0.002, token_logprobs=[[-0.1, -3.0, -0.1, -0.1]] * 4))
+    tts = LatencyOptimalTTSLLM(branches=4, seed=0, prune="confidence", confidence_threshold=-1.0, max_respawns=0,
+                               early_stop=False).invoke("q").response_metadata["tts"]
+    assert tts["branches_pruned"] == 2 and tts["branches_finished"] == 2 and tts["answer"] == "7"
+
+
+def test_no_replacement_starts_that_cannot_finish_before_the_deadline(engine_for: Any) -> None:
+    long_slip = ["a", "X"] + ["y"] * 20 + ["#### ", "5"]
+    lps = [-0.1, -3.0] + [-0.1] * 22
+    good = ["a"] * 20 + ["#### ", "5"]
+    scripts = [good, good, long_slip] + [good] * 2
+    options = {"branches": 3, "seed": 0, "prune": "confidence", "confidence_threshold": -1.0, "early_stop": False}
+    # without a profile a replacement is expected to write max_tokens at the cut branch's pace
+    engine_for(ScriptedEngine(scripts, step_s=0.01, token_logprobs=[_steady(good), _steady(good), lps] + [_steady(good)] * 2))
+    tight = LatencyOptimalTTSLLM(max_tokens=500, deadline_s=1.0, **options).invoke("q").response_metadata["tts"]
+    assert tight["branches_pruned"] == 1 and tight["branches_respawned"] == 0
+    engine_for(ScriptedEngine(scripts, step_s=0.01, token_logprobs=[_steady(good), _steady(good), lps] + [_steady(good)] * 2))
+    roomy = LatencyOptimalTTSLLM(max_tokens=500, **options).invoke("q").response_metadata["tts"]
+    assert roomy["branches_respawned"] == 1
+
+
+def test_the_cut_off_threshold_comes_from_the_profiles_calibration(engine_for: Any, monkeypatch: Any) -> None:
+    from types import SimpleNamespace
+
+    from langchain_latts import chat_models as chat_models_module
+    from langchain_latts.planner.profile import ConfidenceCalibration
+
+    calibration = ConfidenceCalibration(lowest_logprob=[-4.0, -3.5, -0.5, -0.2], lowest_group=[1.0, 2.0, 3.0, 4.0])
+    assert calibration.threshold("lowest_logprob", 0.5) == -0.5 and calibration.threshold("tail", 0.25) == 4.0
+    monkeypatch.setattr(chat_models_module, "cached_profile",
+                        lambda settings: SimpleNamespace(confidence=calibration, output_length=lambda q: 4))
+    good, slip = ["a", "b", "#### ", "5"], ["a", "X", "#### ", "6"]
+    engine_for(ScriptedEngine([good, good, slip], step_s=0.002,
+                              token_logprobs=[_steady(good), _steady(good), [-0.1, -1.0, -0.1, -0.1]]))
+    tts = LatencyOptimalTTSLLM(branches=3, seed=0, prune="confidence", max_respawns=0,
+                               early_stop=False).invoke("q").response_metadata["tts"]
+    assert tts["branch_finish_reasons"] == ["stop", "stop", "pruned"] and tts["branch_tokens"][2] == 2

@@ -8,10 +8,14 @@ import pytest
 
 from langchain_latts.tts.confidence import (
     GroupConfidence,
+    RunningConfidence,
     bottom_share_confidence,
     branch_confidence,
+    confidence_weight,
+    cut_measure,
     group_confidences,
     lowest_group_confidence,
+    lowest_logprob,
     mean_confidence,
     most_confident,
     tail_confidence,
@@ -82,3 +86,26 @@ def test_most_confident_keeps_a_share_and_never_an_unknown_one() -> None:
     assert most_confident([1.0, 5.0, 3.0, None, 4.0], keep=0.5) == [False, True, False, False, True]
     assert most_confident([2.0, 2.0, 1.0], keep=0.3) == [True, False, False], "ties keep the lower index"
     assert most_confident([None, None], keep=0.5) == [False, False]
+
+
+def test_lowest_logprob_is_the_least_likely_sampled_token_and_weighs_as_its_probability() -> None:
+    sampled = [math.log(0.9), math.log(0.05), math.log(0.8)]
+    assert lowest_logprob(sampled) == pytest.approx(math.log(0.05))
+    assert branch_confidence([9.0, 9.0, 9.0], "lowest_logprob", window=2, tail=2, logprobs=sampled) == \
+        pytest.approx(math.log(0.05)), "the top-k confidences play no part"
+    assert confidence_weight(math.log(0.05), "lowest_logprob") == pytest.approx(0.05)
+    assert confidence_weight(2.5, "lowest_group") == 2.5
+    with pytest.raises(ValueError, match="at least one"):
+        lowest_logprob([])
+
+
+def test_the_running_confidence_tracks_the_measure_the_cut_off_learns_on() -> None:
+    confidences, sampled = [3.0, 1.0, 2.0, 4.0], [-0.1, -2.0, -0.3, -0.2]
+    by_logprob = RunningConfidence("lowest_logprob", window=2)
+    assert [by_logprob.push(c, lp) for c, lp in zip(confidences, sampled)] == sampled
+    assert cut_measure("lowest_logprob") == "lowest_logprob"
+    by_group = RunningConfidence("mean", window=2)
+    values = [by_group.push(c, lp) for c, lp in zip(confidences, sampled)]
+    assert values == [None, 2.0, 1.5, 3.0]
+    assert cut_measure("mean") == "lowest_group"
+    assert min(v for v in values if v is not None) == lowest_group_confidence(confidences, 2)

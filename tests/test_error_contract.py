@@ -50,6 +50,7 @@ BAD: dict[str, list[object]] = {
     "api_key": [3],
     "confidence_measure": [1, "median"],
     "confidence_keep": ["half", 0.0],
+    "confidence_threshold": ["low", -2.0],  # -2.0: only read by prune='confidence'
 }
 CASES = [(name, value) for name, values in BAD.items() for value in values]
 
@@ -109,6 +110,14 @@ def test_settings_the_servers_own_are_refused_with_endpoints_and_the_flag_is_nam
     with pytest.raises(LattsValueError, match=rf"^{name} is configured on the servers when endpoints are set, got "
                                               r".*api_server \.\.\. --"):
         LatencyOptimalTTSLLM(endpoints=["http://127.0.0.1:8001/v1"], **{name: value})
+
+
+@pytest.mark.parametrize(("measure", "value"), [("lowest_logprob", 0.5), ("lowest_logprob", float("nan")),
+                                                ("lowest_group", -1.0), ("mean", float("inf"))])
+def test_a_confidence_threshold_must_be_in_the_measures_units(measure: str, value: float) -> None:
+    with pytest.raises(LattsValueError, match=rf"^confidence_threshold must be (a log-prob|a token confidence).*"
+                                              rf"confidence_measure='{measure}', got {value!r}\. e\.g\. "):
+        LatencyOptimalTTSLLM(prune="confidence", confidence_measure=measure, confidence_threshold=value)
 
 
 def test_a_fleet_refuses_a_machine_profile() -> None:

@@ -232,3 +232,19 @@ def test_calibration_prompts_from_jsonl_and_their_errors(tmp_path) -> None:  # t
         load_calibration(bad)
     with pytest.raises(LattsValueError, match="at least 4 calibration prompts"):
         load_calibration(["a"])
+
+
+def test_the_confidence_calibration_sorts_each_samples_lowest_values_and_profiles_without_it_still_load() -> None:
+    from langchain_latts.planner.profiler import confidence_calibration
+
+    runs = [{"confidences": [3.0] * 20, "logprobs": [-0.1] * 19 + [-2.0]},
+            {"confidences": [1.0] * 20, "logprobs": [-0.3] * 20},
+            {"confidences": [], "logprobs": []}]  # asked without log-probs: not a sample of the calibration
+    calibration = confidence_calibration(runs)
+    assert calibration is not None
+    assert calibration.lowest_logprob == [-2.0, -0.3] and calibration.lowest_group == [1.0, 3.0]
+    assert calibration.threshold("lowest_logprob", 0.5) == -0.3
+    assert confidence_calibration(runs[2:]) is None
+    old = profile().model_dump()
+    old.pop("confidence")
+    assert Profile.model_validate(old).confidence is None

@@ -418,23 +418,34 @@ def test_log_probs_are_asked_for_and_read_per_token() -> None:
     assert "logprobs" not in completion_body("m", BranchRequest(prompt_token_ids=(1,), max_tokens=4), [],
                                              request_id="r")
     payload = json.dumps({"choices": [{"text": "ab", "token_ids": [1, 2], "logprobs": {
-        "tokens": ["a", "b"], "top_logprobs": [{"a": -0.1, "c": -2.5}, {"b": -0.5, "d": -1.0}]}}]})
-    assert read_chunk(payload).top_logprobs == [[-0.1, -2.5], [-0.5, -1.0]]
+        "tokens": ["a", "c"], "token_logprobs": [-0.1, -1.5],
+        "top_logprobs": [{"a": -0.1, "c": -2.5}, {"b": -0.5, "d": -1.0, "c": -1.5}]}}]})
+    chunk = read_chunk(payload)
+    assert chunk.top_logprobs == [[-0.1, -2.5], [-0.5, -1.0, -1.5]]
+    assert chunk.token_logprobs == [-0.1, -1.5]
     assert read_chunk(_event("a", [1])).top_logprobs is None
+    assert read_chunk(_event("a", [1])).token_logprobs is None
 
 
-@pytest.mark.parametrize("top", [[{"a": -0.1}], [{"a": "x"}, {"b": -1.0}], [{"a": 0.5}, {"b": -1.0}], "many"])
-def test_malformed_log_probs_fail_the_branch(top: Any) -> None:
-    payload = json.dumps({"choices": [{"text": "ab", "token_ids": [1, 2], "logprobs": {"top_logprobs": top}}]})
-    with pytest.raises(BranchFailure, match="log-probs"):
+@pytest.mark.parametrize(("top", "sampled"), [
+    ([{"a": -0.1}], [-0.1, -0.2]), ([{"a": "x"}, {"b": -1.0}], [-0.1, -0.2]),
+    ([{"a": 0.5}, {"b": -1.0}], [-0.1, -0.2]), ("many", [-0.1, -0.2]),
+    ([{"a": -0.1}, {"b": -1.0}], [-0.1]), ([{"a": -0.1}, {"b": -1.0}], [-0.1, 0.3]),
+    ([{"a": -0.1}, {"b": -1.0}], None)])
+def test_malformed_log_probs_fail_the_branch(top: Any, sampled: Any) -> None:
+    payload = json.dumps({"choices": [{"text": "ab", "token_ids": [1, 2], "logprobs": {
+        "top_logprobs": top, "token_logprobs": sampled}}]})
+    with pytest.raises(BranchFailure, match="log-probs|token_logprobs"):
         read_chunk(payload)
 
 
 def test_vllm_log_probs_become_plain_lists() -> None:
     from types import SimpleNamespace
 
-    from langchain_latts.engines.vllm_local import top_logprobs_of
+    from langchain_latts.engines.vllm_local import sampled_logprobs_of, top_logprobs_of
 
-    positions = [{5: SimpleNamespace(logprob=-0.2), 9: SimpleNamespace(logprob=-1.7)}, None]
-    assert top_logprobs_of(positions) == [[-0.2, -1.7], []]
-    assert top_logprobs_of(None) == []
+    # vLLM puts the sampled token first, here one outside the top 1 (so k + 1 entries)
+    positions = [{5: SimpleNamespace(logprob=-0.2)}, {7: SimpleNamespace(logprob=-2.5), 9: SimpleNamespace(logprob=-0.1)}]
+    assert top_logprobs_of(positions) == [[-0.2], [-2.5, -0.1]]
+    assert sampled_logprobs_of(positions) == [-0.2, -2.5]
+    assert top_logprobs_of(None) == [] and sampled_logprobs_of(None) == []

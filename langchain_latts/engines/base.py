@@ -152,6 +152,8 @@ class BranchUpdate:
     server: str | None = None
     #: Per new token, its candidates' log-probs (when the request asked for ``logprobs``).
     top_logprobs: list[list[float]] | None = None
+    #: Per new token, the log-prob of the token sampled (when the request asked for ``logprobs``).
+    token_logprobs: list[float] | None = None
 
 
 @dataclass

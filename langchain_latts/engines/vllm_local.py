@@ -379,6 +379,7 @@ class VLLMEngine(LoopEngine):
                     spec=_spec_stats(completion.spec_decode_metrics),
                     num_cached_tokens=out.num_cached_tokens or 0,
                     top_logprobs=None if request.logprobs is None else top_logprobs_of(completion.logprobs),
+                    token_logprobs=None if request.logprobs is None else sampled_logprobs_of(completion.logprobs),
                 )
         except VLLMEngineDeadError as e:
             raise EngineDeadError(
@@ -399,6 +400,12 @@ def top_logprobs_of(positions: Any) -> list[list[float]]:
     """vLLM's per-position ``{token id: Logprob}`` (a list or ``FlatLogprobs``) as plain
     log-prob lists, one per generated token."""
     return [[float(p.logprob) for p in (position or {}).values()] for position in positions or ()]
+
+
+def sampled_logprobs_of(positions: Any) -> list[float]:
+    """The log-prob of the sampled token at each position: vLLM puts it first in each
+    position's dict (``vllm/v1/engine/logprobs.py``), whether or not it is in the top k."""
+    return [float(next(iter(position.values())).logprob) for position in positions or () if position]
 
 
 def _spec_stats(metrics: Any) -> SpecDecodeStats | None:

@@ -226,6 +226,8 @@ class Chunk:
     num_cached_tokens: int = 0
     #: Per token of this chunk, its candidates' log-probs (when asked for).
     top_logprobs: list[list[float]] | None = None
+    #: Per token of this chunk, the sampled token's log-prob (when asked for).
+    token_logprobs: list[float] | None = None
 
 
 def read_chunk(payload: str) -> Chunk:
@@ -261,7 +263,7 @@ def read_chunk(payload: str) -> Chunk:
             raise BranchFailure("the server sent no token ids (it must be vLLM >= 0.10, which returns them "
                                 "with return_token_ids)")
         chunk.text, chunk.token_ids = choice.get("text", ""), ids
-        chunk.top_logprobs = _top_logprobs(choice.get("logprobs"), len(ids))
+        chunk.top_logprobs, chunk.token_logprobs = _logprobs(choice.get("logprobs"), len(ids))
         chunk.finish_reason = choice.get("finish_reason")
         chunk.stop_reason = choice.get("stop_reason")
         if chunk.finish_reason is not None and not isinstance(chunk.finish_reason, str):
@@ -278,17 +280,24 @@ def read_chunk(payload: str) -> Chunk:
     return chunk
 
 
-def _top_logprobs(logprobs: Any, tokens: int) -> list[list[float]] | None:
-    """The completions API's ``logprobs.top_logprobs`` (a ``{token: logprob}`` per token) as
-    log-prob lists; None when absent; a wrong shape is a :class:`BranchFailure`."""
+def _logprobs(logprobs: Any, tokens: int) -> tuple[list[list[float]] | None, list[float] | None]:
+    """The completions API's ``logprobs``: its ``top_logprobs`` (a ``{token: logprob}`` per
+    token) as log-prob lists and its ``token_logprobs`` (the sampled tokens'); (None, None)
+    when absent; a wrong shape is a :class:`BranchFailure`."""
     if logprobs is None:
-        return None
+        return None, None
     top = logprobs.get("top_logprobs") if isinstance(logprobs, dict) else None
+    sampled = logprobs.get("token_logprobs") if isinstance(logprobs, dict) else None
     if not isinstance(top, list) or len(top) != tokens or not all(
-            isinstance(p, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0
-                                        for v in p.values()) for p in top):
+            isinstance(p, dict) and all(_is_logprob(v) for v in p.values()) for p in top):
         raise BranchFailure("the server sent log-probs that are not one {token: log-prob <= 0} per token")
-    return [[float(v) for v in p.values()] for p in top]
+    if not isinstance(sampled, list) or len(sampled) != tokens or not all(_is_logprob(v) for v in sampled):
+        raise BranchFailure("the server sent token_logprobs that are not one log-prob <= 0 per token")
+    return [[float(v) for v in p.values()] for p in top], [float(v) for v in sampled]
+
+
+def _is_logprob(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0
 
 
 def _spec_of(metrics: Any) -> SpecDecodeStats | None:
@@ -644,7 +653,7 @@ class VLLMServerEngine(LoopEngine):
                 produced.extend(chunk.token_ids)
                 update = BranchUpdate(chunk.text, len(chunk.token_ids), finished=chunk.finish_reason is not None,
                                       finish_reason=chunk.finish_reason, stop_reason=chunk.stop_reason, server=server,
-                                      top_logprobs=chunk.top_logprobs)
+                                      top_logprobs=chunk.top_logprobs, token_logprobs=chunk.token_logprobs)
                 if update.finished:
                     pending = update
                 else:

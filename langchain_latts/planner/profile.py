@@ -27,8 +27,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from langchain_latts.errors import LattsValueError
 from langchain_latts.planner.accuracy import DEFAULT_ACCURACY_MODEL, AccuracyModel
+from langchain_latts.tts.confidence import ConfidenceMeasure, cut_measure, warmup_threshold
 
-__all__ = ["PROFILE_SCHEMA", "Identity", "Profile", "StepCurve", "cache_dir", "load_profile", "model_identity",
+__all__ = ["PROFILE_SCHEMA", "ConfidenceCalibration", "Identity", "Profile", "StepCurve", "cache_dir", "load_profile", "model_identity",
            "save_profile"]
 
 #: Bumped whenever the JSON layout or the meaning of a measurement changes.
@@ -109,6 +110,21 @@ class Prefill(BaseModel):
         return self.intercept_s + self.per_token_s * tokens
 
 
+class ConfidenceCalibration(BaseModel):
+    """What natural samples of the calibration prompts looked like to the in-flight
+    confidence cut-off: per sample its lowest sampled-token log-prob and its lowest
+    16-token group confidence (:mod:`~langchain_latts.tts.confidence`), each ascending."""
+
+    lowest_logprob: list[float]
+    lowest_group: list[float]
+
+    def threshold(self, measure: ConfidenceMeasure, keep: float) -> float | None:
+        """The cut-off the most confident ``keep`` share of the samples pass, on the value
+        the cut-off tracks for ``measure`` (None without samples)."""
+        values = self.lowest_logprob if cut_measure(measure) == "lowest_logprob" else self.lowest_group
+        return warmup_threshold(values, keep) if values else None
+
+
 class Profile(BaseModel):
     """Everything the latency model and the planner need about one machine and model pair."""
 
@@ -127,6 +143,8 @@ class Profile(BaseModel):
     accuracy: AccuracyModel = DEFAULT_ACCURACY_MODEL
     #: Where the calibration prompts came from.
     calibration: str = ""
+    #: The confidence cut-off's calibration (None: measured before it existed).
+    confidence: ConfidenceCalibration | None = None
 
     @property
     def profile_id(self) -> str:

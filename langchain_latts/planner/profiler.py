@@ -17,7 +17,9 @@ and on the engine without a drafter:
 
 * **prefill**: time to first token of fresh random prompts of 16 to 256 tokens, one and
   eight at a time, fitted as ``a + c * tokens``;
-* **output lengths** of natural samples of the calibration prompts;
+* **output lengths** of natural samples of the calibration prompts, and -- with their
+  log-probs -- the confidence cut-off's calibration (each sample's lowest sampled-token
+  log-prob and lowest group confidence, :func:`confidence_calibration`);
 * with calibration answers (the built-in task always has them): each calibration
   question sampled ``CALIBRATION_SAMPLES`` times, graded, and the vote-accuracy model
   fitted (:func:`~langchain_latts.planner.accuracy.fit_accuracy_model`).
@@ -51,11 +53,25 @@ from langchain_latts.engines.base import (
 from langchain_latts.engines.vllm_local import VLLMEngine
 from langchain_latts.errors import LattsValueError
 from langchain_latts.planner.accuracy import DEFAULT_ACCURACY_MODEL, fit_accuracy_model
-from langchain_latts.planner.profile import Identity, Prefill, Profile, StepCurve, model_identity
+from langchain_latts.planner.profile import (
+    ConfidenceCalibration,
+    Identity,
+    Prefill,
+    Profile,
+    StepCurve,
+    model_identity,
+)
 from langchain_latts.settings import TTSSettings
 from langchain_latts.tts.answers import normalize_answer
+from langchain_latts.tts.confidence import (
+    TOP_K,
+    WINDOW,
+    lowest_group_confidence,
+    lowest_logprob,
+    token_confidence,
+)
 
-__all__ = ["CalibrationPrompt", "builtin_calibration", "load_calibration", "measure_profile", "per_token_seconds",
+__all__ = ["CalibrationPrompt", "builtin_calibration", "calibrate_confidence", "confidence_calibration", "load_calibration", "measure_profile", "per_token_seconds",
            "profile_identity", "run_requests"]
 
 #: Speculative lengths profiled when a drafter is configured.
@@ -148,18 +164,23 @@ def _with_spec(config: EngineConfig, spec: SpeculativeConfig) -> EngineConfig:
 
 # -- measurements on one engine ----------------------------------------------------------
 async def run_requests(engine: Engine, requests: Sequence[BranchRequest], tag: str) -> list[dict[str, Any]]:
-    """Run requests concurrently; per request its update times, tokens, text and spec stats."""
+    """Run requests concurrently; per request its update times, tokens, text, spec stats
+    and (when asked for) token confidences and sampled log-probs."""
 
     async def one(i: int, request: BranchRequest) -> dict[str, Any]:
         stamps: list[float] = []
-        tokens, pieces, spec = 0, [], None
+        tokens, pieces, spec, confidences, logprobs = 0, [], None, [], []
         sent = time.perf_counter()
         async for update in engine.branch(request, f"latts-profile-{tag}-{i}"):
             stamps.append(time.perf_counter())
             tokens += update.num_new_tokens
             pieces.append(update.text_delta)
             spec = update.spec or spec
-        return {"sent": sent, "stamps": stamps, "tokens": tokens, "text": "".join(pieces), "spec": spec}
+            if request.logprobs and update.top_logprobs and update.token_logprobs:
+                confidences += [token_confidence(p, request.logprobs) for p in update.top_logprobs if p]
+                logprobs += update.token_logprobs
+        return {"sent": sent, "stamps": stamps, "tokens": tokens, "text": "".join(pieces), "spec": spec,
+                "confidences": confidences, "logprobs": logprobs}
 
     return list(await asyncio.gather(*(one(i, r) for i, r in enumerate(requests))))
 
@@ -182,10 +203,10 @@ async def _step_curve(engine: VLLMEngine, prompt: list[int], batch_sizes: Sequen
     return list(batch_sizes), times
 
 
-async def _natural(engine: VLLMEngine, prompts: Sequence[list[int]], samples: int, max_tokens: int,
-                   temperature: float) -> list[list[dict[str, Any]]]:
+async def _natural(engine: Engine, prompts: Sequence[list[int]], samples: int, max_tokens: int,
+                   temperature: float, logprobs: int | None = None) -> list[list[dict[str, Any]]]:
     requests = [BranchRequest(prompt_token_ids=tuple(p), max_tokens=max_tokens, temperature=temperature,
-                              seed=7919 * q + s) for q, p in enumerate(prompts) for s in range(samples)]
+                              seed=7919 * q + s, logprobs=logprobs) for q, p in enumerate(prompts) for s in range(samples)]
     runs = await run_requests(engine, requests, "natural")
     return [runs[q * samples:(q + 1) * samples] for q in range(len(prompts))]
 
@@ -222,6 +243,23 @@ async def per_token_seconds(engine: Engine, prompts: Sequence[list[int]], batch:
     await run_requests(engine, requests, f"warm-{batch}")
     runs = await run_requests(engine, requests, f"timed-{batch}")
     return statistics.median((r["stamps"][-1] - r["stamps"][0]) / max(1, r["tokens"] - 1) for r in runs)
+
+
+def confidence_calibration(runs: Sequence[dict[str, Any]]) -> ConfidenceCalibration | None:
+    """The cut-off's calibration from natural samples run with log-probs (None without any)."""
+    measured = [r for r in runs if r["confidences"] and r["logprobs"]]
+    if not measured:
+        return None
+    return ConfidenceCalibration(lowest_logprob=sorted(lowest_logprob(r["logprobs"]) for r in measured),
+                                 lowest_group=sorted(lowest_group_confidence(r["confidences"], WINDOW)
+                                                     for r in measured))
+
+
+async def calibrate_confidence(engine: Engine, prompts: Sequence[list[int]], *, samples: int, max_tokens: int,
+                               temperature: float) -> ConfidenceCalibration | None:
+    """Sample each prompt ``samples`` times with log-probs and calibrate the cut-off on them."""
+    natural = await _natural(engine, prompts, samples, max_tokens, temperature, logprobs=TOP_K)
+    return confidence_calibration([r for q in natural for r in q])
 
 
 def _grade(runs: Sequence[dict[str, Any]], answer: str, extractor: Callable[[str], str | None]) -> tuple[int, int]:
@@ -261,6 +299,7 @@ def measure_profile(settings: TTSSettings, calibration: Sequence[CalibrationProm
     curves: dict[str, StepCurve] = {}
     prefill: Prefill | None = None
     lengths: list[int] = []
+    confidence: ConfidenceCalibration | None = None
     accuracy = DEFAULT_ACCURACY_MODEL
     extractor = settings.extractor()
     for name, config in configs.items():
@@ -277,8 +316,9 @@ def measure_profile(settings: TTSSettings, calibration: Sequence[CalibrationProm
                 calibrating = calibrate and any(p.answer is not None for p in calibration)
                 samples = CALIBRATION_SAMPLES if calibrating else 2
                 natural = engine.run_sync(_natural(engine, prompts, samples, settings.max_tokens,
-                                                   settings.temperature or 0.8))
+                                                   settings.temperature or 0.8, logprobs=TOP_K))
                 lengths = sorted(r["tokens"] for q in natural for r in q)
+                confidence = confidence_calibration([r for q in natural for r in q])
                 graded = [_grade(q, p.answer, extractor) for q, p in zip(natural, calibration) if p.answer is not None]
                 if calibrating and len(graded) >= 2:
                     accuracy = fit_accuracy_model([c for c, _ in graded], [w for _, w in graded], samples)
@@ -302,7 +342,7 @@ def measure_profile(settings: TTSSettings, calibration: Sequence[CalibrationProm
     return Profile(
         identity=profile_identity(settings), created=datetime.now(UTC).isoformat(timespec="seconds"),
         duration_s=time.perf_counter() - started, steps=curves, prefill=prefill, output_lengths=lengths,
-        accuracy=accuracy,
+        accuracy=accuracy, confidence=confidence,
         calibration=(f"{len(calibration)} prompts, " + ("built-in held-out arithmetic" if settings.model is None
                                                          else "user-given")),
     )

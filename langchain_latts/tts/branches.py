@@ -30,9 +30,10 @@ from langchain_latts.tts.confidence import (
     TAIL,
     WINDOW,
     ConfidenceMeasure,
-    GroupConfidence,
+    RunningConfidence,
     branch_confidence,
-    lowest_group_confidence,
+    confidence_weight,
+    cut_measure,
     token_confidence,
     warmup_threshold,
 )
@@ -111,6 +112,12 @@ class Branch:
     #: Token confidences (:func:`~langchain_latts.tts.confidence.token_confidence`), when
     #: the request asked for log-probs.
     confidences: list[float] = field(default_factory=list)
+    #: The sampled tokens' log-probs, when the request asked for log-probs.
+    logprobs: list[float] = field(default_factory=list)
+    #: The finished branch's confidence by the call's ``confidence_measure`` (None: no log-probs).
+    confidence: float | None = None
+    #: Tokens of the text this branch continues (a replacement's ``prefix``).
+    prefix_tokens: int = 0
 
 
 @dataclass
@@ -195,8 +202,14 @@ class Verification:
     #: The share of answering branches a ``confidence_filtered`` vote keeps, and the share
     #: of warm-up branches the in-flight cut-off lets pass.
     confidence_keep: float = 0.5
-    #: Abort a running branch whose group confidence falls below the warm-up threshold.
+    #: Abort a running branch whose running confidence falls below the threshold.
     confidence_prune: bool = False
+    #: The cut-off's threshold from a calibration (the profile's, or given); None: learned
+    #: from this call's first finished branches.
+    confidence_threshold: float | None = None
+    #: Tokens a branch typically writes (the profile's median, else ``max_tokens``): how
+    #: long a replacement of a confidence-cut branch is expected to run.
+    typical_tokens: int | None = None
 
     @property
     def scores(self) -> bool:
@@ -204,26 +217,39 @@ class Verification:
         return self.verifier is not None
 
 
+#: The in-flight cut-off never leaves fewer uncut branches than this in a call.
+MIN_UNCUT = 2
+
+
 @dataclass
 class ConfidenceGate:
-    """The in-flight cut-off of one call (DeepConf-online, adapted to a deadline): once
-    ``warmup`` branches have finished, the threshold that the most confident ``keep`` share
-    of them pass (:func:`~langchain_latts.tts.confidence.warmup_threshold` over their
-    lowest group confidences); a running branch whose current group confidence is below
-    it is cut. Before that, nothing is cut."""
+    """The in-flight cut-off of one call. The threshold is a calibration's when there is
+    one (cuts start at the first token); otherwise DeepConf-online's warm-up, adapted to a
+    deadline: once ``warmup`` branches have finished, the value the most confident ``keep``
+    share of them pass (:func:`~langchain_latts.tts.confidence.warmup_threshold` over their
+    :func:`~langchain_latts.tts.confidence.cut_measure`), and nothing is cut before. A
+    running branch whose running value falls below it is cut -- unless that would leave
+    fewer than :data:`MIN_UNCUT` branches of the call uncut (a hard question makes every
+    branch stumble; some must still answer)."""
 
     warmup: int
     keep: float
+    measure: ConfidenceMeasure = "lowest_logprob"
     threshold: float | None = None
+    #: How many of the call's branches are neither cut nor failed.
+    uncut: Callable[[], int] = lambda: MIN_UNCUT + 1
 
     def learn(self, finished: Sequence[Branch]) -> None:
-        """Set the threshold once enough branches with confidences have finished."""
-        warm = [b.confidences for b in finished if b.confidences]
+        """Set the threshold once enough branches with log-probs have finished."""
+        warm = [b for b in finished if b.confidences and b.logprobs]
         if self.threshold is None and len(warm) >= self.warmup:
-            self.threshold = warmup_threshold([lowest_group_confidence(c, WINDOW) for c in warm], self.keep)
+            self.threshold = warmup_threshold(
+                [branch_confidence(b.confidences, cut_measure(self.measure), window=WINDOW, tail=TAIL,
+                                   logprobs=b.logprobs) for b in warm], self.keep)
 
-    def cuts(self, group: float | None) -> bool:
-        return self.threshold is not None and group is not None and group < self.threshold
+    def cuts(self, value: float | None) -> bool:
+        return (self.threshold is not None and value is not None and value < self.threshold
+                and self.uncut() > MIN_UNCUT)
 
 
 def warmup_size(branches: int) -> int:
@@ -240,7 +266,7 @@ async def _consume(engine: Engine, branch: Branch, request: BranchRequest, start
                    gate: ConfidenceGate | None = None) -> None:
     pieces: list[str] = [branch.prefix]
     stopped: str | None = None
-    running = GroupConfidence(WINDOW)
+    running = RunningConfidence(verification.confidence_measure)
     updates = engine.branch(request, branch.request_id)
     try:
         async for update in updates:
@@ -253,11 +279,13 @@ async def _consume(engine: Engine, branch: Branch, request: BranchRequest, start
                 branch.servers.append(update.server)
             if update.error is not None:
                 branch.error = update.error
-            if update.top_logprobs and request.logprobs:
+            if update.top_logprobs and update.token_logprobs and request.logprobs:
                 new = [token_confidence(p, request.logprobs) for p in update.top_logprobs if p]
                 branch.confidences += new
-                groups = [running.push(c) for c in new]
-                if gate is not None and not update.finished and any(gate.cuts(g) for g in groups):
+                branch.logprobs += update.token_logprobs
+                values = [running.push(c, lp) for c, lp in zip(new, update.token_logprobs)]
+                if gate is not None and not update.finished and any(gate.cuts(v) for v in values):
+                    branch.verified_text = "".join(pieces[:-1])  # a replacement resamples from before this update
                     stopped = "pruned"
                     break
             if spend is not None and not spend(update.num_new_tokens) and not update.finished:
@@ -350,6 +378,13 @@ def is_decided(branches: Sequence[Branch], remaining: int, strategy: Strategy, r
     return weighted_vote_is_decided(weights, remaining, strategy)
 
 
+def time_to_finish(branch: Branch, typical_tokens: int) -> float:
+    """Seconds a replacement of a confidence-cut branch needs: the tokens a branch
+    typically writes, less those its prefix already holds, at the cut branch's pace."""
+    pace = ((branch.ended_at_s or branch.launched_at_s) - branch.launched_at_s) / max(1, branch.num_tokens)
+    return pace * max(1, typical_tokens - branch.prefix_tokens - branch.num_tokens)
+
+
 def step_time(branch: Branch, delimiter: str = "\n") -> float:
     """Seconds an ended branch took per step it wrote (the failing one included)."""
     steps = branch.steps_checked - completed_steps(branch.prefix, delimiter)[1]
@@ -393,9 +428,13 @@ async def run_branches(
     ``respawn(index, prefix)`` then makes the request of a replacement branch that
     continues the pruned branch's verified steps ``prefix`` with a fresh sample -- launched
     while fewer than ``max_respawns`` were, the token budget is not spent and the time left
-    is at least one step of the pruned branch (:func:`step_time`). ``spend`` is charged with every token generated; once it returns
-    False each branch stops at its next token (finish reason ``"budget"``) and the
-    selection runs over what finished.
+    is at least one step of the pruned branch (:func:`step_time`). With ``confidence_prune``
+    a running branch is cut at the token where its running confidence falls below the
+    :class:`ConfidenceGate`'s threshold; its replacement resamples from just before the
+    engine update that held that token, while the time left covers the rest of a typical
+    branch at the cut branch's pace (:func:`time_to_finish`). ``spend`` is charged with
+    every token generated; once it returns False each branch stops at its next token
+    (finish reason ``"budget"``) and the selection runs over what finished.
 
     An engine error in any branch aborts the others and is raised (once: the other
     branches' errors are retrieved, so asyncio logs no "exception was never retrieved").
@@ -404,9 +443,11 @@ async def run_branches(
     """
     verification = verification or Verification()
     strategy = verification.strategy
-    gate = ConfidenceGate(warmup_size(len(requests)), verification.confidence_keep) \
-        if verification.confidence_prune else None
     branches: list[Branch] = []
+    gate = ConfidenceGate(warmup_size(len(requests)), verification.confidence_keep, verification.confidence_measure,
+                          verification.confidence_threshold,
+                          lambda: sum(1 for b in branches if not b.pruned and b.error is None)) \
+        if verification.confidence_prune else None
     generating: dict[asyncio.Task[Any], Branch] = {}
     scoring: dict[asyncio.Task[Any], Branch] = {}
     every_task: list[asyncio.Task[Any]] = []
@@ -416,6 +457,7 @@ async def run_branches(
                         respawned=len(branches) >= len(requests), prefix=prefix, verified_text=prefix,
                         launched_at_s=time.monotonic() - started)
         branch.steps_checked = completed_steps(prefix, verification.step_delimiter)[1]
+        branch.prefix_tokens = len(request.prompt_token_ids) - len(requests[0].prompt_token_ids)
         branches.append(branch)
         task = asyncio.create_task(_consume(engine, branch, request, started, extractor, verification, spend, gate),
                                    name=branch.request_id)
@@ -425,8 +467,13 @@ async def run_branches(
     def may_respawn(pruned: Branch) -> bool:
         if respawn is None or sum(b.respawned for b in branches) >= verification.max_respawns:
             return False
-        return not any(b.finish_reason == "budget" for b in branches) and (
-            deadline is None or deadline - time.monotonic() >= step_time(pruned, verification.step_delimiter))
+        if any(b.finish_reason == "budget" for b in branches):
+            return False
+        if deadline is None:
+            return True
+        needed = time_to_finish(pruned, verification.typical_tokens or 1) if verification.confidence_prune \
+            else step_time(pruned, verification.step_delimiter)
+        return deadline - time.monotonic() >= needed
 
     for request in requests:
         launch(request)
@@ -492,10 +539,13 @@ async def run_branches(
                        verification.verifier.name if verification.verifier else None, len(failures),
                        len(branches), failures[0].score_error)
     vote = majority_vote([b.answer if b.finished else None for b in branches])
-    confidences = [branch_confidence(b.confidences, verification.confidence_measure, window=WINDOW, tail=TAIL)
-                   if b.confidences else None for b in branches]
+    measure = verification.confidence_measure
+    for b in branches:
+        if b.confidences and b.logprobs:
+            b.confidence = branch_confidence(b.confidences, measure, window=WINDOW, tail=TAIL, logprobs=b.logprobs)
     selection = select([b.answer if b.finished else None for b in branches], [b.score for b in branches], strategy,
-                       confidences=confidences, keep=verification.confidence_keep)
+                       confidences=[None if b.confidence is None else confidence_weight(b.confidence, measure)
+                                    for b in branches], keep=verification.confidence_keep)
     spec = None
     for b in branches:
         if b.spec is not None:
