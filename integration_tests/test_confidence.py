@@ -29,6 +29,20 @@ def test_the_engine_returns_each_tokens_top_log_probs(fixture: str, request: pyt
     assert all(lp >= min(p) for lp, p in zip(sampled, per_token))
 
 
+def test_logprobs_0_returns_only_the_sampled_tokens(llm: LatencyOptimalTTSLLM) -> None:
+    engine = llm.engine
+    prompt = tuple(engine.render_prompt([{"role": "user", "content": "Compute 38 + 4 - 19."}]))
+
+    async def one() -> list[BranchUpdate]:
+        branch = BranchRequest(prompt_token_ids=prompt, max_tokens=60, temperature=0.8, seed=3, logprobs=0)
+        return [u async for u in engine.branch(branch, "latts-logprobs-0")]
+
+    updates = engine.run_sync(one())
+    sampled = [lp for u in updates for lp in (u.token_logprobs or [])]
+    assert len(sampled) == sum(u.num_new_tokens for u in updates) > 5 and all(lp <= 0 for lp in sampled)
+    assert all(len(p) == 1 for u in updates for p in (u.top_logprobs or [])), "no runners-up asked for"
+
+
 def test_branches_carry_their_token_confidences(llm: LatencyOptimalTTSLLM) -> None:
     engine = llm.engine
     prompt = tuple(engine.render_prompt([{"role": "user", "content": "Compute 38 + 4 - 19."}]))

@@ -81,7 +81,6 @@ from langchain_latts.tts.branches import (
     branch_seeds,
     run_branches,
 )
-from langchain_latts.tts.confidence import TOP_K as CONFIDENCE_TOP_K
 from langchain_latts.tts.verifiers import verifier_name
 
 logger = logging.getLogger(__name__)
@@ -324,7 +323,7 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             return BranchRequest(prompt_token_ids=tuple(prompt), max_tokens=min(settings.max_tokens, room),
                                  temperature=settings.temperature, top_p=settings.top_p, seed=seed, stop=call.stop,
                                  grammar=grammar, deadline=deadline,
-                                 logprobs=CONFIDENCE_TOP_K if settings.uses_confidence else None)
+                                 logprobs=settings.logprobs)
 
         def respawn(index: int, prefix: str) -> BranchRequest:
             """A replacement for a pruned branch: a fresh sample continuing its verified steps."""
@@ -610,7 +609,7 @@ def _cut_off_calibration(settings: TTSSettings, engine: Engine) -> dict[str, Any
     profile = None if engine.config.endpoints else cached_profile(settings)
     threshold = settings.confidence_threshold
     if threshold is None and profile is not None and profile.confidence is not None:
-        threshold = profile.confidence.threshold(settings.confidence_measure, settings.confidence_keep)
+        threshold = profile.confidence.threshold(settings.confidence_measure)
     typical = settings.max_tokens if profile is None else min(settings.max_tokens, profile.output_length(0.5))
     return {"confidence_threshold": threshold, "typical_tokens": typical}
 

@@ -51,9 +51,9 @@ class ScriptedEngine(Engine):
                     raise RuntimeError("engine exploded")
                 last = k == len(pieces) - 1
                 top = sampled = None
-                if request.logprobs and (self.confidence is not None or self.token_logprobs is not None):
+                if request.logprobs is not None and (self.confidence is not None or self.token_logprobs is not None):
                     confidence = self.confidence[index] if self.confidence is not None else 1.0
-                    top = [[-confidence] * request.logprobs]
+                    top = [[-confidence] * max(1, request.logprobs)]
                     sampled = [self.token_logprobs[index][k] if self.token_logprobs is not None else -1 / confidence]
                 yield BranchUpdate(text_delta=piece, num_new_tokens=1, finished=last,
                                    finish_reason=reason if last else None, top_logprobs=top, token_logprobs=sampled)

@@ -280,22 +280,26 @@ def test_confidence_strategies_ask_for_log_probs_and_report_each_branchs_confide
     assert tts["answer"] == "5" and tts["strategy"] == "confidence_weighted"
     # the default measure: each branch's least likely sampled token (the fake samples at -1/confidence)
     assert tts["branch_confidences"] == [-1.0, -1.0, -1.0, -0.1667, -0.1667]
-    assert {r.logprobs for r in engine.requests} == {5}
+    assert {r.logprobs for r in engine.requests} == {0}, "the sampled token's log-prob only"
+    engine.requests.clear()
     deepconf = llm.invoke("q", strategy="confidence_weighted", confidence_measure="mean").response_metadata["tts"]
     assert deepconf["branch_confidences"] == [1.0, 1.0, 1.0, 6.0, 6.0] and deepconf["answer"] == "5"
+    assert {r.logprobs for r in engine.requests} == {5}, "DeepConf's measures need the top 5"
     assert llm.invoke("q", strategy="confidence_filtered", confidence_keep=0.4).response_metadata["tts"]["answer"] == "5"
 
 
-def test_confidence_prune_cuts_running_branches_below_the_warmup_threshold(engine_for: Any) -> None:
+@pytest.mark.parametrize(("measure", "k"), [("lowest_logprob", 0), ("lowest_group", 5)])
+def test_confidence_prune_cuts_running_branches_below_the_warmup_threshold(engine_for: Any, measure: str,
+                                                                           k: int) -> None:
     confident, shaky = ["x"] * 18 + ["#### ", "5"], ["y"] * 300
     engine = engine_for(ScriptedEngine([confident, confident] + [shaky] * 6, step_s=0.002,
                                        confidence=[5.0, 5.0] + [1.0] * 6))
-    llm = LatencyOptimalTTSLLM(branches=8, seed=0, prune="confidence", max_respawns=0)
+    llm = LatencyOptimalTTSLLM(branches=8, seed=0, prune="confidence", max_respawns=0, confidence_measure=measure)
     tts = llm.invoke("q").response_metadata["tts"]
     assert tts["answer"] == "5" and tts["branches_finished"] == 2 and tts["branches_pruned"] == 6
     assert max(tts["branch_tokens"][2:]) < 100, "cut soon after the warm-up, not at 300 tokens"
     assert tts["branch_finish_reasons"][2:] == ["pruned"] * 6
-    assert {r.logprobs for r in engine.requests} == {5}
+    assert {r.logprobs for r in engine.requests} == {k}
 
 
 def test_nothing_is_cut_before_the_warmup_branches_finish(engine_for: Any) -> None:
@@ -354,8 +358,9 @@ def test_the_cut_off_threshold_comes_from_the_profiles_calibration(engine_for: A
     from langchain_latts import chat_models as chat_models_module
     from langchain_latts.planner.profile import ConfidenceCalibration
 
-    calibration = ConfidenceCalibration(lowest_logprob=[-4.0, -3.5, -0.5, -0.2], lowest_group=[1.0, 2.0, 3.0, 4.0])
-    assert calibration.threshold("lowest_logprob", 0.5) == -0.5 and calibration.threshold("tail", 0.25) == 4.0
+    calibration = ConfidenceCalibration(lowest_logprob=[-4.0, -3.5, -0.5, -0.2], lowest_group=[1.0, 2.0, 3.0, 4.0],
+                                        right_lowest_logprob=[-0.5, -0.3, -0.2, -0.1], right_lowest_group=[3.0, 4.0])
+    assert calibration.threshold("lowest_logprob") == -0.5 and calibration.threshold("tail") == 3.0
     monkeypatch.setattr(chat_models_module, "cached_profile",
                         lambda settings: SimpleNamespace(confidence=calibration, output_length=lambda q: 4))
     good, slip = ["a", "b", "#### ", "5"], ["a", "X", "#### ", "6"]

@@ -109,3 +109,14 @@ def test_the_running_confidence_tracks_the_measure_the_cut_off_learns_on() -> No
     assert values == [None, 2.0, 1.5, 3.0]
     assert cut_measure("mean") == "lowest_group"
     assert min(v for v in values if v is not None) == lowest_group_confidence(confidences, 2)
+
+
+def test_separation_compares_right_and_wrong_samples_of_the_same_question_only() -> None:
+    from langchain_latts.bench.confidence import separation
+
+    # within each question the right sample is more confident: perfect separation, although
+    # question 2's wrong sample is more confident than question 1's right one
+    assert separation([[(-0.5, True), (-2.0, False)], [(-0.01, True), (-0.1, False)]]) == 1.0
+    assert separation([[(-1.0, True), (-1.0, False)]]) == 0.5, "a tie counts half"
+    assert separation([[(-1.0, True), (-0.1, False), (-2.0, False)]]) == 0.5
+    assert separation([[(-1.0, True)], [(-1.0, False)]]) is None, "no question with both"

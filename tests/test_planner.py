@@ -243,8 +243,13 @@ def test_the_confidence_calibration_sorts_each_samples_lowest_values_and_profile
     calibration = confidence_calibration(runs)
     assert calibration is not None
     assert calibration.lowest_logprob == [-2.0, -0.3] and calibration.lowest_group == [1.0, 3.0]
-    assert calibration.threshold("lowest_logprob", 0.5) == -0.3
+    assert calibration.threshold("lowest_logprob") == -2.0, "ungraded: 90% of the samples pass"
     assert confidence_calibration(runs[2:]) is None
+    right = [{"confidences": [2.0] * 20, "logprobs": [-0.1] * 19 + [lp]} for lp in (-0.05, -0.4, -0.6, -1.0)]
+    graded = confidence_calibration(runs[:2] + right, [False, False, True, True, True, True])
+    assert graded is not None and graded.right_lowest_logprob == [-1.0, -0.6, -0.4, -0.1]
+    assert graded.threshold("lowest_logprob") == -1.0, "graded: 95% of the right samples pass"
+    assert graded.threshold("lowest_group") == 2.0
     old = profile().model_dump()
     old.pop("confidence")
     assert Profile.model_validate(old).confidence is None

@@ -27,9 +27,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from langchain_latts.errors import LattsValueError
 from langchain_latts.planner.accuracy import DEFAULT_ACCURACY_MODEL, AccuracyModel
-from langchain_latts.tts.confidence import ConfidenceMeasure, cut_measure, warmup_threshold
+from langchain_latts.tts.confidence import WARMUP_KEEP, ConfidenceMeasure, cut_measure, warmup_threshold
 
-__all__ = ["PROFILE_SCHEMA", "ConfidenceCalibration", "Identity", "Profile", "StepCurve", "cache_dir", "load_profile", "model_identity",
+__all__ = ["PROFILE_SCHEMA", "RIGHT_KEPT", "ConfidenceCalibration", "Identity", "Profile", "StepCurve", "cache_dir", "load_profile", "model_identity",
            "save_profile"]
 
 #: Bumped whenever the JSON layout or the meaning of a measurement changes.
@@ -110,19 +110,33 @@ class Prefill(BaseModel):
         return self.intercept_s + self.per_token_s * tokens
 
 
+#: With graded calibration samples, the cut-off's threshold is the value this share of the
+#: *right* samples pass (on the built-in task it then catches ~9 in 10 wrong ones).
+RIGHT_KEPT = 0.95
+
+
 class ConfidenceCalibration(BaseModel):
     """What natural samples of the calibration prompts looked like to the in-flight
     confidence cut-off: per sample its lowest sampled-token log-prob and its lowest
-    16-token group confidence (:mod:`~langchain_latts.tts.confidence`), each ascending."""
+    16-token group confidence (:mod:`~langchain_latts.tts.confidence`), each ascending;
+    and the same of the samples graded right (empty when the prompts have no answers)."""
 
     lowest_logprob: list[float]
     lowest_group: list[float]
+    right_lowest_logprob: list[float] = Field(default_factory=list)
+    right_lowest_group: list[float] = Field(default_factory=list)
 
-    def threshold(self, measure: ConfidenceMeasure, keep: float) -> float | None:
-        """The cut-off the most confident ``keep`` share of the samples pass, on the value
-        the cut-off tracks for ``measure`` (None without samples)."""
-        values = self.lowest_logprob if cut_measure(measure) == "lowest_logprob" else self.lowest_group
-        return warmup_threshold(values, keep) if values else None
+    def threshold(self, measure: ConfidenceMeasure) -> float | None:
+        """The cut-off on the value the cut-off tracks for ``measure``: the one
+        :data:`RIGHT_KEPT` of the right samples pass when samples were graded, else the one
+        :data:`~langchain_latts.tts.confidence.WARMUP_KEEP` of all samples pass (None
+        without samples)."""
+        by_logprob = cut_measure(measure) == "lowest_logprob"
+        right = self.right_lowest_logprob if by_logprob else self.right_lowest_group
+        if right:
+            return warmup_threshold(right, RIGHT_KEPT)
+        values = self.lowest_logprob if by_logprob else self.lowest_group
+        return warmup_threshold(values, WARMUP_KEEP) if values else None
 
 
 class Profile(BaseModel):

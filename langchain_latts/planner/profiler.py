@@ -71,8 +71,8 @@ from langchain_latts.tts.confidence import (
     token_confidence,
 )
 
-__all__ = ["CalibrationPrompt", "builtin_calibration", "calibrate_confidence", "confidence_calibration", "load_calibration", "measure_profile", "per_token_seconds",
-           "profile_identity", "run_requests"]
+__all__ = ["CalibrationPrompt", "builtin_calibration", "confidence_calibration", "grade_runs", "load_calibration", "measure_profile",
+           "natural_samples", "per_token_seconds", "profile_identity", "run_requests"]
 
 #: Speculative lengths profiled when a drafter is configured.
 SPECULATIVE_LENGTHS = (1, 2, 4)
@@ -203,8 +203,9 @@ async def _step_curve(engine: VLLMEngine, prompt: list[int], batch_sizes: Sequen
     return list(batch_sizes), times
 
 
-async def _natural(engine: Engine, prompts: Sequence[list[int]], samples: int, max_tokens: int,
-                   temperature: float, logprobs: int | None = None) -> list[list[dict[str, Any]]]:
+async def natural_samples(engine: Engine, prompts: Sequence[list[int]], samples: int, max_tokens: int,
+                          temperature: float, logprobs: int | None = None) -> list[list[dict[str, Any]]]:
+    """``samples`` natural completions of each prompt (seeded), as :func:`run_requests` gives them, per prompt."""
     requests = [BranchRequest(prompt_token_ids=tuple(p), max_tokens=max_tokens, temperature=temperature,
                               seed=7919 * q + s, logprobs=logprobs) for q, p in enumerate(prompts) for s in range(samples)]
     runs = await run_requests(engine, requests, "natural")
@@ -245,28 +246,35 @@ async def per_token_seconds(engine: Engine, prompts: Sequence[list[int]], batch:
     return statistics.median((r["stamps"][-1] - r["stamps"][0]) / max(1, r["tokens"] - 1) for r in runs)
 
 
-def confidence_calibration(runs: Sequence[dict[str, Any]]) -> ConfidenceCalibration | None:
-    """The cut-off's calibration from natural samples run with log-probs (None without any)."""
-    measured = [r for r in runs if r["confidences"] and r["logprobs"]]
+def confidence_calibration(runs: Sequence[dict[str, Any]],
+                           right: Sequence[bool] | None = None) -> ConfidenceCalibration | None:
+    """The cut-off's calibration from natural samples run with log-probs (None without
+    any); ``right`` grades each run when the prompts have answers."""
+    graded = list(zip(runs, right if right is not None else [False] * len(runs)))
+    measured = [(r, ok) for r, ok in graded if r["confidences"] and r["logprobs"]]
     if not measured:
         return None
-    return ConfidenceCalibration(lowest_logprob=sorted(lowest_logprob(r["logprobs"]) for r in measured),
-                                 lowest_group=sorted(lowest_group_confidence(r["confidences"], WINDOW)
-                                                     for r in measured))
+
+    def lowest(samples: Sequence[dict[str, Any]]) -> tuple[list[float], list[float]]:
+        return (sorted(lowest_logprob(r["logprobs"]) for r in samples),
+                sorted(lowest_group_confidence(r["confidences"], WINDOW) for r in samples))
+
+    every, good = lowest([r for r, _ in measured]), lowest([r for r, ok in measured if ok])
+    return ConfidenceCalibration(lowest_logprob=every[0], lowest_group=every[1], right_lowest_logprob=good[0],
+                                 right_lowest_group=good[1])
 
 
-async def calibrate_confidence(engine: Engine, prompts: Sequence[list[int]], *, samples: int, max_tokens: int,
-                               temperature: float) -> ConfidenceCalibration | None:
-    """Sample each prompt ``samples`` times with log-probs and calibrate the cut-off on them."""
-    natural = await _natural(engine, prompts, samples, max_tokens, temperature, logprobs=TOP_K)
-    return confidence_calibration([r for q in natural for r in q])
+def grade_runs(runs: Sequence[dict[str, Any]], answer: str, extractor: Callable[[str], str | None]) -> list[bool]:
+    """Whether each run's extracted answer is ``answer``."""
+    truth = normalize_answer(answer)
+    return [(given := extractor(r["text"])) is not None and normalize_answer(given) == truth for r in runs]
 
 
 def _grade(runs: Sequence[dict[str, Any]], answer: str, extractor: Callable[[str], str | None]) -> tuple[int, int]:
     """(correct, votes of the most common wrong answer) among one question's samples."""
     truth = normalize_answer(answer)
     given = [extractor(r["text"]) for r in runs]
-    correct = sum(1 for g in given if g is not None and normalize_answer(g) == truth)
+    correct = sum(grade_runs(runs, answer, extractor))
     wrong = Counter(normalize_answer(g) if g is not None else f"none-{i}" for i, g in enumerate(given)
                     if g is None or normalize_answer(g) != truth)
     return correct, max(wrong.values(), default=0)
@@ -315,17 +323,20 @@ def measure_profile(settings: TTSSettings, calibration: Sequence[CalibrationProm
             if name == "off":
                 calibrating = calibrate and any(p.answer is not None for p in calibration)
                 samples = CALIBRATION_SAMPLES if calibrating else 2
-                natural = engine.run_sync(_natural(engine, prompts, samples, settings.max_tokens,
+                natural = engine.run_sync(natural_samples(engine, prompts, samples, settings.max_tokens,
                                                    settings.temperature or 0.8, logprobs=TOP_K))
                 lengths = sorted(r["tokens"] for q in natural for r in q)
-                confidence = confidence_calibration([r for q in natural for r in q])
+                confidence = confidence_calibration(
+                    [r for q in natural for r in q],
+                    None if any(p.answer is None for p in calibration)
+                    else [ok for q, p in zip(natural, calibration) for ok in grade_runs(q, p.answer or "", extractor)])
                 graded = [_grade(q, p.answer, extractor) for q, p in zip(natural, calibration) if p.answer is not None]
                 if calibrating and len(graded) >= 2:
                     accuracy = fit_accuracy_model([c for c, _ in graded], [w for _, w in graded], samples)
                 report("output lengths and accuracy", 1)
                 prefill = engine.run_sync(_prefill(engine, len(engine._tokenizer), engine.max_model_len, report))
             elif not name.startswith("k=0"):
-                natural = engine.run_sync(_natural(engine, prompts, 1, settings.max_tokens,
+                natural = engine.run_sync(natural_samples(engine, prompts, 1, settings.max_tokens,
                                                    settings.temperature or 0.8))
                 spec = [r["spec"] for q in natural for r in q if r["spec"] is not None]
                 drafts = sum(s.num_drafts for s in spec)

@@ -28,6 +28,7 @@ from langchain_latts.engines.base import BranchRequest, Engine, SpecDecodeStats
 from langchain_latts.tts.answers import AnswerExtractor, explicit_answer
 from langchain_latts.tts.confidence import (
     TAIL,
+    WARMUP_KEEP,
     WINDOW,
     ConfidenceMeasure,
     RunningConfidence,
@@ -199,9 +200,8 @@ class Verification:
     max_respawns: int = 0
     #: How a finished branch's token confidences become one (confidence strategies).
     confidence_measure: ConfidenceMeasure = "lowest_group"
-    #: The share of answering branches a ``confidence_filtered`` vote keeps, and the share
-    #: of warm-up branches the in-flight cut-off lets pass.
-    confidence_keep: float = 0.5
+    #: The share of answering branches a ``confidence_filtered`` vote keeps.
+    confidence_keep: float = 0.25
     #: Abort a running branch whose running confidence falls below the threshold.
     confidence_prune: bool = False
     #: The cut-off's threshold from a calibration (the profile's, or given); None: learned
@@ -241,7 +241,7 @@ class ConfidenceGate:
 
     def learn(self, finished: Sequence[Branch]) -> None:
         """Set the threshold once enough branches with log-probs have finished."""
-        warm = [b for b in finished if b.confidences and b.logprobs]
+        warm = [b for b in finished if b.logprobs and (b.confidences or self.measure == "lowest_logprob")]
         if self.threshold is None and len(warm) >= self.warmup:
             self.threshold = warmup_threshold(
                 [branch_confidence(b.confidences, cut_measure(self.measure), window=WINDOW, tail=TAIL,
@@ -279,11 +279,13 @@ async def _consume(engine: Engine, branch: Branch, request: BranchRequest, start
                 branch.servers.append(update.server)
             if update.error is not None:
                 branch.error = update.error
-            if update.top_logprobs and update.token_logprobs and request.logprobs:
-                new = [token_confidence(p, request.logprobs) for p in update.top_logprobs if p]
+            if update.token_logprobs and request.logprobs is not None:
+                new = [token_confidence(p, request.logprobs) for p in update.top_logprobs or () if p] \
+                    if request.logprobs else []  # logprobs=0: the sampled token's only
                 branch.confidences += new
                 branch.logprobs += update.token_logprobs
-                values = [running.push(c, lp) for c, lp in zip(new, update.token_logprobs)]
+                values = [running.push(c, lp) for c, lp in
+                          zip(new or [0.0] * len(update.token_logprobs), update.token_logprobs)]
                 if gate is not None and not update.finished and any(gate.cuts(v) for v in values):
                     branch.verified_text = "".join(pieces[:-1])  # a replacement resamples from before this update
                     stopped = "pruned"
@@ -444,7 +446,7 @@ async def run_branches(
     verification = verification or Verification()
     strategy = verification.strategy
     branches: list[Branch] = []
-    gate = ConfidenceGate(warmup_size(len(requests)), verification.confidence_keep, verification.confidence_measure,
+    gate = ConfidenceGate(warmup_size(len(requests)), WARMUP_KEEP, verification.confidence_measure,
                           verification.confidence_threshold,
                           lambda: sum(1 for b in branches if not b.pruned and b.error is None)) \
         if verification.confidence_prune else None
@@ -541,7 +543,7 @@ async def run_branches(
     vote = majority_vote([b.answer if b.finished else None for b in branches])
     measure = verification.confidence_measure
     for b in branches:
-        if b.confidences and b.logprobs:
+        if b.logprobs and (b.confidences or measure == "lowest_logprob"):
             b.confidence = branch_confidence(b.confidences, measure, window=WINDOW, tail=TAIL, logprobs=b.logprobs)
     selection = select([b.answer if b.finished else None for b in branches], [b.score for b in branches], strategy,
                        confidences=[None if b.confidence is None else confidence_weight(b.confidence, measure)

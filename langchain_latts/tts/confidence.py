@@ -36,7 +36,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Literal
 
-__all__ = ["TAIL", "TOP_K", "WINDOW", "ConfidenceMeasure", "GroupConfidence", "RunningConfidence",
+__all__ = ["TAIL", "TOP_K", "WARMUP_KEEP", "WINDOW", "ConfidenceMeasure", "GroupConfidence", "RunningConfidence",
            "bottom_share_confidence", "branch_confidence", "confidence_weight", "cut_measure", "group_confidences",
            "lowest_group_confidence", "lowest_logprob", "mean_confidence", "most_confident", "tail_confidence",
            "token_confidence", "warmup_threshold"]
@@ -45,6 +45,10 @@ __all__ = ["TAIL", "TOP_K", "WINDOW", "ConfidenceMeasure", "GroupConfidence", "R
 ConfidenceMeasure = Literal["lowest_logprob", "mean", "tail", "lowest_group", "bottom_share"]
 #: Candidates per token whose log-probs make a token confidence (vLLM's ``logprobs=k``).
 TOP_K = 5
+#: Without a calibration, the in-flight cut-off's threshold is the value this share of a
+#: call's warm-up branches pass (DeepConf-high's 90%: cut only what is weaker than nearly
+#: all branches that finished).
+WARMUP_KEEP = 0.9
 #: Tokens per group (sliding window) and in the tail: the built-in task's branches run
 #: 40-100 tokens (DeepConf's 2048 is for reasoning traces of thousands).
 WINDOW = 16
