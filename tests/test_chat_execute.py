@@ -369,3 +369,40 @@ def test_the_cut_off_threshold_comes_from_the_profiles_calibration(engine_for: A
     tts = LatencyOptimalTTSLLM(branches=3, seed=0, prune="confidence", max_respawns=0,
                                early_stop=False).invoke("q").response_metadata["tts"]
     assert tts["branch_finish_reasons"] == ["stop", "stop", "pruned"] and tts["branch_tokens"][2] == 2
+
+
+def test_cut_branches_no_longer_hold_the_vote_open_so_it_stops_early(engine_for: Any) -> None:
+    good, slip, slow = ["a", "#### ", "5"], ["a", "X"] + ["y"] * 300, ["a"] * 300
+    engine_for(ScriptedEngine([good, good, slip, slip, slow], step_s=0.002,
+                              token_logprobs=[_steady(good)] * 2 + [[-0.1, -3.0] + [-0.1] * 300] * 2 + [_steady(slow)]))
+    tts = LatencyOptimalTTSLLM(branches=5, seed=0, prune="confidence", confidence_threshold=-1.0,
+                               max_respawns=0).invoke("q").response_metadata["tts"]
+    # 2 votes for 5 against one branch still running: decided, although 3 branches were launched to run long
+    assert tts["stopped_early"] and tts["answer"] == "5" and tts["branches_pruned"] == 2
+    assert sum(tts["branch_tokens"]) < 100
+
+
+def test_cut_branches_and_their_replacements_are_charged_to_the_token_budget(engine_for: Any) -> None:
+    good, slip, long = ["a", "a", "#### ", "5"], ["a", "X"] + ["y"] * 30, ["a"] * 40
+    engine_for(ScriptedEngine([good, good, slip, long], step_s=0.002,
+                              token_logprobs=[_steady(good)] * 2 + [[-0.1, -3.0] + [-0.1] * 30, _steady(long)]))
+    message = LatencyOptimalTTSLLM(branches=3, seed=0, prune="confidence", confidence_threshold=-1.0, early_stop=False,
+                                   token_budget=20, max_tokens=6).invoke("q")
+    tts = message.response_metadata["tts"]
+    assert tts["branch_finish_reasons"] == ["stop", "stop", "pruned", "budget"], "the replacement ran into the budget"
+    assert tts["budget_hit"] and tts["answer"] == "5"
+    assert 20 <= message.usage_metadata["output_tokens"] <= 22  # type: ignore[index]
+
+
+def test_the_planner_plans_and_a_cut_branchs_slot_goes_to_a_replacement(engine_for: Any) -> None:
+    slip = ["x", "X", "y", "y", "#### ", "6"]
+    scripts = [slip] + _scripts(40)
+    engine = engine_for(ScriptedEngine(scripts, step_s=0.001,
+                                       token_logprobs=[[-0.1, -3.0, -0.1, -0.1, -0.1, -0.1]] + [[-0.1] * 6] * 40))
+    tts = LatencyOptimalTTSLLM(seed=0, max_branches=4, prune="confidence", confidence_threshold=-1.0,
+                               early_stop=False).invoke("q").response_metadata["tts"]
+    launched = tts["plan"]["branches"]
+    planned = [r for r in engine.requests if not r.ignore_eos][:launched]
+    assert tts["plan"]["profile"] == "start-up" and launched >= 3
+    assert tts["branch_finish_reasons"][0] == "pruned" and tts["branches_respawned"] == 1
+    assert tts["branches_launched"] == launched + 1 and tts["answer"] == "7" and len(planned) == launched
