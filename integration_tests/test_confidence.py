@@ -68,3 +68,17 @@ def test_a_confidence_weighted_call_on_the_real_engine(llm: LatencyOptimalTTSLLM
     assert len(tts["branch_confidences"]) == tts["branches_launched"]
     assert all(c is None or c <= 0 for c in tts["branch_confidences"]), "lowest sampled log-probs"
     assert sum(tts["weights"].values()) > 0
+
+
+def test_the_first_confidence_call_calibrates_the_cut_off_and_prices_log_probs(llm: LatencyOptimalTTSLLM) -> None:
+    from langchain_latts.planner.runtime import engine_profile
+
+    tts = llm.invoke("Compute 3 + 4 - 2.", branches="auto", prune="confidence").response_metadata["tts"]
+    assert tts["plan"]["profile"] == "start-up" and tts["answer"] == "5"
+    settings = llm._settings_for_call(None, {"branches": "auto"})
+    stats = llm.engine.run_sync(llm.engine.ensure_started())
+    state = llm.engine.run_sync(engine_profile(llm.engine, settings, stats.max_num_seqs))  # the call's, cached
+    profile = state.current()
+    assert profile.confidence is not None and profile.confidence.right_lowest_logprob, "graded held-out samples"
+    assert profile.confidence.threshold("lowest_logprob") is not None
+    assert set(profile.logprobs_slowdown) == {"0"} and profile.logprobs_slowdown["0"] > 0.5, "what the call asked for"

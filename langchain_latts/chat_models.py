@@ -54,7 +54,14 @@ from langchain_latts.engines.base import BranchRequest, Engine, EngineStats
 from langchain_latts.engines.vllm_local import engine_exists, get_engine
 from langchain_latts.errors import BranchesFailedError, DeadlineExceededError, LattsValueError
 from langchain_latts.planner.plan import DEFAULT_QUANTILE
-from langchain_latts.planner.runtime import EngineProfile, cached_profile, engine_profile, plan_for_call
+from langchain_latts.planner.profile import Profile
+from langchain_latts.planner.runtime import (
+    EngineProfile,
+    cached_profile,
+    engine_profile,
+    plan_for_call,
+    price_confidence,
+)
 from langchain_latts.settings import CALL_OPTIONS, ENGINE_OPTIONS, TTSSettings, as_latts_error
 from langchain_latts.structured import (
     ANY_OBJECT,
@@ -339,7 +346,7 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             max_respawns=branches if settings.max_respawns is None else settings.max_respawns,
             confidence_measure=settings.confidence_measure, confidence_keep=settings.confidence_keep,
             confidence_prune=settings.prune == "confidence",
-            **(_cut_off_calibration(settings, engine) if settings.prune == "confidence" else {}),
+            **(_cut_off_calibration(settings, engine, state) if settings.prune == "confidence" else {}),
         )
         run = await run_branches(
             engine, [request(seed) for seed in branch_seeds(settings.seed, prompt, branches)],
@@ -602,11 +609,13 @@ def _question(messages: Sequence[dict[str, Any]]) -> str:
     return next((str(m["content"]) for m in reversed(messages) if m["role"] == "user"), "")
 
 
-def _cut_off_calibration(settings: TTSSettings, engine: Engine) -> dict[str, Any]:
+def _cut_off_calibration(settings: TTSSettings, engine: Engine, state: EngineProfile | None) -> dict[str, Any]:
     """The confidence cut-off's threshold and a branch's typical length: as given, else
-    from the profile of this setup (in-process engines), else None (learned in the call)
-    and ``max_tokens``."""
-    profile = None if engine.config.endpoints else cached_profile(settings)
+    from the planner's profile (``branches="auto"``: cached or measured at start-up) or
+    the cached profile of this setup (in-process engines), else None (learned in the
+    call) and ``max_tokens``."""
+    profile: Profile | None = state.current() if state is not None else (
+        None if engine.config.endpoints else cached_profile(settings))
     threshold = settings.confidence_threshold
     if threshold is None and profile is not None and profile.confidence is not None:
         threshold = profile.confidence.threshold(settings.confidence_measure)
@@ -645,7 +654,7 @@ def _with_run_id(config: RunnableConfig | None) -> RunnableConfig:
 async def _make_ready(engine: Engine, settings: TTSSettings) -> None:
     stats = await engine.ensure_started()
     if settings.planned:
-        await engine_profile(engine, settings, stats.max_num_seqs)
+        await price_confidence(await engine_profile(engine, settings, stats.max_num_seqs), engine, settings)
 
 
 async def _wait_for_engine(call: _Call) -> tuple[EngineStats, EngineProfile | None, float, float]:
@@ -673,5 +682,7 @@ async def _wait_for_engine(call: _Call) -> tuple[EngineStats, EngineProfile | No
             deadline_s=settings.deadline_s or 0.0, elapsed_s=elapsed, tokens=0,
         ) from None
     state = await engine_profile(call.engine, settings, stats.max_num_seqs) if settings.planned else None
+    if state is not None:  # measured once, like the start-up profile: not against the deadline
+        await price_confidence(state, call.engine, settings)
     ready = time.monotonic()
     return stats, state, (call.started if strict else ready), ready - call.started

@@ -122,6 +122,16 @@ def test_a_loaded_engine_gets_fewer_branches_than_an_idle_one() -> None:
     assert loaded.branches < idle.branches
 
 
+def test_a_call_asking_for_log_probs_plans_with_the_measured_slowdown() -> None:
+    p = profile(per_seq=0.0005).model_copy(update={"logprobs_slowdown": {"0": 1.15, "5": 1.5}})
+    assert p.slowdown(None) == 1.0 and p.slowdown(0) == 1.15 and p.slowdown(3) == 1.0, "unmeasured k: none assumed"
+    deadline = predict_latency(p, lengths=[p.output_length(0.9)] * 8, prompt_tokens=20)
+    plain = plan_call(p, prompt_tokens=20, max_tokens=512, max_branches=16, deadline_s=deadline)
+    slow = plan_call(p, prompt_tokens=20, max_tokens=512, max_branches=16, deadline_s=deadline, slowdown=p.slowdown(0))
+    assert plain.branches == 8 and slow.branches < 8
+    assert slow.predicted_latency_s <= deadline
+
+
 def test_a_token_budget_caps_the_branches() -> None:
     p = profile()
     plan = plan_call(p, prompt_tokens=20, max_tokens=512, max_branches=16, token_budget=3 * p.output_length(0.9))

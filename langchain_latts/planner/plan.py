@@ -72,15 +72,17 @@ def plan_call(profile: Profile, *, prompt_tokens: int, max_tokens: int, max_bran
               speculation: SpeculationSetting = NO_SPECULATION, deadline_s: float | None = None,
               token_budget: int | None = None, load: int = 0, accuracy: AccuracyModel | None = None,
               quantile: float = DEFAULT_QUANTILE, tolerance: float = DEFAULT_TOLERANCE,
-              max_num_seqs: int | None = None) -> Plan:
-    """Choose the branches of one call (module docstring). ``deadline_s`` is the time left."""
+              max_num_seqs: int | None = None, slowdown: float = 1.0) -> Plan:
+    """Choose the branches of one call (module docstring). ``deadline_s`` is the time left;
+    ``slowdown`` scales every predicted latency (the call asks for log-probs:
+    :meth:`~langchain_latts.planner.profile.Profile.slowdown`)."""
     model = accuracy or profile.accuracy
     length = min(max_tokens, profile.output_length(quantile))
     candidates: list[tuple[int, float, float]] = []  # (B, latency, accuracy)
     limited_by = "max_branches"
     for b in range(1, max_branches + 1):
-        latency = predict_latency(profile, lengths=[length] * b, prompt_tokens=prompt_tokens, load=load,
-                                  speculation=speculation, max_num_seqs=max_num_seqs)
+        latency = slowdown * predict_latency(profile, lengths=[length] * b, prompt_tokens=prompt_tokens, load=load,
+                                             speculation=speculation, max_num_seqs=max_num_seqs)
         if deadline_s is not None and latency > deadline_s:
             limited_by = "deadline"
             break
@@ -89,8 +91,8 @@ def plan_call(profile: Profile, *, prompt_tokens: int, max_tokens: int, max_bran
             break
         candidates.append((b, latency, model.vote_accuracy(b)))
     if not candidates:
-        latency = predict_latency(profile, lengths=[length], prompt_tokens=prompt_tokens, load=load,
-                                  speculation=speculation, max_num_seqs=max_num_seqs)
+        latency = slowdown * predict_latency(profile, lengths=[length], prompt_tokens=prompt_tokens, load=load,
+                                             speculation=speculation, max_num_seqs=max_num_seqs)
         return Plan(1, speculation.name, latency, model.vote_accuracy(1), length, profile.profile_id,
                     "nothing fits", load)
     best = max(acc for _, _, acc in candidates)

@@ -159,6 +159,15 @@ class Profile(BaseModel):
     calibration: str = ""
     #: The confidence cut-off's calibration (None: measured before it existed).
     confidence: ConfidenceCalibration | None = None
+    #: How much slower a decoding step is when every sequence asks for log-probs, by
+    #: vLLM's ``logprobs=k`` (``"0"``: the sampled token's only; ``"5"``: the top 5), at
+    #: the largest batch timed (empty: measured before it existed; the planner then
+    #: assumes no slowdown).
+    logprobs_slowdown: dict[str, float] = Field(default_factory=dict)
+
+    def slowdown(self, logprobs: int | None) -> float:
+        """The step-time factor of a call that asks for ``logprobs`` (1 for None or unmeasured)."""
+        return 1.0 if logprobs is None else self.logprobs_slowdown.get(str(logprobs), 1.0)
 
     @property
     def profile_id(self) -> str:

@@ -71,7 +71,7 @@ from langchain_latts.tts.confidence import (
     token_confidence,
 )
 
-__all__ = ["CalibrationPrompt", "builtin_calibration", "confidence_calibration", "grade_runs", "load_calibration", "measure_profile",
+__all__ = ["CalibrationPrompt", "builtin_calibration", "confidence_calibration", "grade_runs", "load_calibration", "logprobs_slowdown", "measure_profile",
            "natural_samples", "per_token_seconds", "profile_identity", "run_requests"]
 
 #: Speculative lengths profiled when a drafter is configured.
@@ -235,15 +235,32 @@ async def _prefill(engine: VLLMEngine, vocab: int, max_len: int, progress: Progr
 
 
 async def per_token_seconds(engine: Engine, prompts: Sequence[list[int]], batch: int, *, tokens: int,
-                            seed: int = 0) -> float:
+                            seed: int = 0, logprobs: int | None = None) -> float:
     """Median seconds per output token of a sequence when ``batch`` sequences (prompts in
-    turn) generate ``tokens`` tokens each (``ignore_eos``, T = 0.8) on the engine as
-    configured; a first run of the batch shape is dropped (it is slower)."""
+    turn) generate ``tokens`` tokens each (``ignore_eos``, T = 0.8, asking for ``logprobs``)
+    on the engine as configured; a first run of the batch shape is dropped (it is slower)."""
     requests = [BranchRequest(prompt_token_ids=tuple(prompts[i % len(prompts)]), max_tokens=tokens,
-                              temperature=0.8, seed=seed + 1000 * batch + i, ignore_eos=True) for i in range(batch)]
+                              temperature=0.8, seed=seed + 1000 * batch + i, ignore_eos=True, logprobs=logprobs)
+                for i in range(batch)]
     await run_requests(engine, requests, f"warm-{batch}")
     runs = await run_requests(engine, requests, f"timed-{batch}")
     return statistics.median((r["stamps"][-1] - r["stamps"][0]) / max(1, r["tokens"] - 1) for r in runs)
+
+
+#: The ``logprobs=k`` whose step-time cost a profile measures (what the confidence measures ask for).
+LOGPROBS_KS = (0, TOP_K)
+
+
+async def logprobs_slowdown(engine: Engine, prompts: Sequence[list[int]], batch: int, *, tokens: int,
+                            rounds: int = 2, ks: Sequence[int] = LOGPROBS_KS) -> dict[str, float]:
+    """Per ``k`` of ``ks``, seconds per token at ``batch`` sequences asking for
+    ``logprobs=k`` over the same without; each side timed ``rounds`` times in alternation, medians."""
+    timed: dict[int | None, list[float]] = {None: [], **{k: [] for k in ks}}
+    for _ in range(rounds):
+        for k in timed:
+            timed[k].append(await per_token_seconds(engine, prompts, batch, tokens=tokens, logprobs=k))
+    plain = statistics.median(timed[None])
+    return {str(k): round(statistics.median(timed[k]) / plain, 4) for k in ks}
 
 
 def confidence_calibration(runs: Sequence[dict[str, Any]],
@@ -308,6 +325,7 @@ def measure_profile(settings: TTSSettings, calibration: Sequence[CalibrationProm
     prefill: Prefill | None = None
     lengths: list[int] = []
     confidence: ConfidenceCalibration | None = None
+    slowdown: dict[str, float] = {}
     accuracy = DEFAULT_ACCURACY_MODEL
     extractor = settings.extractor()
     for name, config in configs.items():
@@ -335,6 +353,8 @@ def measure_profile(settings: TTSSettings, calibration: Sequence[CalibrationProm
                     accuracy = fit_accuracy_model([c for c, _ in graded], [w for _, w in graded], samples)
                 report("output lengths and accuracy", 1)
                 prefill = engine.run_sync(_prefill(engine, len(engine._tokenizer), engine.max_model_len, report))
+                slowdown = engine.run_sync(logprobs_slowdown(engine, prompts, min(16, sizes[-1]),
+                                                             tokens=STEP_RUN_TOKENS))
             elif not name.startswith("k=0"):
                 natural = engine.run_sync(natural_samples(engine, prompts, 1, settings.max_tokens,
                                                    settings.temperature or 0.8))
@@ -353,7 +373,7 @@ def measure_profile(settings: TTSSettings, calibration: Sequence[CalibrationProm
     return Profile(
         identity=profile_identity(settings), created=datetime.now(UTC).isoformat(timespec="seconds"),
         duration_s=time.perf_counter() - started, steps=curves, prefill=prefill, output_lengths=lengths,
-        accuracy=accuracy, confidence=confidence,
+        accuracy=accuracy, confidence=confidence, logprobs_slowdown=slowdown,
         calibration=(f"{len(calibration)} prompts, " + ("built-in held-out arithmetic" if settings.model is None
                                                          else "user-given")),
     )

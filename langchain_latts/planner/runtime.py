@@ -13,6 +13,11 @@ An engine's profile is, in order of preference:
    the lengths of the last ``OBSERVED`` finished branches. A start-up profile has no
    accuracy calibration (the default accuracy model) and no other speculation settings.
 
+What confidence needs is measured the first time a call asks for it, when the profile
+lacks it (:func:`price_confidence`): the step-time cost of the call's log-probs, and for
+``prune="confidence"`` on the built-in model the cut-off's calibration from graded
+samples of 16 held-out problems.
+
 The profile in use is named in ``response_metadata["tts"]["plan"]["profile"]``.
 """
 
@@ -39,11 +44,15 @@ from langchain_latts.planner.plan import Plan, choose_speculation, derive_schedu
 from langchain_latts.planner.profile import Identity, Prefill, Profile, StepCurve, cache_dir, load_profile
 from langchain_latts.planner.profiler import (
     builtin_calibration,
+    confidence_calibration,
+    grade_runs,
+    logprobs_slowdown,
     per_token_seconds,
     profile_identity,
     run_requests,
 )
 from langchain_latts.settings import TTSSettings
+from langchain_latts.tts.confidence import TOP_K
 
 logger = logging.getLogger(__name__)
 
@@ -165,14 +174,42 @@ async def _startup_profile(engine: Engine, settings: TTSSettings, identity: Iden
     return EngineProfile(profile, "start-up", SpeculationSetting.off(), learns_lengths=not builtin)
 
 
+async def price_confidence(state: EngineProfile, engine: Engine, settings: TTSSettings) -> None:
+    """Complete ``state``'s profile with what a call using confidence needs (module
+    docstring), measured once per engine; nothing for a call that asks for no log-probs."""
+    k = settings.logprobs
+    if k is None:
+        return
+    async with _LOCKS.setdefault(engine, asyncio.Lock()):
+        profile = state.profile
+        update: dict[str, Any] = {}
+        if str(k) not in profile.logprobs_slowdown:
+            prompts = [engine.render_prompt([{"role": "user", "content": "Compute 12 + 7 - 5."}])]
+            batch = min(16, profile.max_batch)
+            measured = await logprobs_slowdown(engine, prompts, batch, tokens=STARTUP_TOKENS, rounds=1, ks=(k,))
+            update["logprobs_slowdown"] = profile.logprobs_slowdown | measured
+        if settings.prune == "confidence" and profile.confidence is None and settings.model is None:
+            problems = builtin_calibration()[:16]
+            samples = [BranchRequest(prompt_token_ids=tuple(engine.render_prompt(
+                [{"role": "user", "content": p.messages[0][1]}])), max_tokens=settings.max_tokens,
+                temperature=0.8, seed=i, logprobs=TOP_K) for i, p in enumerate(problems)]
+            runs = await run_requests(engine, samples, "calibrate-confidence")
+            extractor = settings.extractor()
+            update["confidence"] = confidence_calibration(
+                runs, [grade_runs([r], p.answer or "", extractor)[0] for r, p in zip(runs, problems)])
+        if update:
+            state.profile = profile.model_copy(update=update)
+
+
 def plan_for_call(state: EngineProfile, settings: TTSSettings, engine: Engine, *, prompt_tokens: int,
                   time_left_s: float | None, token_budget: int | None = None) -> Plan:
     """The plan of one call on ``engine`` as loaded now, within ``time_left_s`` and
     ``token_budget`` (generated tokens over all branches)."""
+    profile = state.current()
     plan = plan_call(
-        state.current(), prompt_tokens=prompt_tokens, max_tokens=settings.max_tokens,
+        profile, prompt_tokens=prompt_tokens, max_tokens=settings.max_tokens,
         max_branches=settings.max_branches, speculation=state.lookup, deadline_s=time_left_s,
-        token_budget=token_budget, load=engine.num_unfinished_requests(),
+        token_budget=token_budget, load=engine.num_unfinished_requests(), slowdown=profile.slowdown(settings.logprobs),
     )
     return replace(plan, speculation=speculation_of(engine.config).name)
 
