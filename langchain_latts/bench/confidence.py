@@ -40,7 +40,6 @@ from langchain_latts.planner.profiler import (
     grade_runs,
     natural_samples,
 )
-from langchain_latts.tts.answers import normalize_answer
 from langchain_latts.tts.confidence import TAIL, TOP_K, WINDOW, ConfidenceMeasure, branch_confidence
 
 __all__ = ["run_confidence_bench", "separation"]

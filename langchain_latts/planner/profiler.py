@@ -257,8 +257,8 @@ async def logprobs_slowdown(engine: Engine, prompts: Sequence[list[int]], batch:
     ``logprobs=k`` over the same without; each side timed ``rounds`` times in alternation, medians."""
     timed: dict[int | None, list[float]] = {None: [], **{k: [] for k in ks}}
     for _ in range(rounds):
-        for k in timed:
-            timed[k].append(await per_token_seconds(engine, prompts, batch, tokens=tokens, logprobs=k))
+        for k, times in timed.items():
+            times.append(await per_token_seconds(engine, prompts, batch, tokens=tokens, logprobs=k))
     plain = statistics.median(timed[None])
     return {str(k): round(statistics.median(timed[k]) / plain, 4) for k in ks}
 
