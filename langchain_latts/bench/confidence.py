@@ -10,7 +10,8 @@
    branches, one call at a time: ``majority`` against ``confidence_weighted`` and
    ``confidence_filtered`` by the default measure and by DeepConf's ``lowest_group``.
 3. **Cut-off**: ``majority`` with ``prune="confidence"`` at the calibrated threshold,
-   without replacements (tokens saved) and with them (the default).
+   without replacements (tokens saved) and with them (the default); and both with
+   ``early_stop="adaptive"`` (cut branches stop holding the vote open).
 4. **Tight deadline**: one branch's p90 latency (measured first): 16 branches with and
    without the cut-off, and the control -- log-probs asked for, nothing cut -- that
    separates what the cuts do from what asking for log-probs costs.
@@ -93,7 +94,7 @@ def run_confidence_bench(*, problems: int = 200, out: Path | None = None,
     points: list[Point] = []
     started = time.monotonic()
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("starting the engine", total=12 * len(items))
+        task = progress.add_task("starting the engine", total=14 * len(items))
         llm.warmup()
         progress.update(task, description="calibration")
         calibrated = _calibrate(llm)
@@ -109,6 +110,9 @@ def run_confidence_bench(*, problems: int = 200, out: Path | None = None,
              {"strategy": "confidence_filtered", "confidence_measure": "lowest_group"}),
             ("majority + cut-off, no replacements", cut | {"max_respawns": 0}),
             ("majority + cut-off", cut),
+            ("majority, adaptive early stop", {"early_stop": "adaptive"}),
+            ("majority + cut-off, no replacements, adaptive early stop",
+             cut | {"max_respawns": 0, "early_stop": "adaptive"}),
         ]
 
         def run(name: str, options: dict[str, Any], deadline: float | None = None) -> Point:
@@ -147,6 +151,14 @@ def run_confidence_bench(*, problems: int = 200, out: Path | None = None,
             (at16("majority + cut-off, no replacements")["accuracy"] - base["accuracy"]) * 100,
         "cutoff_replaced_token_saving": 1 - at16("majority + cut-off")["tokens"] / base["tokens"],
         "cutoff_replaced_minus_majority_points": (at16("majority + cut-off")["accuracy"] - base["accuracy"]) * 100,
+        "adaptive_cutoff_token_saving":
+            1 - at16("majority + cut-off, no replacements, adaptive early stop")["tokens"]
+            / at16("majority, adaptive early stop")["tokens"],
+        "adaptive_cutoff_minus_adaptive_points":
+            (at16("majority + cut-off, no replacements, adaptive early stop")["accuracy"]
+             - at16("majority, adaptive early stop")["accuracy"]) * 100,
+        "adaptive_cutoff_token_saving_vs_majority":
+            1 - at16("majority + cut-off, no replacements, adaptive early stop")["tokens"] / base["tokens"],
         "tight_deadline_s": tight,
         "tight_cutoff_minus_majority_points": (by[f"majority + cut-off {tight_name}"]["accuracy"]
                                                - by[f"majority {tight_name}"]["accuracy"]) * 100,
@@ -185,6 +197,9 @@ def _print(console: Console, report: dict[str, Any]) -> None:
         f"goal >= 0); the cut-off generates {ratios['cutoff_token_saving']:.0%} fewer tokens at "
         f"{ratios['cutoff_minus_majority_points']:+.1f} points (goal >= 30% at >= -1), with replacements "
         f"{ratios['cutoff_replaced_token_saving']:.0%} at {ratios['cutoff_replaced_minus_majority_points']:+.1f}; "
+        f"with adaptive early stopping the cut-off saves {ratios['adaptive_cutoff_token_saving']:.0%} against adaptive "
+        f"alone at {ratios['adaptive_cutoff_minus_adaptive_points']:+.1f} points "
+        f"({ratios['adaptive_cutoff_token_saving_vs_majority']:.0%} against plain majority); "
         f"at {ratios['tight_deadline_s'] * 1000:.0f} ms the cut-off is "
         f"{ratios['tight_cutoff_minus_majority_points']:+.1f} points against majority "
         f"({ratios['tight_logprobs_minus_majority_points']:+.1f} of them from asking for log-probs, "
