@@ -10,7 +10,8 @@
    branches, one call at a time: ``majority`` against ``confidence_weighted`` and
    ``confidence_filtered`` by the default measure and by DeepConf's ``lowest_group``.
 3. **Cut-off**: ``majority`` with ``prune="confidence"`` at the calibrated threshold,
-   without replacements (tokens saved) and with them (the default); and both with
+   without replacements (tokens saved) and with them (the default), with DeepConf-online's
+   in-call warm-up instead of the calibration (no profile); and with
    ``early_stop="adaptive"`` (cut branches stop holding the vote open).
 4. **Tight deadline**: one branch's p90 latency (measured first): 16 branches with and
    without the cut-off, and the control -- log-probs asked for, nothing cut -- that
@@ -94,7 +95,7 @@ def run_confidence_bench(*, problems: int = 200, out: Path | None = None,
     points: list[Point] = []
     started = time.monotonic()
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("starting the engine", total=14 * len(items))
+        task = progress.add_task("starting the engine", total=15 * len(items))
         llm.warmup()
         progress.update(task, description="calibration")
         calibrated = _calibrate(llm)
@@ -110,6 +111,8 @@ def run_confidence_bench(*, problems: int = 200, out: Path | None = None,
              {"strategy": "confidence_filtered", "confidence_measure": "lowest_group"}),
             ("majority + cut-off, no replacements", cut | {"max_respawns": 0}),
             ("majority + cut-off", cut),
+            ("majority + cut-off, no replacements, in-call warm-up (no calibration)",
+             {"prune": "confidence", "max_respawns": 0}),
             ("majority, adaptive early stop", {"early_stop": "adaptive"}),
             ("majority + cut-off, no replacements, adaptive early stop",
              cut | {"max_respawns": 0, "early_stop": "adaptive"}),
@@ -151,6 +154,12 @@ def run_confidence_bench(*, problems: int = 200, out: Path | None = None,
             (at16("majority + cut-off, no replacements")["accuracy"] - base["accuracy"]) * 100,
         "cutoff_replaced_token_saving": 1 - at16("majority + cut-off")["tokens"] / base["tokens"],
         "cutoff_replaced_minus_majority_points": (at16("majority + cut-off")["accuracy"] - base["accuracy"]) * 100,
+        "warmup_cutoff_token_saving":
+            1 - at16("majority + cut-off, no replacements, in-call warm-up (no calibration)")["tokens"]
+            / base["tokens"],
+        "warmup_cutoff_minus_majority_points":
+            (at16("majority + cut-off, no replacements, in-call warm-up (no calibration)")["accuracy"]
+             - base["accuracy"]) * 100,
         "adaptive_cutoff_token_saving":
             1 - at16("majority + cut-off, no replacements, adaptive early stop")["tokens"]
             / at16("majority, adaptive early stop")["tokens"],
@@ -197,6 +206,8 @@ def _print(console: Console, report: dict[str, Any]) -> None:
         f"goal >= 0); the cut-off generates {ratios['cutoff_token_saving']:.0%} fewer tokens at "
         f"{ratios['cutoff_minus_majority_points']:+.1f} points (goal >= 30% at >= -1), with replacements "
         f"{ratios['cutoff_replaced_token_saving']:.0%} at {ratios['cutoff_replaced_minus_majority_points']:+.1f}; "
+        f"with the in-call warm-up instead of the calibration {ratios['warmup_cutoff_token_saving']:.0%} at "
+        f"{ratios['warmup_cutoff_minus_majority_points']:+.1f}; "
         f"with adaptive early stopping the cut-off saves {ratios['adaptive_cutoff_token_saving']:.0%} against adaptive "
         f"alone at {ratios['adaptive_cutoff_minus_adaptive_points']:+.1f} points "
         f"({ratios['adaptive_cutoff_token_saving_vs_majority']:.0%} against plain majority); "
