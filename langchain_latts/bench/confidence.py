@@ -39,10 +39,9 @@ from langchain_latts.planner.profiler import (
     CALIBRATION_SAMPLES,
     builtin_calibration,
     confidence_calibration,
-    grade_runs,
-    natural_samples,
+    graded_samples,
 )
-from langchain_latts.tts.confidence import TAIL, TOP_K, WINDOW, ConfidenceMeasure, branch_confidence
+from langchain_latts.tts.confidence import TAIL, WINDOW, ConfidenceMeasure, branch_confidence
 
 __all__ = ["run_confidence_bench", "separation"]
 
@@ -68,12 +67,10 @@ def separation(groups: Sequence[Sequence[tuple[float, bool]]]) -> float | None:
 
 def _calibrate(llm: LatencyOptimalTTSLLM) -> dict[str, Any]:
     """Sample the calibration problems with log-probs; each measure's separation and the threshold."""
-    engine, extract = llm.engine, llm.extractor()
     calibration = builtin_calibration()
-    prompts = [engine.render_prompt([{"role": r, "content": c} for r, c in p.messages]) for p in calibration]
-    natural = engine.run_sync(natural_samples(engine, prompts, CALIBRATION_SAMPLES, llm.max_tokens, llm.temperature,
-                                       logprobs=TOP_K))
-    graded = [list(zip(runs, grade_runs(runs, p.answer or "", extract))) for runs, p in zip(natural, calibration)]
+    graded = llm.engine.run_sync(graded_samples(llm.engine, calibration, samples=CALIBRATION_SAMPLES,
+                                                max_tokens=llm.max_tokens, temperature=llm.temperature,
+                                                extractor=llm.extractor()))
     graded = [[(r, ok) for r, ok in group if r["logprobs"]] for group in graded]
     separations = {}
     for measure in get_args(ConfidenceMeasure):

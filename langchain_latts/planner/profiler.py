@@ -71,7 +71,7 @@ from langchain_latts.tts.confidence import (
     token_confidence,
 )
 
-__all__ = ["CalibrationPrompt", "builtin_calibration", "confidence_calibration", "grade_runs", "load_calibration", "logprobs_slowdown", "measure_profile",
+__all__ = ["CalibrationPrompt", "builtin_calibration", "confidence_calibration", "grade_runs", "graded_samples", "load_calibration", "logprobs_slowdown", "measure_profile",
            "natural_samples", "per_token_seconds", "profile_identity", "run_requests"]
 
 #: Speculative lengths profiled when a drafter is configured.
@@ -287,11 +287,22 @@ def grade_runs(runs: Sequence[dict[str, Any]], answer: str, extractor: Callable[
     return [(given := extractor(r["text"])) is not None and normalize_answer(given) == truth for r in runs]
 
 
+async def graded_samples(engine: Engine, calibration: Sequence[CalibrationPrompt], *, samples: int, max_tokens: int,
+                         temperature: float, extractor: Callable[[str], str | None]
+                         ) -> list[list[tuple[dict[str, Any], bool]]]:
+    """Per calibration question with an answer, ``samples`` natural samples with log-probs
+    (top 5 and the sampled token's), each with whether it is right."""
+    answered = [p for p in calibration if p.answer is not None]
+    prompts = [engine.render_prompt([{"role": r, "content": c} for r, c in p.messages]) for p in answered]
+    natural = await natural_samples(engine, prompts, samples, max_tokens, temperature, logprobs=TOP_K)
+    return [list(zip(runs, grade_runs(runs, p.answer or "", extractor))) for runs, p in zip(natural, answered)]
+
+
 def _grade(runs: Sequence[dict[str, Any]], answer: str, extractor: Callable[[str], str | None]) -> tuple[int, int]:
     """(correct, votes of the most common wrong answer) among one question's samples."""
     truth = normalize_answer(answer)
     given = [extractor(r["text"]) for r in runs]
-    correct = sum(grade_runs(runs, answer, extractor))
+    correct = sum(1 for g in given if g is not None and normalize_answer(g) == truth)
     wrong = Counter(normalize_answer(g) if g is not None else f"none-{i}" for i, g in enumerate(given)
                     if g is None or normalize_answer(g) != truth)
     return correct, max(wrong.values(), default=0)

@@ -45,14 +45,13 @@ from langchain_latts.planner.profile import Identity, Prefill, Profile, StepCurv
 from langchain_latts.planner.profiler import (
     builtin_calibration,
     confidence_calibration,
-    grade_runs,
+    graded_samples,
     logprobs_slowdown,
     per_token_seconds,
     profile_identity,
     run_requests,
 )
 from langchain_latts.settings import TTSSettings
-from langchain_latts.tts.confidence import TOP_K
 
 logger = logging.getLogger(__name__)
 
@@ -189,14 +188,10 @@ async def price_confidence(state: EngineProfile, engine: Engine, settings: TTSSe
             measured = await logprobs_slowdown(engine, prompts, batch, tokens=STARTUP_TOKENS, rounds=1, ks=(k,))
             update["logprobs_slowdown"] = profile.logprobs_slowdown | measured
         if settings.prune == "confidence" and profile.confidence is None and settings.model is None:
-            problems = builtin_calibration()[:16]
-            samples = [BranchRequest(prompt_token_ids=tuple(engine.render_prompt(
-                [{"role": "user", "content": p.messages[0][1]}])), max_tokens=settings.max_tokens,
-                temperature=0.8, seed=i, logprobs=TOP_K) for i, p in enumerate(problems)]
-            runs = await run_requests(engine, samples, "calibrate-confidence")
-            extractor = settings.extractor()
-            update["confidence"] = confidence_calibration(
-                runs, [grade_runs([r], p.answer or "", extractor)[0] for r, p in zip(runs, problems)])
+            graded = await graded_samples(engine, builtin_calibration()[:16], samples=1, max_tokens=settings.max_tokens,
+                                          temperature=0.8, extractor=settings.extractor())
+            update["confidence"] = confidence_calibration([r for q in graded for r, _ in q],
+                                                          [ok for q in graded for _, ok in q])
         if update:
             state.profile = profile.model_copy(update=update)
 

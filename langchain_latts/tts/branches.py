@@ -234,10 +234,10 @@ class ConfidenceGate:
 
     warmup: int
     keep: float
-    measure: ConfidenceMeasure = "lowest_logprob"
-    threshold: float | None = None
+    measure: ConfidenceMeasure
+    threshold: float | None
     #: How many of the call's branches are neither cut nor failed.
-    uncut: Callable[[], int] = lambda: MIN_UNCUT + 1
+    uncut: Callable[[], int]
 
     def learn(self, finished: Sequence[Branch]) -> None:
         """Set the threshold once enough branches with log-probs have finished."""
