@@ -54,6 +54,39 @@ def test_nothing_finished_returns_the_best_partial(llm: LatencyOptimalTTSLLM) ->
     assert llm.engine.num_unfinished_requests() == 0
 
 
+def test_long_questions_at_a_deadline_fitted_to_short_ones_still_finish_a_branch(llm: LatencyOptimalTTSLLM) -> None:
+    """The cliff of a length-blind plan: the deadline leaves 3% headroom over the most
+    branches the profile fits for a *short* question; a long question given that many
+    branches finishes none of them, though one branch alone finishes easily."""
+    from langchain_latts.planner.latency import predict_latency
+    from langchain_latts.planner.runtime import engine_profile
+    from langchain_latts.tasks.arithmetic import generate_original_problems
+
+    most = 64
+    engine = llm.engine
+    llm.invoke("Compute 12 + 30.", branches="auto")  # the engine's planning profile (start-up: no cache here)
+    profile = engine.run_sync(engine_profile(engine, llm, engine.run_sync(engine.ensure_started()).max_num_seqs)).current()
+    problems = generate_original_problems(60, seed=7)
+    short = next(p for p in problems if p.level == 2)
+    long = [p for p in problems if p.level == 5][:6]
+
+    def latency(problem: object, branches: int) -> float:
+        question = problem.question  # type: ignore[attr-defined]
+        prompt = len(engine.render_prompt([{"role": "user", "content": question}]))
+        return predict_latency(profile, lengths=[profile.length_estimate(question).median] * branches,
+                               prompt_tokens=prompt)
+
+    deadline = round(1.03 * latency(short, most), 4)
+    assert latency(long[0], most) > 1.5 * deadline, "the trap: the long question's 64 branches cannot finish"
+    assert latency(long[0], 1) < deadline / 1.3, "while one branch of it finishes with room"
+    for problem in long:
+        tts = llm.invoke(problem.question, branches="auto", max_branches=most,
+                         deadline_s=deadline).response_metadata["tts"]
+        assert tts["branches_finished"] >= 1, tts["plan"]
+        assert tts["no_branch_finished"] is False and tts["plan"]["branches"] < most
+    assert engine.num_unfinished_requests() == 0
+
+
 def test_nothing_finished_raises_when_asked(llm: LatencyOptimalTTSLLM) -> None:
     with pytest.raises(DeadlineExceededError, match=r"no branch finished within deadline_s=0\.15 \(elapsed "
                                                     r"0\.\d+ s, \d+ tokens generated over 8 branches"):

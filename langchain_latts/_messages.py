@@ -111,8 +111,10 @@ def _tts_metadata(run: BranchRun, *, selected: int, latency_s: float, speculativ
         "plan": plan,
         "branch_answers": [b.answer for b in branches],
         "branch_tokens": [b.num_tokens for b in branches],
-        "branch_finish_reasons": [b.finish_reason if b.finished or b.finish_reason in ("pruned", "budget")
+        "branch_finish_reasons": [b.finish_reason if b.finished or b.finish_reason in ("pruned", "budget", "lifeline")
                                   else "abort" for b in branches],
+        "no_branch_finished": not run.finished,
+        "kept_alone": run.kept_alone,
         "branch_scores": [None if b.score is None else round(b.score, 6) for b in branches],
         "score_errors": sum(1 for b in branches if b.score_error is not None),
         "branches_pruned": sum(1 for b in branches if b.pruned),

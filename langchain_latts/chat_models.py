@@ -59,8 +59,10 @@ from langchain_latts.planner.runtime import (
     EngineProfile,
     cached_profile,
     engine_profile,
+    lifeline_for,
     plan_for_call,
     price_confidence,
+    reservations,
 )
 from langchain_latts.settings import CALL_OPTIONS, ENGINE_OPTIONS, TTSSettings, as_latts_error
 from langchain_latts.structured import (
@@ -313,11 +315,14 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             budget_end = time.monotonic() + budget.seconds_left
             deadline = budget_end if deadline is None else min(deadline, budget_end)
         token_cap = _least(settings.token_budget, None if budget is None else budget.tokens_left)
-        branches, plan = settings.effective_branches, None
+        branches, plan, lifeline = settings.effective_branches, None, None
         if state is not None:
             time_left = None if deadline is None else deadline - time.monotonic()
+            question = _question(call.messages)
             plan = plan_for_call(state, settings, engine, prompt_tokens=len(prompt), time_left_s=time_left,
-                                 token_budget=token_cap)
+                                 question=question, call_id=call.call_id, token_budget=token_cap)
+            lifeline = lifeline_for(state, settings, plan, question=question, time_left_s=time_left,
+                                    prompt_tokens=len(prompt))
             branches = plan.branches
         elif token_cap is not None:
             profile = cached_profile(settings)
@@ -348,14 +353,24 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             confidence_prune=settings.prune == "confidence",
             **(_cut_off_calibration(settings, engine, state) if settings.prune == "confidence" else {}),
         )
-        run = await run_branches(
-            engine, [request(seed) for seed in branch_seeds(settings.seed, prompt, branches)],
-            call_id=call.call_id, extractor=extractor,
-            started=started, deadline=deadline, early_stop=settings.early_stop,
-            early_stop_threshold=settings.early_stop_threshold, on_progress=call.progress,
-            verification=verification, respawn=respawn,
-            spend=_spender(token_cap is not None, settings.token_budget, budget),
-        )
+        book = reservations(engine)
+
+        def progress(event: dict[str, Any]) -> None:
+            book.hold(call.call_id, event["running"])  # ended branches free their reservation
+            if call.progress is not None:
+                call.progress(event)
+
+        try:
+            run = await run_branches(
+                engine, [request(seed) for seed in branch_seeds(settings.seed, prompt, branches)],
+                call_id=call.call_id, extractor=extractor,
+                started=started, deadline=deadline, early_stop=settings.early_stop,
+                early_stop_threshold=settings.early_stop_threshold, on_progress=progress,
+                verification=verification, respawn=respawn,
+                spend=_spender(token_cap is not None, settings.token_budget, budget), lifeline=lifeline,
+            )
+        finally:
+            book.release(call.call_id)
         if budget is not None:
             budget.record(StepSpend(
                 step=call.step, tokens=run.num_output_tokens, seconds=time.monotonic() - started,

@@ -104,16 +104,30 @@ def bench_speculation(
 
 @bench_app.command("planner")
 def bench_planner(
-    problems: int = typer.Option(200, help="Held-out problems per method and deadline."),
-    deadlines: str = typer.Option("", help="Deadlines in seconds, comma-separated (default: 1, 1.5, 2, 3 x one "
-                                  "branch's predicted median latency, from the profile)."),
+    problems: int = typer.Option(200, help="Problems per form, method and deadline."),
+    forms: str = typer.Option("original,wide", help="Forms of the built-in task, comma-separated: 'original' "
+                              "(2-5 operations, two-digit operands) and 'wide' (what the model was trained on)."),
+    multiples: str = typer.Option("1,1.25,1.5,2,3", help="Deadlines as multiples of one sample's measured p90 "
+                                  "latency, comma-separated."),
+    concurrency: str = typer.Option("2,4,8", help="Callers that start together (llm.batch), comma-separated "
+                                    "('' to skip)."),
+    grid: bool = typer.Option(False, "--grid", help="Instead: the planner against every fixed (branches x "
+                              "speculation) configuration, and the early-stop rules (bench-planner-grid.json)."),
     out: str = typer.Option("bench-planner.json", help="Where to save the numbers ('' to skip)."),
     plot: str = typer.Option("bench-planner.png", help="Where to save the plot ('' to skip)."),
 ) -> None:
-    """The planner against every fixed (branches x speculation) configuration at several deadlines."""
+    """branches='auto' against greedy, one sample and fixed plans at deadlines, one call at a time and together."""
+    if grid:
+        from langchain_latts.bench.planner_grid import run_planner_grid
+
+        run_planner_grid(problems=problems, out=Path(out.replace("planner", "planner-grid")) if out else None,
+                         plot=Path(plot.replace("planner", "planner-grid")) if plot else None)
+        return
     from langchain_latts.bench.planner import run_planner_bench
 
-    run_planner_bench(problems=problems, deadlines=[float(d) for d in deadlines.split(",")] if deadlines else None,
+    run_planner_bench(problems=problems, forms=[f for f in forms.split(",") if f],
+                      multiples=[float(m) for m in multiples.split(",")],
+                      concurrency=[int(c) for c in concurrency.split(",") if c],
                       out=Path(out) if out else None, plot=Path(plot) if plot else None)
 
 

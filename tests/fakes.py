@@ -12,16 +12,18 @@ T = TypeVar("T")
 
 
 class ScriptedEngine(Engine):
-    """Branch ``i`` streams ``scripts[i]`` one piece (one token) every ``step_s`` seconds,
-    then ends with ``finish_reasons[i]`` (default ``"stop"``)."""
+    """Branch ``i`` streams ``scripts[i]`` one piece (one token) every ``step_s`` seconds
+    (plus ``per_running_s`` for every other branch running, like a batch that slows each
+    step), then ends with ``finish_reasons[i]`` (default ``"stop"``)."""
 
     def __init__(self, scripts: Sequence[Sequence[str]], step_s: float = 0.01, fail_branch: int | None = None,
                  finish_reasons: Sequence[str] | None = None, min_step_s: float = 0.0, max_model_len: int = 1024,
                  fail_all: bool = False, confidence: Sequence[float] | None = None,
-                 token_logprobs: Sequence[Sequence[float]] | None = None):
+                 token_logprobs: Sequence[Sequence[float]] | None = None, per_running_s: float = 0.0):
         self.config = EngineConfig(model="scripted")
         self.scripts = scripts
         self.step_s = step_s
+        self.per_running_s = per_running_s
         self.fail_branch = fail_branch
         self.fail_all = fail_all
         self.finish_reasons = finish_reasons
@@ -46,7 +48,7 @@ class ScriptedEngine(Engine):
         try:
             pieces = self.scripts[index]
             for k, piece in enumerate(pieces):
-                await asyncio.sleep(self.step_s)
+                await asyncio.sleep(self.step_s + self.per_running_s * (len(self.running) - 1))
                 if self.fail_branch == index or self.fail_all:
                     raise RuntimeError("engine exploded")
                 last = k == len(pieces) - 1

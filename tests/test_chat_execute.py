@@ -125,7 +125,7 @@ def test_exact_tts_metadata_of_a_complete_call(engine_for) -> None:  # type: ign
         "strategy": "majority", "weights": {"5": 2.0, "4": 1.0}, "branch_scores": [None, None, None],
         "score_errors": 0, "branches_pruned": 0, "branches_respawned": 0, "budget_hit": False,
         "verifier": None, "token_budget": None, "budget": None, "branch_errors": [], "servers": None,
-        "branch_confidences": None,
+        "branch_confidences": None, "no_branch_finished": False, "kept_alone": False,
     }
     assert message.content == "#### 5"
     assert message.usage_metadata == {"input_tokens": 3, "output_tokens": 6, "total_tokens": 9}

@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
 from langchain_latts.errors import LattsValueError
 from langchain_latts.planner.accuracy import AccuracyModel, fit_accuracy_model, vote_accuracy
-from langchain_latts.planner.latency import SpeculationSetting, predict_latency
-from langchain_latts.planner.plan import choose_speculation, derive_schedule, plan_call
-from langchain_latts.planner.profile import Identity, Prefill, Profile, StepCurve, load_profile, save_profile
+from langchain_latts.planner.latency import (
+    SpeculationSetting,
+    first_token_seconds,
+    predict_latency,
+    seconds_per_token,
+)
+from langchain_latts.planner.lengths import LengthEstimate
+from langchain_latts.planner.plan import Plan, choose_speculation, derive_schedule, plan_call
+from langchain_latts.planner.profile import (
+    Identity,
+    LatencyError,
+    Prefill,
+    Profile,
+    StepCurve,
+    load_profile,
+    save_profile,
+)
+from langchain_latts.planner.risk import expected_outcome, finished_distribution
 
 BATCHES = [1, 2, 4, 8, 16, 32, 64]
 
@@ -45,7 +61,19 @@ def profile(*, draft_helps: bool = True, per_seq: float = 0.0001, lengths: list[
 def test_one_branch_latency_is_prefill_plus_steps() -> None:
     p = profile()
     latency = predict_latency(p, lengths=[100], prompt_tokens=20)
-    assert latency == pytest.approx(0.005 + 0.00001 * 20 + 100 * (0.010 + 0.0001))
+    # The prefill gives the first token; each of the other 99 takes a step.
+    assert latency == pytest.approx(0.005 + 0.00001 * 20 + 99 * (0.010 + 0.0001))
+
+
+def test_launching_branches_costs_their_measured_first_token_time() -> None:
+    # Measured with a 20-token prompt: all of 1 branch's first tokens after 10 ms, of 16 after 50 ms.
+    p = profile()
+    p.steps["off"] = p.steps["off"].model_copy(update={"batch_sizes": [1, 16], "step_s": [0.010, 0.010],
+                                                       "first_token_s": [0.010, 0.050], "prompt_tokens": 20})
+    assert first_token_seconds(p, 1, 20) == pytest.approx(0.010)
+    assert first_token_seconds(p, 16, 20) == pytest.approx(0.050)
+    assert first_token_seconds(p, 16, 120) == pytest.approx(0.050 + 100 * 0.00001), "longer prompt: its prefill"
+    assert predict_latency(p, lengths=[100] * 16, prompt_tokens=20) == pytest.approx(0.050 + 99 * 0.010)
 
 
 def test_branches_that_finish_early_shrink_the_batch() -> None:
@@ -113,29 +141,115 @@ def test_a_deadline_shorter_than_one_branch_gives_one_branch() -> None:
     assert plan.branches == 1 and plan.limited_by == "nothing fits"
 
 
+def exact(median: float) -> LengthEstimate:
+    """A question whose branches all write ``median`` tokens, known in advance."""
+    return LengthEstimate(median, 0.0, 0.0)
+
+
+def flat_profile(step_s: list[float], batches: list[int], *, sigma: float = 0.0, bias: float = 0.0) -> Profile:
+    """No prefill, the given step times, and a timing error of spread ``sigma``."""
+    return Profile(identity=identity(), created="2026-11-30", steps={"off": StepCurve(batch_sizes=batches, step_s=step_s)},
+                   prefill=Prefill(intercept_s=0.0, per_token_s=0.0), output_lengths=[100],
+                   accuracy=AccuracyModel(alpha=2.0, beta=1.0, concentration=0.2),
+                   latency_error=LatencyError(bias=bias, sigma=sigma))
+
+
+def test_a_near_miss_plan_loses_to_a_safe_plan() -> None:
+    # 100-token branches, deadline 1 s: 2 branches take 0.70 s, 8 branches 0.97 s, and the
+    # latency model is off by 7% (sd of ln(measured / predicted)).
+    p = flat_profile([0.007, 0.007, 0.0097, 0.02], [1, 2, 8, 16], sigma=0.07)
+    outcomes = {b: expected_outcome(b, seconds_per_token=seconds_per_token(p, b), first_token_s=0.0, deadline_s=1.0,
+                                    length=exact(100), vote_accuracy=p.accuracy.vote_accuracy, timing_sigma=0.07)
+                for b in (2, 8)}
+    # 8 branches all finish only when the machine is < 3% slower than predicted: Phi(ln(1/0.97)/0.07) = 0.67;
+    # 2 branches miss only at a 43% slowdown (5 standard deviations).
+    assert outcomes[8].p_complete == pytest.approx(0.668, abs=0.01)
+    assert outcomes[2].p_complete > 0.999
+    assert p.accuracy.vote_accuracy(8) > p.accuracy.vote_accuracy(2), "when both finish, 8 branches are better"
+    assert outcomes[8].expected_accuracy < outcomes[2].expected_accuracy, "but the near miss loses"
+    plan = plan_call(p, prompt_tokens=0, max_tokens=512, max_branches=8, deadline_s=1.0, length=exact(100))
+    assert plan.branches < 8 and plan.predicted_latency_s < 0.9 and plan.p_none < 0.01
+    assert plan.limited_by == "deadline"
+
+
+def test_a_branch_finishes_with_the_probability_of_its_timing_error() -> None:
+    p = flat_profile([0.01, 0.01], [1, 16], sigma=0.1)
+    # One 100-token branch predicted at 1.0 s, deadline e^0.1 s: it finishes when the error is < 1 sd.
+    one = expected_outcome(1, seconds_per_token=0.01, first_token_s=0.0, deadline_s=math.exp(0.1), length=exact(100),
+                           vote_accuracy=p.accuracy.vote_accuracy, timing_sigma=0.1)
+    assert one.p_complete == pytest.approx(0.8413, abs=0.002)  # Phi(1)
+    assert one.p_none == pytest.approx(1 - one.p_complete)
+    assert one.expected_accuracy == pytest.approx(one.p_complete * p.accuracy.vote_accuracy(1), rel=1e-6)
+    # A biased model (the machine runs 10% slower than predicted) moves the median to the deadline.
+    biased = expected_outcome(1, seconds_per_token=0.01, first_token_s=0.0, deadline_s=math.exp(0.1),
+                              length=exact(100), vote_accuracy=p.accuracy.vote_accuracy, timing_bias=0.1,
+                              timing_sigma=0.1)
+    assert biased.p_complete == pytest.approx(0.5, abs=0.002)
+
+
+def test_branches_of_a_question_share_its_length_error_but_not_their_own() -> None:
+    vote = AccuracyModel(alpha=2.0, beta=1.0, concentration=0.2).vote_accuracy
+    # Each of 4 branches independently finishes with probability 1/2 (its own spread only):
+    # none finishes with probability 1/16.
+    own = expected_outcome(4, seconds_per_token=0.01, first_token_s=0.0, deadline_s=1.0,
+                           length=LengthEstimate(100, 0.0, 0.3), vote_accuracy=vote)
+    assert own.p_none == pytest.approx(1 / 16, abs=0.001) and own.p_complete == pytest.approx(1 / 16, abs=0.001)
+    assert own.expected_finished == pytest.approx(2.0, abs=0.01)
+    # The same spread shared by the question: all or nothing, each half the time.
+    shared = expected_outcome(4, seconds_per_token=0.01, first_token_s=0.0, deadline_s=1.0,
+                              length=LengthEstimate(100, 0.3, 0.0), vote_accuracy=vote)
+    assert shared.p_none == pytest.approx(0.5, abs=0.01) and shared.p_complete == pytest.approx(0.5, abs=0.01)
+
+
+def test_without_a_deadline_every_branch_counts() -> None:
+    vote = AccuracyModel(alpha=2.0, beta=1.0, concentration=0.2).vote_accuracy
+    outcome = expected_outcome(5, seconds_per_token=1.0, first_token_s=0.0, deadline_s=None, length=exact(10 ** 6),
+                               vote_accuracy=vote)
+    assert (outcome.expected_accuracy, outcome.p_complete, outcome.p_none) == (vote(5), 1.0, 0.0)
+
+
+def test_the_finished_count_is_poisson_binomial() -> None:
+    assert finished_distribution([]) == [1.0]
+    assert finished_distribution([0.5, 0.5]) == pytest.approx([0.25, 0.5, 0.25])
+    assert finished_distribution([1.0, 0.2, 0.0]) == pytest.approx([0.0, 0.8, 0.2, 0.0])
+
+
+def test_branches_beyond_the_free_slots_finish_a_wave_later() -> None:
+    vote = AccuracyModel(alpha=2.0, beta=1.0, concentration=0.2).vote_accuracy
+    # 100 tokens at 10 ms: one wave takes 1 s. Deadline 1.5 s, 2 free slots: 2 of 4 finish.
+    outcome = expected_outcome(4, seconds_per_token=0.01, first_token_s=0.0, deadline_s=1.5, length=exact(100),
+                               vote_accuracy=vote, free_slots=2)
+    assert outcome.expected_finished == pytest.approx(2.0) and outcome.p_complete == 0.0
+    assert outcome.expected_accuracy == pytest.approx(vote(2))
+
+
+def test_a_long_question_gets_a_plan_it_can_finish() -> None:
+    # Step time grows with the batch: 8 branches of a 36-token question fit 0.3 s, the same
+    # 8 branches of a 69-token question would not.
+    p = flat_profile([0.002, 0.0025, 0.003, 0.004], [1, 4, 8, 16], sigma=0.05)
+    short = plan_call(p, prompt_tokens=0, max_tokens=512, max_branches=16, deadline_s=0.3, length=exact(36))
+    long = plan_call(p, prompt_tokens=0, max_tokens=512, max_branches=16, deadline_s=0.3, length=exact(69))
+    assert short.branches > long.branches >= 1
+    assert long.predicted_latency_s < 0.3 and long.p_none < 0.01
+
+
 def test_a_loaded_engine_gets_fewer_branches_than_an_idle_one() -> None:
-    p = profile(per_seq=0.0005)
-    deadline = predict_latency(p, lengths=[p.output_length(0.9)] * 8, prompt_tokens=20)
-    idle = plan_call(p, prompt_tokens=20, max_tokens=512, max_branches=16, deadline_s=deadline)
-    loaded = plan_call(p, prompt_tokens=20, max_tokens=512, max_branches=16, deadline_s=deadline, load=24)
-    assert idle.branches == 8 and idle.limited_by == "deadline"
-    assert loaded.branches < idle.branches
-
-
-def test_a_call_asking_for_log_probs_plans_with_the_measured_slowdown() -> None:
-    p = profile(per_seq=0.0005).model_copy(update={"logprobs_slowdown": {"0": 1.15, "5": 1.5}})
-    assert p.slowdown(None) == 1.0 and p.slowdown(0) == 1.15 and p.slowdown(3) == 1.0, "unmeasured k: none assumed"
-    deadline = predict_latency(p, lengths=[p.output_length(0.9)] * 8, prompt_tokens=20)
-    plain = plan_call(p, prompt_tokens=20, max_tokens=512, max_branches=16, deadline_s=deadline)
-    slow = plan_call(p, prompt_tokens=20, max_tokens=512, max_branches=16, deadline_s=deadline, slowdown=p.slowdown(0))
-    assert plain.branches == 8 and slow.branches < 8
-    assert slow.predicted_latency_s <= deadline
+    p = flat_profile([0.002, 0.0025, 0.003, 0.004, 0.007], [1, 4, 8, 16, 32], sigma=0.05)
+    idle = plan_call(p, prompt_tokens=0, max_tokens=512, max_branches=16, deadline_s=0.25, length=exact(69))
+    loaded = plan_call(p, prompt_tokens=0, max_tokens=512, max_branches=16, deadline_s=0.25, length=exact(69),
+                       load=16)
+    assert loaded.branches < idle.branches and loaded.load == 16
 
 
 def test_a_token_budget_caps_the_branches() -> None:
     p = profile()
-    plan = plan_call(p, prompt_tokens=20, max_tokens=512, max_branches=16, token_budget=3 * p.output_length(0.9))
+    plan = plan_call(p, prompt_tokens=20, max_tokens=512, max_branches=16, token_budget=3 * 100, length=exact(100))
     assert plan.branches == 3 and plan.limited_by == "budget"
+    # With a spread, the budget must hold the 90th percentile of the length, 100 * e^(1.28 * 0.2) = 129.2
+    # tokens per branch: 516 tokens hold 3 of them, not 4.
+    spread = plan_call(p, prompt_tokens=20, max_tokens=512, max_branches=16, token_budget=516,
+                       length=LengthEstimate(100, 0.2, 0.0))
+    assert spread.branches == 3 and spread.limited_by == "budget"
 
 
 def test_a_drafter_that_slows_decoding_gets_no_speculation() -> None:
@@ -263,3 +377,94 @@ def test_the_confidence_calibration_sorts_each_samples_lowest_values_and_profile
     old = profile().model_dump()
     old.pop("confidence")
     assert Profile.model_validate(old).confidence is None
+
+
+# -- calls that start together: reservations -------------------------------------------------
+def test_concurrent_plans_see_each_others_reservations() -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from langchain_latts.planner.runtime import EngineProfile, plan_for_call, reservations
+    from langchain_latts.settings import TTSSettings
+
+    from .fakes import ScriptedEngine
+
+    engine = ScriptedEngine([])  # nothing launched: the engine itself reports no load at all
+    p = flat_profile([0.002, 0.0025, 0.003, 0.004, 0.007, 0.013], [1, 4, 8, 16, 32, 64], sigma=0.05)
+    state = EngineProfile(p, "test", SpeculationSetting.off())
+    settings = TTSSettings(max_branches=16, max_tokens=160)
+    start = threading.Barrier(8)
+
+    def call(i: int) -> Plan:
+        start.wait()  # all eight plan at once, like llm.batch(..., max_concurrency=8)
+        return plan_for_call(state, settings, engine, prompt_tokens=0, time_left_s=0.4, question="", call_id=f"c{i}")
+
+    with ThreadPoolExecutor(8) as pool:
+        plans = list(pool.map(call, range(8)))
+    book = reservations(engine)
+    # Each plan counted every plan reserved before it: in planning order, the loads are running sums.
+    ordered = sorted(plans, key=lambda plan: plan.load)
+    seen = 0
+    for plan in ordered:
+        assert plan.load == seen
+        seen += plan.branches
+    assert book.held == seen
+    assert ordered[-1].branches < ordered[0].branches, "the last caller plans for everyone's sequences"
+    alone = plan_call(p, prompt_tokens=0, max_tokens=160, max_branches=16, deadline_s=0.4)
+    assert ordered[0].branches == alone.branches
+    # Branches that end free their share; a call that returns frees the rest.
+    book.hold("c0", 0)
+    book.release("c1")
+    assert book.held == seen - plans[0].branches - plans[1].branches
+    for i in range(8):
+        book.release(f"c{i}")
+    assert book.held == 0
+
+
+def test_the_engine_s_own_load_counts_when_it_is_larger() -> None:
+    from langchain_latts.planner.runtime import Reservations
+
+    book = Reservations()
+    seen: list[int] = []
+
+    def make(load: int) -> Plan:
+        seen.append(load)
+        return Plan(3, "off", 0.1, 0.5, 50, "p", "plateau", load)
+
+    book.plan("a", 0, make)
+    book.plan("b", 10, make)  # ten requests from elsewhere (a benchmark's background load)
+    book.plan("c", 1, make)
+    assert seen == [0, 10, 6]
+    book.plan("a", 0, make)  # re-planning a call does not count its own reservation
+    assert seen[-1] == 6
+
+
+def test_a_longer_prompt_slows_each_step_by_the_profiled_context_slope() -> None:
+    p = profile()
+    p.steps["off"] = p.steps["off"].model_copy(update={"prompt_tokens": 20, "context_slope": 0.001})
+    short = seconds_per_token(p, 1, prompt_tokens=20)
+    assert seconds_per_token(p, 1, prompt_tokens=420) == pytest.approx(short * 1.4)  # 400 more tokens: 40% longer
+    assert seconds_per_token(p, 1, prompt_tokens=5) == pytest.approx(short), "a shorter prompt is not faster"
+
+
+def test_noisy_measurements_become_non_decreasing_in_the_batch_size() -> None:
+    from langchain_latts.planner.profile import monotone
+
+    assert monotone([1.0, 2.0, 3.0]) == [1.0, 2.0, 3.0]
+    # 12.2 ms at 4 sequences and 9.9 at 8 cannot both hold: pooled to their mean.
+    assert monotone([8.3, 12.2, 9.9, 13.2]) == pytest.approx([8.3, 11.05, 11.05, 13.2])
+    assert monotone([3.0, 2.0, 1.0]) == pytest.approx([2.0, 2.0, 2.0])
+    assert monotone([]) == []
+
+
+def test_the_validated_error_grows_with_the_branch_count() -> None:
+    from langchain_latts.planner.validate import latency_error
+
+    # Calls of 3 and 24 branches: 10% and 40% over their predictions, +-5%.
+    rows = [{"branches": b, "predicted_s": 0.1, "measured_s": 0.1 * over * wobble}
+            for b, over in ((3, 1.1), (24, 1.4)) for wobble in (0.95, 1.05)]
+    error = latency_error(rows)
+    assert error.bias_at(3) == pytest.approx(math.log(1.1) + 0.5 * (math.log(0.95) + math.log(1.05)), abs=1e-9)
+    assert error.bias_at(24) == pytest.approx(math.log(1.4) + 0.5 * (math.log(0.95) + math.log(1.05)), abs=1e-9)
+    assert error.sigma == pytest.approx(0.5 * (math.log(1.05) - math.log(0.95)), rel=1e-6)
+    assert error.calls == 4

@@ -1,21 +1,22 @@
-"""``latts bench planner``: the planner against every fixed configuration, at several deadlines.
+"""``latts bench planner``: ``branches="auto"`` against fixed plans at deadlines, alone and under concurrency.
 
-On held-out problems of the built-in task that neither training, calibration nor ``latts
-models eval`` use (held-out split from index 600), one call at a time, every call seeded
-the same way, for each deadline:
+On problems no other benchmark, the training or the calibration draws (seed :data:`SEED`),
+of two forms of the built-in task -- the **original** form (2 to 5 operations on two-digit
+operands, ``Compute 48 + 17 - 23.``) and the **wide** form the model was trained on (1 to 5
+operations, operands below 1000, a dozen phrasings) -- with one engine (the model's
+defaults: the speculation ``auto`` chose from the cached profile):
 
-* the **grid**: branches 1, 2, 4, 8, 16 x speculation off / on (draft, k = 4) / dynamic
-  (the schedule k = 4 / 2 / 0 for 1-4 / 5-8 / 9+ sequences);
-* **auto**: the model's defaults (``branches="auto"``, ``num_speculative_tokens="auto"``);
-* **branches-only**: ``branches="auto"`` with speculation off;
-* **speculation-only**: one branch with the speculation ``auto`` chooses.
+1. **one sample's p90**: every problem once with one branch and no deadline; the 90th
+   percentile of those latencies is the unit of the deadlines, and each call's output
+   length checks the length model's prediction (its median absolute error);
+2. **one call at a time**, at deadlines of 1, 1.25, 1.5, 2 and 3 x that p90: greedy
+   decoding, one sample, fixed 4 and 8 branches and ``auto``, each call seeded;
+3. **calls that start together**: ``llm.batch(problems, max_concurrency=c)`` for c = 2, 4, 8,
+   at 1 and 2 x the p90, with one branch each and with ``auto``.
 
-Reported per method and deadline: accuracy and the share of calls that returned within
-deadline + 100 ms. Deadlines default to multiples (1, 1.5, 2, 3) of one branch's predicted
-median latency without speculation, from the cached profile (``latts profile`` first).
-
-Then the early-stop rules on 16 branches without a deadline (``early_stop`` False, exact,
-adaptive): accuracy and the output tokens generated.
+Reported per cell: accuracy, the share of calls in which **no branch finished** (the call
+returned a partial branch), median and p90 latency, and mean branches launched; then the
+goals of the deadline-planning issue, checked on the measured numbers.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,162 +34,216 @@ from rich.table import Table
 
 from langchain_latts.chat_models import LatencyOptimalTTSLLM
 from langchain_latts.errors import LattsValueError
-from langchain_latts.planner.latency import predict_latency
-from langchain_latts.planner.runtime import cached_profile
-from langchain_latts.settings import TTSSettings
+from langchain_latts.planner.runtime import engine_profile
 from langchain_latts.tasks.arithmetic import Problem
 
 __all__ = ["run_planner_bench"]
 
-GRID_BRANCHES = (1, 2, 4, 8, 16)
-DYNAMIC = [(1, 4, 4), (5, 8, 2), (9, 256, 0)]
-DEADLINE_MULTIPLES = (1.0, 1.5, 2.0, 3.0)
-ON_TIME_SLACK_S = 0.1
-#: Where the benchmark's problems start in the held-out split.
-FIRST_PROBLEM = 600
-
-#: Engine settings per speculation arm of the grid.
-ARMS: dict[str, dict[str, Any]] = {
-    "off": {"num_speculative_tokens": 0},
-    "on": {"speculative_method": "draft_model", "num_speculative_tokens": 4},
-    "dynamic": {"speculative_method": "draft_model", "num_speculative_tokens": DYNAMIC},
+#: Seed of the benchmark's problems (no other benchmark draws it).
+SEED = 20261130
+FORMS = ("original", "wide")
+MULTIPLES = (1.0, 1.25, 1.5, 2.0, 3.0)
+CONCURRENCY = (2, 4, 8)
+CONCURRENT_MULTIPLES = (1.0, 2.0)
+#: Call options of each method of the one-at-a-time sweep.
+METHODS: dict[str, dict[str, Any]] = {
+    "greedy": {"temperature": 0.0, "branches": 1},
+    "one sample": {"branches": 1},
+    "4 branches": {"branches": 4},
+    "8 branches": {"branches": 8},
+    "auto": {"branches": "auto"},
 }
+#: Points of accuracy (and of the no-finished share) the goals allow.
+SLACK = 0.02
 
 
-def bench_problems(n: int) -> list[Problem]:
+def problems_of(form: str, n: int) -> list[Problem]:
+    """``n`` problems of the ``"original"`` or ``"wide"`` form (module docstring)."""
     from langchain_latts.models.train import HELD_OUT_SEED, HELD_OUT_SIZE
-    from langchain_latts.tasks.arithmetic import generate_problems
+    from langchain_latts.tasks.arithmetic import generate_original_problems, generate_problems
 
-    if n > HELD_OUT_SIZE - FIRST_PROBLEM:
-        raise LattsValueError.bad("problems", n, f"must be <= {HELD_OUT_SIZE - FIRST_PROBLEM} (the unused part of "
-                                  "the held-out split)", "Use e.g. --problems 200.")
-    return generate_problems(HELD_OUT_SIZE, seed=HELD_OUT_SEED)[FIRST_PROBLEM:FIRST_PROBLEM + n]
-
-
-def default_deadlines() -> list[float]:
-    profile = cached_profile(TTSSettings())
-    if profile is None:
-        raise LattsValueError.bad("profile", None, "must be measured before the planner can be benchmarked",
-                                  "Run `latts profile` first.")
-    one = predict_latency(profile, lengths=[profile.output_length(0.5)], prompt_tokens=24)
-    return [round(one * m, 3) for m in DEADLINE_MULTIPLES]
+    if form not in FORMS:
+        raise LattsValueError.bad("form", form, f"must be one of {list(FORMS)}", "e.g. --forms original,wide")
+    if form == "original":
+        return generate_original_problems(n, seed=SEED)
+    held_out = {p.expression for p in generate_problems(HELD_OUT_SIZE, seed=HELD_OUT_SEED)}
+    return generate_problems(n, seed=SEED, exclude=held_out)
 
 
-def _call(llm: LatencyOptimalTTSLLM, problem: Problem, deadline: float | None, **options: Any) -> dict[str, Any]:
-    started = time.monotonic()
-    message = llm.invoke(problem.question, deadline_s=deadline, **options)
-    elapsed = time.monotonic() - started
+def _row(problem: Problem, message: Any, elapsed: float) -> dict[str, Any]:
     tts = message.response_metadata["tts"]
     plan = tts.get("plan") or {}
-    return {"correct": tts["answer"] == str(problem.answer), "elapsed_s": elapsed,
-            "on_time": deadline is None or elapsed <= deadline + ON_TIME_SLACK_S,
+    return {"correct": tts["answer"] == str(problem.answer), "none": tts["branches_finished"] == 0,
+            "elapsed_s": elapsed, "branches": tts["branches_launched"],
             "tokens": message.usage_metadata["output_tokens"] if message.usage_metadata else 0,
-            "branches": tts["branches_launched"], "planned": plan.get("branches")}
+            "planned": plan.get("branches"), "predicted_length": plan.get("output_length")}
 
 
 def _summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    latencies = sorted(r["elapsed_s"] for r in rows)
     return {"accuracy": sum(r["correct"] for r in rows) / len(rows),
-            "on_time": sum(r["on_time"] for r in rows) / len(rows),
-            "median_s": statistics.median(r["elapsed_s"] for r in rows),
-            "tokens": sum(r["tokens"] for r in rows) / len(rows),
-            "branches": statistics.mean(r["branches"] for r in rows)}
+            "none": sum(r["none"] for r in rows) / len(rows),
+            "median_s": statistics.median(latencies),
+            "p90_s": latencies[min(len(latencies) - 1, int(0.9 * len(latencies)))],
+            "branches": statistics.fmean(r["branches"] for r in rows),
+            "tokens": statistics.fmean(r["tokens"] for r in rows), "calls": len(rows)}
 
 
-def _sweep(llm: LatencyOptimalTTSLLM, items: Sequence[Problem], deadlines: Sequence[float | None],
-           options: dict[str, Any], advance: Callable[[], None]) -> dict[str, dict[str, Any]]:
-    """Every problem at every deadline with these call options: deadline -> summary."""
-    summaries = {}
-    for deadline in deadlines:
-        rows = []
-        for problem in items:
-            rows.append(_call(llm, problem, deadline, **options))
-            advance()
-        summaries[str(deadline)] = _summary(rows)
-    return summaries
+def _one_at_a_time(llm: LatencyOptimalTTSLLM, problems: Sequence[Problem], deadline: float | None,
+                   options: dict[str, Any], advance: Callable[[], None]) -> list[dict[str, Any]]:
+    rows = []
+    for problem in problems:
+        started = time.monotonic()
+        message = llm.invoke(problem.question, deadline_s=deadline, **options)
+        rows.append(_row(problem, message, time.monotonic() - started))
+        advance()
+    return rows
 
 
-def run_planner_bench(*, problems: int = 200, deadlines: list[float] | None = None, out: Path | None = None,
-                      plot: Path | None = None, console: Console | None = None) -> dict[str, Any]:
+def _together(llm: LatencyOptimalTTSLLM, problems: Sequence[Problem], deadline: float, callers: int,
+              options: dict[str, Any]) -> list[dict[str, Any]]:
+    """``llm.batch`` with ``callers`` calls in flight; each call's latency is timed inside it."""
+    timed = llm.bind(deadline_s=deadline, **options)
+    started = time.monotonic()
+    messages = timed.batch([p.question for p in problems], config={"max_concurrency": callers})
+    wall = time.monotonic() - started
+    rows = [_row(p, m, m.response_metadata["tts"]["latency_s"]) for p, m in zip(problems, messages)]
+    for row in rows:
+        row["wall_s"] = wall
+    return rows
+
+
+def _length_error(problems: Sequence[Problem], rows: Sequence[dict[str, Any]],
+                  predict: Callable[[str], float]) -> float:
+    """Median absolute percentage error of the predicted median length against each
+    one-sample call's output tokens."""
+    errors = [abs(predict(p.question) - r["tokens"]) / max(1, r["tokens"]) for p, r in zip(problems, rows)]
+    return statistics.median(errors)
+
+
+def run_planner_bench(*, problems: int = 200, forms: Sequence[str] = ("original", "wide"),
+                      multiples: Sequence[float] = MULTIPLES, concurrency: Sequence[int] = CONCURRENCY,
+                      out: Path | None = None, plot: Path | None = None,
+                      console: Console | None = None) -> dict[str, Any]:
     """Run the benchmark (module docstring), print the tables, save JSON and a plot."""
     console = console or Console()
-    items = bench_problems(problems)
-    deadlines = deadlines or default_deadlines()
-    results: dict[str, dict[str, dict[str, Any]]] = {}  # method -> deadline -> summary
-    early: dict[str, dict[str, Any]] = {}
-    calls_per_arm = len(items) * len(deadlines) * (len(GRID_BRANCHES) + 1)
+    sets = {form: problems_of(form, problems) for form in forms}  # a bad form fails before the engine starts
+    llm = LatencyOptimalTTSLLM(seed=0)
+    llm.warmup()
+    engine = llm.engine
+    state = engine.run_sync(engine_profile(engine, llm, engine.run_sync(engine.ensure_started()).max_num_seqs))
+    profile = state.current()
+    report: dict[str, Any] = {"problems": problems, "profile": state.source, "multiples": list(multiples),
+                              "speculation": _speculation(llm), "forms": {}}
+    started = time.monotonic()
     with Progress(console=console, transient=True) as progress:
-        for arm, engine_settings in ARMS.items():
-            task = progress.add_task(f"{arm}: starting the engine", total=calls_per_arm)
-            llm = LatencyOptimalTTSLLM(seed=0, **engine_settings)
-            llm.warmup()
-            methods: list[tuple[str, dict[str, Any]]] = [(f"B={b} {arm}", {"branches": b}) for b in GRID_BRANCHES]
-            if arm == "off":
-                methods.append(("branches-only", {"branches": "auto"}))
-            for name, options in methods:
-                progress.update(task, description=f"{name}")
-                results[name] = _sweep(llm, items, deadlines, options, partial(progress.advance, task))
-            llm.engine.shutdown()
-        task = progress.add_task("auto", total=len(items) * (len(deadlines) * 2 + 3))
-        auto = LatencyOptimalTTSLLM(seed=0)
-        auto.warmup()
-        for name, options in (("auto", {}), ("speculation-only", {"branches": 1})):
-            results[name] = _sweep(auto, items, deadlines, options, partial(progress.advance, task))
-        for rule in (False, "exact", "adaptive"):
-            early[str(rule)] = _sweep(auto, items, [None], {"branches": 16, "early_stop": rule},
-                                      partial(progress.advance, task))["None"]
-        speculation = auto.engine.config.speculative
-        auto.engine.shutdown()
-    report = {"problems": len(items), "deadlines": deadlines, "results": results, "early_stop": early,
-              "auto_speculation": None if speculation is None else {
-                  "method": speculation.method, "k": speculation.num_speculative_tokens,
-                  "schedule": speculation.schedule}}
+        for form in forms:
+            items = sets[form]
+            task = progress.add_task(f"{form}: one sample, no deadline", total=len(items) * (1 + len(multiples)
+                                                                                             * len(METHODS)))
+            base = _one_at_a_time(llm, items, None, METHODS["one sample"], lambda: progress.advance(task))
+            p90 = _summary(base)["p90_s"]
+            deadlines = [round(p90 * m, 4) for m in multiples]
+            section: dict[str, Any] = {
+                "p90_s": p90, "deadlines": deadlines, "no_deadline": _summary(base),
+                "length_model": profile.length_model.source if profile.length_model else "marginal",
+                "length_mdape": _length_error(items, base, lambda q: profile.length_estimate(q).median),
+                "one_at_a_time": {}, "together": {}}
+            for name, options in METHODS.items():
+                section["one_at_a_time"][name] = {}
+                for deadline in deadlines:
+                    progress.update(task, description=f"{form}: {name} at {deadline * 1000:.0f} ms")
+                    rows = _one_at_a_time(llm, items, deadline, options, lambda: progress.advance(task))
+                    section["one_at_a_time"][name][str(deadline)] = _summary(rows)
+            for callers in concurrency:
+                for m in CONCURRENT_MULTIPLES:
+                    deadline = round(p90 * m, 4)
+                    key = f"{callers} x {deadline}"
+                    section["together"][key] = {}
+                    for name in ("one sample", "auto"):
+                        progress.update(task, description=f"{form}: {callers} callers, {name}, {deadline * 1000:.0f} ms")
+                        section["together"][key][name] = _summary(
+                            _together(llm, items, deadline, callers, METHODS[name]))
+            report["forms"][form] = section
+    report["minutes"] = round((time.monotonic() - started) / 60, 1)
+    llm.engine.shutdown()
+    report["goals"] = check_goals(report)
     _print(report, console)
     if out is not None:
-        out.write_text(json.dumps(report, indent=1, default=str))
+        out.write_text(json.dumps(report, indent=1))
     if plot is not None:
         _plot(report, plot)
         console.print(f"plot saved to {plot}")
     return report
 
 
-def _grid_best(report: dict[str, Any], deadline: str) -> tuple[str, float]:
-    grid = {name: r[deadline]["accuracy"] for name, r in report["results"].items() if name.startswith("B=")}
-    name = max(grid, key=lambda n: grid[n])
-    return name, grid[name]
+def _speculation(llm: LatencyOptimalTTSLLM) -> str:
+    spec = llm.engine.config.speculative
+    return "off" if spec is None else f"{spec.method}, k={spec.num_speculative_tokens}"
+
+
+def check_goals(report: dict[str, Any]) -> dict[str, Any]:
+    """The issue's goals on the measured numbers: per form, whether ``auto`` is within
+    :data:`SLACK` of the best of one sample and the fixed plans at every deadline, never
+    falls (by more than SLACK) as the deadline grows, and has no more calls with no
+    finished branch than one sample + SLACK; under concurrency, ``auto`` against one
+    branch each the same way."""
+    goals: dict[str, Any] = {}
+    for form, section in report["forms"].items():
+        alone = section["one_at_a_time"]
+        gaps, none_gaps, falls = [], [], []
+        previous = None
+        for d in map(str, section["deadlines"]):
+            best = max(alone[n][d]["accuracy"] for n in ("one sample", "4 branches", "8 branches"))
+            gaps.append(alone["auto"][d]["accuracy"] - best)
+            none_gaps.append(alone["auto"][d]["none"] - alone["one sample"][d]["none"])
+            if previous is not None:
+                falls.append(alone["auto"][d]["accuracy"] - previous)
+            previous = alone["auto"][d]["accuracy"]
+        together = section["together"]
+        t_gaps = [cell["auto"]["accuracy"] - cell["one sample"]["accuracy"] for cell in together.values()]
+        t_none = [cell["auto"]["none"] - cell["one sample"]["none"] for cell in together.values()]
+        goals[form] = {
+            "auto_minus_best": gaps, "auto_none_minus_one_sample": none_gaps, "auto_change_with_deadline": falls,
+            "together_auto_minus_one_each": t_gaps, "together_none_minus_one_each": t_none,
+            "met": {"accuracy": min(gaps) >= -SLACK, "none": max(none_gaps) <= SLACK,
+                    "monotone": min(falls, default=0.0) >= -SLACK,
+                    "together_accuracy": min(t_gaps, default=0.0) >= -SLACK,
+                    "together_none": max(t_none, default=0.0) <= SLACK},
+        }
+    return goals
 
 
 def _print(report: dict[str, Any], console: Console) -> None:
-    deadlines = [str(d) for d in report["deadlines"]]
-    table = Table(title=f"latts bench planner: {report['problems']} held-out problems; accuracy (on time within "
-                        f"deadline + {ON_TIME_SLACK_S * 1000:.0f} ms)")
-    table.add_column("method")
-    for d in deadlines:
-        table.add_column(f"{float(d) * 1000:.0f} ms", justify="right")
-    order = ["auto", "branches-only", "speculation-only"] + [n for n in report["results"] if n.startswith("B=")]
-    for name in order:
-        cells = []
-        for d in deadlines:
-            r = report["results"][name][d]
-            cells.append(f"{r['accuracy']:.1%} ({r['on_time']:.0%})" + (f" B~{r['branches']:.1f}"
-                                                                         if not name.startswith("B=") else ""))
-        table.add_row(name, *cells)
-    best = [_grid_best(report, d) for d in deadlines]
-    table.add_row("grid best", *(f"{acc:.1%} {name}" for name, acc in best))
-    console.print(table)
-    gaps = [report["results"]["auto"][d]["accuracy"] - acc for d, (_, acc) in zip(deadlines, best)]
-    on_time = statistics.mean(report["results"]["auto"][d]["on_time"] for d in deadlines)
-    joint = [d for d in deadlines if report["results"]["auto"][d]["accuracy"] > max(
-        report["results"]["branches-only"][d]["accuracy"], report["results"]["speculation-only"][d]["accuracy"])]
-    console.print(f"auto - grid best: {', '.join(f'{g * 100:+.1f}' for g in gaps)} points (goal >= -2 at every "
-                  f"deadline); auto on time {on_time:.1%} (goal >= 95%); auto beats both branches-only and "
-                  f"speculation-only at {len(joint)} of {len(deadlines)} deadlines (goal >= 1)")
-    early = report["early_stop"]
-    none, adaptive, exact = early["False"], early["adaptive"], early["exact"]
-    console.print(
-        f"early stop, 16 branches, no deadline: none {none['accuracy']:.1%} / {none['tokens']:.0f} tokens, "
-        f"exact {exact['accuracy']:.1%} / {exact['tokens']:.0f}, adaptive {adaptive['accuracy']:.1%} / "
-        f"{adaptive['tokens']:.0f}: adaptive saves {1 - adaptive['tokens'] / none['tokens']:.1%} of tokens at "
-        f"{(adaptive['accuracy'] - none['accuracy']) * 100:+.1f} points (goal >= 30% at >= -1 point)")
+    for form, section in report["forms"].items():
+        deadlines = [str(d) for d in section["deadlines"]]
+        table = Table(title=f"{form} form, {report['problems']} problems, one call at a time: accuracy "
+                            f"(no branch finished) median/p90 ms; one sample's p90 {section['p90_s'] * 1000:.0f} ms")
+        table.add_column("method")
+        for d, m in zip(deadlines, report["multiples"]):
+            table.add_column(f"{float(d) * 1000:.0f} ms ({m:g}x)", justify="right")
+        for name, cells in section["one_at_a_time"].items():
+            table.add_row(name, *(f"{c['accuracy']:.1%} ({c['none']:.0%}) {c['median_s'] * 1000:.0f}/"
+                                  f"{c['p90_s'] * 1000:.0f}" + (f" B={c['branches']:.1f}" if name == "auto" else "")
+                                  for c in (cells[d] for d in deadlines)))
+        console.print(table)
+        together = Table(title=f"{form} form: callers that start together (llm.batch, max_concurrency)")
+        for column in ("callers x deadline", "one branch each", "auto"):
+            together.add_column(column, justify="right")
+        for key, cell in section["together"].items():
+            callers, deadline = key.split(" x ")
+            together.add_row(f"{callers} x {float(deadline) * 1000:.0f} ms", *(
+                f"{c['accuracy']:.1%} ({c['none']:.0%} none) p90 {c['p90_s'] * 1000:.0f} ms B={c['branches']:.1f}"
+                for c in (cell["one sample"], cell["auto"])))
+        console.print(together)
+        goals = report["goals"][form]
+        console.print(
+            f"{form}: length model {section['length_model']}, median |error| {section['length_mdape']:.1%} on these "
+            f"problems; auto - best of one sample/4/8: {', '.join(f'{g * 100:+.1f}' for g in goals['auto_minus_best'])}"
+            f" points; no-finished share auto - one sample: "
+            f"{', '.join(f'{g * 100:+.1f}' for g in goals['auto_none_minus_one_sample'])}; together, auto - one each: "
+            f"{', '.join(f'{g * 100:+.1f}' for g in goals['together_auto_minus_one_each'])} points, none "
+            f"{', '.join(f'{g * 100:+.1f}' for g in goals['together_none_minus_one_each'])}; goals met: {goals['met']}")
 
 
 def _plot(report: dict[str, Any], path: Path) -> None:
@@ -198,16 +252,19 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    deadlines = [str(d) for d in report["deadlines"]]
-    xs = [float(d) * 1000 for d in deadlines]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, style in (("auto", "o-"), ("branches-only", "s--"), ("speculation-only", "^--")):
-        ax.plot(xs, [report["results"][name][d]["accuracy"] * 100 for d in deadlines], style, label=name)
-    ax.plot(xs, [_grid_best(report, d)[1] * 100 for d in deadlines], "k:", label="best fixed configuration")
-    ax.set_xlabel("deadline (ms)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"latts bench planner ({report['problems']} held-out problems)")
-    ax.legend()
-    ax.grid(alpha=0.3)
+    forms = list(report["forms"])
+    fig, axes = plt.subplots(1, len(forms), figsize=(6 * len(forms), 4.2), squeeze=False)
+    for ax, form in zip(axes[0], forms):
+        section = report["forms"][form]
+        xs = [d / section["p90_s"] for d in section["deadlines"]]
+        for name, cells in section["one_at_a_time"].items():
+            ax.plot(xs, [cells[str(d)]["accuracy"] * 100 for d in section["deadlines"]],
+                    "o-" if name == "auto" else "--", label=name, linewidth=2.5 if name == "auto" else 1.2)
+        ax.set_xlabel("deadline (x one sample's p90 latency)")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(f"{form} form (p90 {section['p90_s'] * 1000:.0f} ms)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"latts bench planner: {report['problems']} problems per form, one call at a time")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)

@@ -6,16 +6,20 @@ sequences are already running, under a speculation setting ``S`` (a speculative 
 fixed length, a schedule for vLLM's dynamic speculation). Branch ``i`` generates ``L_i``
 tokens. Then::
 
-    T = t_prefill(P) + sum over engine steps s of  t_step(n_s + m, k(n_s + m))
+    T = t_first(B, P) + sum over engine steps s of  t_step(n_s + m, k(n_s + m))
 
-    t_prefill(x)   = a + c * x                        (fitted on measured first-token times;
-                     the B branches share the prompt through prefix caching, so it is
-                     computed about once: charging B * P overpredicted long prompts 2x)
+    t_first(B, P)  = seconds until all B branches have their first token: measured per
+                     batch size with the profile's prompt (each branch costs the engine a
+                     request set-up and its own first steps even though the B branches
+                     share the prompt's KV cache: ~1-3 ms a branch on a CPU), plus the
+                     fitted prefill time per prompt token beyond that prompt's; without
+                     that measurement, the fitted prefill a + c * P
     t_step(b, k)   = the profiled step time at b running sequences with k speculative
-                     tokens (linear between measured batch sizes)
+                     tokens (linear between measured batch sizes), longer by the
+                     profiled share per prompt token beyond the profile's prompt
     n_s            = branches of this call still running at step s: branch i runs while
-                     the tokens it has gained, sum over earlier steps of tau(k(n + m)),
-                     are fewer than L_i
+                     the tokens it has gained after its first, sum over earlier steps of
+                     tau(k(n + m)), are fewer than L_i - 1
     tau(k)         = tokens per step: 1 without speculation, the profiled mean acceptance
                      length with k speculative tokens
 
@@ -35,7 +39,7 @@ from dataclasses import dataclass
 
 from langchain_latts.planner.profile import Profile
 
-__all__ = ["NO_SPECULATION", "SpeculationSetting", "predict_latency"]
+__all__ = ["NO_SPECULATION", "SpeculationSetting", "first_token_seconds", "predict_latency", "seconds_per_token"]
 
 #: A dynamic speculation schedule: inclusive ``(first_batch, last_batch, k)`` ranges
 #: starting at 1 (vLLM's ``num_speculative_tokens_per_batch_size``).
@@ -103,21 +107,41 @@ def predict_latency(profile: Profile, *, lengths: Sequence[float], prompt_tokens
     output tokens, ``load`` the sequences other calls already run on the engine."""
     if not lengths:
         return 0.0
-    seconds = profile.prefill.at(prompt_tokens)
+    seconds = first_token_seconds(profile, len(lengths), prompt_tokens, speculation)
     slots = max(1, (max_num_seqs or profile.identity.max_num_seqs or 1 << 30) - load)
-    remaining = sorted((float(n) for n in lengths), reverse=True)
+    remaining = sorted((max(0.0, float(n) - 1) for n in lengths), reverse=True)
     waiting, running = remaining[slots:], remaining[slots:slots] + remaining[:slots]
     # Advance phase by phase: the batch is constant until the shortest running branch ends.
     while running:
         batch = len(running) + load
         curve = profile.steps[speculation.curve_name(batch)]
         steps = steps_for(min(running), curve.tokens_per_step)
-        seconds += steps * curve.at(batch)
+        seconds += steps * curve.step_at(batch, prompt_tokens)
         gained = steps * curve.tokens_per_step
         running = [r - gained for r in running if r - gained > 1e-9]
         while waiting and len(running) < slots:
             running.append(waiting.pop(0))
     return seconds
+
+
+def first_token_seconds(profile: Profile, branches: int, prompt_tokens: int,
+                        speculation: SpeculationSetting = NO_SPECULATION) -> float:
+    """Seconds until all of ``branches`` branches of a ``prompt_tokens``-token prompt have
+    their first token (module docstring: ``t_first``)."""
+    curve = profile.steps[speculation.curve_name(branches)]
+    launched = curve.first_token_at(branches)
+    if launched is None:
+        return profile.prefill.at(prompt_tokens)
+    return launched + profile.prefill.per_token_s * max(0, prompt_tokens - curve.prompt_tokens)
+
+
+def seconds_per_token(profile: Profile, batch: int, speculation: SpeculationSetting = NO_SPECULATION,
+                      prompt_tokens: int = 0) -> float:
+    """Seconds one sequence waits per output token while ``batch`` sequences of a
+    ``prompt_tokens``-token prompt run: the step time in force at that batch size and
+    context over the tokens a step gains."""
+    curve = profile.steps[speculation.curve_name(batch)]
+    return curve.step_at(batch, prompt_tokens) / curve.tokens_per_step
 
 
 def steps_for(length: float, tokens_per_step: float) -> int:

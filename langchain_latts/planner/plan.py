@@ -1,18 +1,18 @@
 """The planner: branches per call and speculation per engine, from a profile (pure).
 
-Per call (:func:`plan_call`), with ``L`` the profiled output length at ``quantile``
-(p90: most branches are done by then) capped at ``max_tokens``:
+Per call (:func:`plan_call`), for ``B = 1 .. max_branches``:
 
-1. For ``B = 1 .. max_branches`` predict the latency of ``B`` branches of length ``L``
-   on the engine as loaded now (:func:`~langchain_latts.planner.latency.predict_latency`)
-   and the tokens they spend (``B * L``).
-2. ``B`` is *feasible* when its latency fits the time left before the deadline and its
-   tokens fit the token budget (no deadline, no budget: every ``B`` is feasible).
-3. Among the feasible ``B``, take the best expected vote accuracy
-   (:mod:`~langchain_latts.planner.accuracy`) and choose the **smallest** ``B`` within
-   ``tolerance`` (default half a point) of it: no branches are spent on a plateau.
-4. If no ``B`` is feasible, one branch (the anytime rules still return the best answer
-   reached by the deadline).
+1. the question's output length is predicted from its text
+   (:mod:`~langchain_latts.planner.lengths`: a median and how wrong it may be);
+2. the chance that each of the ``B`` branches finishes before the deadline, on the engine
+   as loaded now (other calls' running and reserved sequences count), gives the expected
+   accuracy of the plan -- the vote of the branches that finish, nothing when none does
+   (:mod:`~langchain_latts.planner.risk`); without a deadline it is the vote of ``B``;
+3. ``B`` must fit the token budget at the 90th percentile of the predicted length.
+
+The plan is the **smallest** ``B`` whose expected accuracy is within ``tolerance`` (half a
+point) of the best: no branch is spent on a plateau, and a plan that would only just make
+the deadline loses to a smaller one that surely does (a near miss returns nothing).
 
 Per engine (:func:`derive_schedule`, :func:`choose_speculation`), since in vLLM the
 speculative length is an engine setting:
@@ -35,15 +35,25 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from langchain_latts.planner.accuracy import AccuracyModel
-from langchain_latts.planner.latency import NO_SPECULATION, SpeculationSetting, predict_latency
+from langchain_latts.planner.latency import (
+    NO_SPECULATION,
+    SpeculationSetting,
+    first_token_seconds,
+    predict_latency,
+    seconds_per_token,
+)
+from langchain_latts.planner.lengths import Z90, LengthEstimate, marginal_length_model
 from langchain_latts.planner.profile import Profile
+from langchain_latts.planner.risk import Outcome, expected_outcome
 
 __all__ = ["DEFAULT_QUANTILE", "DEFAULT_TOLERANCE", "Plan", "choose_speculation", "derive_schedule", "plan_call"]
 
-#: Output-length quantile a plan must fit.
+#: Output-length quantile the engine's speculation is compared at.
 DEFAULT_QUANTILE = 0.9
 #: Accuracy (absolute) a plan may give up to use fewer branches.
 DEFAULT_TOLERANCE = 0.005
+#: One branch that more likely misses the deadline than not: "nothing fits".
+NOTHING_FITS = 0.5
 
 
 @dataclass(frozen=True)
@@ -52,54 +62,77 @@ class Plan:
 
     branches: int
     speculation: str
+    #: Latency predicted for the branches at the question's predicted median length.
     predicted_latency_s: float
+    #: Expected accuracy, counting the chance that branches miss the deadline.
     expected_accuracy: float
+    #: The question's predicted median output length, in tokens.
     output_length: int
     profile_id: str
-    #: ``"plateau"`` (more branches would not pay), ``"deadline"``, ``"budget"`` (the
-    #: limit that stopped more branches), ``"max_branches"`` or ``"nothing fits"``.
+    #: ``"plateau"`` (more branches would not pay), ``"deadline"`` (more would risk the
+    #: deadline more than they add), ``"budget"``, ``"max_branches"`` or ``"nothing fits"``
+    #: (even one branch more likely misses the deadline than not).
     limited_by: str
+    #: Sequences other calls ran or had reserved when the plan was made.
     load: int = 0
+    #: Probability that every branch finishes by the deadline.
+    p_complete: float = 1.0
+    #: Probability that no branch finishes by the deadline.
+    p_none: float = 0.0
 
     def as_metadata(self) -> dict[str, Any]:
         data = asdict(self)
-        data["predicted_latency_s"] = round(self.predicted_latency_s, 4)
-        data["expected_accuracy"] = round(self.expected_accuracy, 4)
+        for key in ("predicted_latency_s", "expected_accuracy", "p_complete", "p_none"):
+            data[key] = round(data[key], 4)
         return data
 
 
 def plan_call(profile: Profile, *, prompt_tokens: int, max_tokens: int, max_branches: int,
               speculation: SpeculationSetting = NO_SPECULATION, deadline_s: float | None = None,
               token_budget: int | None = None, load: int = 0, accuracy: AccuracyModel | None = None,
-              quantile: float = DEFAULT_QUANTILE, tolerance: float = DEFAULT_TOLERANCE,
+              length: LengthEstimate | None = None, tolerance: float = DEFAULT_TOLERANCE,
               max_num_seqs: int | None = None, slowdown: float = 1.0) -> Plan:
     """Choose the branches of one call (module docstring). ``deadline_s`` is the time left;
-    ``slowdown`` scales every predicted latency (the call asks for log-probs:
+    ``length`` the question's predicted output length (None: the profile's length
+    distribution); ``load`` the sequences other calls run or reserved; ``slowdown`` scales
+    every step time (the call asks for log-probs:
     :meth:`~langchain_latts.planner.profile.Profile.slowdown`)."""
     model = accuracy or profile.accuracy
-    length = min(max_tokens, profile.output_length(quantile))
-    candidates: list[tuple[int, float, float]] = []  # (B, latency, accuracy)
-    limited_by = "max_branches"
+    if length is None:
+        length = marginal_length_model(profile.output_lengths).estimate("", max_tokens=max_tokens)
+    error = profile.timing_error
+    slots = (max_num_seqs or profile.identity.max_num_seqs or 1 << 30) - load
+    upper = min(float(max_tokens), length.quantile(Z90))
+    scored: list[tuple[int, Outcome]] = []
+    budget_hit = False
     for b in range(1, max_branches + 1):
-        latency = slowdown * predict_latency(profile, lengths=[length] * b, prompt_tokens=prompt_tokens, load=load,
-                                             speculation=speculation, max_num_seqs=max_num_seqs)
-        if deadline_s is not None and latency > deadline_s:
-            limited_by = "deadline"
+        if token_budget is not None and b * upper > token_budget and scored:
+            budget_hit = True
             break
-        if token_budget is not None and b * length > token_budget:
-            limited_by = "budget"
-            break
-        candidates.append((b, latency, model.vote_accuracy(b)))
-    if not candidates:
-        latency = slowdown * predict_latency(profile, lengths=[length], prompt_tokens=prompt_tokens, load=load,
-                                             speculation=speculation, max_num_seqs=max_num_seqs)
-        return Plan(1, speculation.name, latency, model.vote_accuracy(1), length, profile.profile_id,
-                    "nothing fits", load)
-    best = max(acc for _, _, acc in candidates)
-    b, latency, acc = next(c for c in candidates if c[2] >= best - tolerance)
-    if b < candidates[-1][0]:
+        scored.append((b, expected_outcome(
+            b, seconds_per_token=slowdown * seconds_per_token(profile, b + load, speculation, prompt_tokens),
+            first_token_s=slowdown * first_token_seconds(profile, b, prompt_tokens, speculation), deadline_s=deadline_s,
+            length=length,
+            vote_accuracy=model.vote_accuracy, timing_bias=error.bias_at(b), timing_sigma=error.sigma,
+            free_slots=slots, max_tokens=max_tokens)))
+    best = max(outcome.expected_accuracy for _, outcome in scored)
+    b, outcome = next(c for c in scored if c[1].expected_accuracy >= best - tolerance)
+    plateau = max(model.vote_accuracy(c) for c, _ in scored)
+    unconstrained = next(c for c, _ in scored if model.vote_accuracy(c) >= plateau - tolerance)
+    if deadline_s is not None and scored[0][1].p_none > NOTHING_FITS and b == 1:
+        limited_by = "nothing fits"
+    elif b < unconstrained:
+        limited_by = "deadline"
+    elif budget_hit and b == scored[-1][0]:
+        limited_by = "budget"
+    elif b == max_branches:
+        limited_by = "max_branches"
+    else:
         limited_by = "plateau"
-    return Plan(b, speculation.name, latency, acc, length, profile.profile_id, limited_by, load)
+    latency = slowdown * predict_latency(profile, lengths=[length.median] * b, prompt_tokens=prompt_tokens,
+                                         load=load, speculation=speculation, max_num_seqs=max_num_seqs)
+    return Plan(b, speculation.name, latency, outcome.expected_accuracy, round(length.median), profile.profile_id,
+                limited_by, load, outcome.p_complete, outcome.p_none)
 
 
 def derive_schedule(profile: Profile, max_batch: int) -> SpeculationSetting:

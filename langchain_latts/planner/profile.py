@@ -18,8 +18,10 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
+import math
 import os
 import platform
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +29,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from langchain_latts.errors import LattsValueError
 from langchain_latts.planner.accuracy import DEFAULT_ACCURACY_MODEL, AccuracyModel
+from langchain_latts.planner.lengths import LengthEstimate, LengthModel, marginal_length_model
 from langchain_latts.tts.confidence import WARMUP_KEEP, ConfidenceMeasure, cut_measure, warmup_threshold
 
-__all__ = ["PROFILE_SCHEMA", "RIGHT_KEPT", "ConfidenceCalibration", "Identity", "Profile", "StepCurve", "cache_dir", "load_profile", "model_identity",
-           "save_profile"]
+__all__ = ["DEFAULT_LATENCY_ERROR", "PROFILE_SCHEMA", "RIGHT_KEPT", "ConfidenceCalibration", "Identity", "LatencyError",
+           "Profile", "StepCurve", "cache_dir", "load_profile", "model_identity", "monotone", "save_profile"]
 
 #: Bumped whenever the JSON layout or the meaning of a measurement changes.
 PROFILE_SCHEMA = 1
@@ -77,25 +80,61 @@ class StepCurve(BaseModel):
     tokens_per_step: float = 1.0
     #: Accepted / proposed draft tokens (None without speculation).
     acceptance_rate: float | None = None
+    #: Seconds until *every* one of ``b`` branches of one prompt launched together had its
+    #: first token, at each of ``batch_sizes`` (empty: not measured; the prefill model is
+    #: used). Each new branch costs the engine a request's set-up and its own first steps
+    #: -- measured ~1 ms per branch without speculation and ~3 ms with a draft model on
+    #: this CPU -- which sharing the prompt's KV cache does not save.
+    first_token_s: list[float] = Field(default_factory=list)
+    #: Tokens of the prompt ``first_token_s`` and ``step_s`` were measured with.
+    prompt_tokens: int = 0
+    #: How much longer a step gets per prompt token beyond ``prompt_tokens``, relative
+    #: (0.001: 10% slower with 100 more tokens of context). Measured with a ~400-token
+    #: prompt; on this CPU ~0 without speculation and ~0.0015 with the draft model, whose
+    #: verification steps attend over the whole context.
+    context_slope: float = 0.0
+
+    def step_at(self, batch: float, prompt_tokens: int = 0) -> float:
+        """Step time at ``batch`` running sequences of a ``prompt_tokens``-token prompt."""
+        return self.at(batch) * (1.0 + self.context_slope * max(0, prompt_tokens - self.prompt_tokens))
 
     def at(self, batch: float) -> float:
         """Step time at ``batch`` running sequences: linear between measured sizes, linear
         extrapolation (never below the last measurement) past the largest."""
-        sizes, times = self.batch_sizes, self.step_s
-        if batch <= sizes[0]:
-            return times[0]
-        if batch >= sizes[-1]:
-            if len(sizes) == 1:
-                return times[-1]
-            slope = max(0.0, (times[-1] - times[-2]) / (sizes[-1] - sizes[-2]))
-            return times[-1] + slope * (batch - sizes[-1])
-        i = bisect.bisect_left(sizes, batch)
-        lo, hi = sizes[i - 1], sizes[i]
-        return times[i - 1] + (times[i] - times[i - 1]) * (batch - lo) / (hi - lo)
+        return _interpolate(self.batch_sizes, self.step_s, batch)
 
-    def seconds_per_token(self, batch: float) -> float:
-        """Seconds one sequence waits per output token at ``batch`` running sequences."""
-        return self.at(batch) / self.tokens_per_step
+    def first_token_at(self, batch: float) -> float | None:
+        """Seconds until every one of ``batch`` branches launched together has its first
+        token (None: not measured), interpolated like :meth:`at`."""
+        return _interpolate(self.batch_sizes, self.first_token_s, batch) if self.first_token_s else None
+
+
+def monotone(values: Sequence[float]) -> list[float]:
+    """The closest non-decreasing sequence in least squares (pool adjacent violators):
+    measured step and first-token times, noisy on a shared machine, never fall as the
+    batch grows."""
+    blocks: list[list[float]] = []  # [mean, weight]
+    for value in values:
+        blocks.append([float(value), 1.0])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            (m2, w2), (m1, w1) = blocks.pop(), blocks.pop()
+            blocks.append([(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2])
+    return [mean for mean, weight in blocks for _ in range(int(weight))]
+
+
+def _interpolate(sizes: list[int], times: list[float], batch: float) -> float:
+    """``times`` at ``batch``: linear between measured sizes, linear extrapolation (never
+    below the last measurement) past the largest."""
+    if batch <= sizes[0]:
+        return times[0]
+    if batch >= sizes[-1]:
+        if len(sizes) == 1:
+            return times[-1]
+        slope = max(0.0, (times[-1] - times[-2]) / (sizes[-1] - sizes[-2]))
+        return times[-1] + slope * (batch - sizes[-1])
+    i = bisect.bisect_left(sizes, batch)
+    lo, hi = sizes[i - 1], sizes[i]
+    return times[i - 1] + (times[i] - times[i - 1]) * (batch - lo) / (hi - lo)
 
 
 class Prefill(BaseModel):
@@ -108,6 +147,32 @@ class Prefill(BaseModel):
 
     def at(self, tokens: int) -> float:
         return self.intercept_s + self.per_token_s * tokens
+
+
+class LatencyError(BaseModel):
+    """How wrong the latency model is on calls it was not fitted on: ``ln(measured /
+    predicted)`` ~ N(``bias + slope * ln B``, ``sigma``^2) for a call of ``B`` branches,
+    given the calls' true output lengths (so it holds the timing error only; the length
+    error is the length model's). The slope lets the error grow with the branch count:
+    on this CPU a call of 24 branches runs further over its prediction than one of 3."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bias: float = 0.0
+    slope: float = 0.0
+    sigma: float = Field(default=0.10, ge=0)
+    #: Calls it was measured on (0: the default).
+    calls: int = 0
+    source: str = "default"
+
+    def bias_at(self, branches: int) -> float:
+        """The expected ``ln(measured / predicted)`` of a call of ``branches`` branches."""
+        return self.bias + self.slope * math.log(max(1, branches))
+
+
+#: Without ``latts profile --validate``: no bias and a 10% spread (the validation measured
+#: a 7% median absolute error, sigma ~0.1, on the built-in pair on a 2-core CPU).
+DEFAULT_LATENCY_ERROR = LatencyError()
 
 
 #: With graded calibration samples, the cut-off's threshold is the value this share of the
@@ -164,6 +229,24 @@ class Profile(BaseModel):
     #: the largest batch timed (empty: measured before it existed; the planner then
     #: assumes no slowdown).
     logprobs_slowdown: dict[str, float] = Field(default_factory=dict)
+    #: The per-question output-length model fitted on the calibration samples (None:
+    #: measured before it existed, or no calibration prompts; the planner then uses the
+    #: marginal distribution of ``output_lengths``, see :mod:`~langchain_latts.planner.lengths`).
+    length_model: LengthModel | None = None
+    #: The latency model's error measured by ``latts profile --validate`` (None: not
+    #: validated; :data:`DEFAULT_LATENCY_ERROR` is assumed).
+    latency_error: LatencyError | None = None
+
+    def length_estimate(self, question: str, *, max_tokens: int | None = None) -> LengthEstimate:
+        """The output length the planner expects for ``question``: the fitted length
+        model's, else the marginal distribution of the profiled lengths."""
+        model = self.length_model or marginal_length_model(self.output_lengths)
+        return model.estimate(question, max_tokens=max_tokens)
+
+    @property
+    def timing_error(self) -> LatencyError:
+        """The latency model's measured error, or the default."""
+        return self.latency_error or DEFAULT_LATENCY_ERROR
 
     def slowdown(self, logprobs: int | None) -> float:
         """The step-time factor of a call that asks for ``logprobs`` (1 for None or unmeasured)."""

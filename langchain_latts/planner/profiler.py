@@ -6,10 +6,13 @@ in turn -- no drafter, the drafter at ``k`` = 1, 2, 4 and the drafter at ``k = 0
 
 * **step time** against running sequences ``b`` = 1, 2, 4, ... up to ``max_num_seqs``
   (or 64): ``b`` branches of a calibration prompt generate a fixed number of tokens
-  (``ignore_eos``), twice (the first run of a batch shape is slower and is dropped), and,
-  per branch, the seconds from its first to its last token divided
-  by its engine steps (tokens - 1 without speculation, its drafts with it) give the step
-  time; the median over branches is kept;
+  (``ignore_eos``), three times (the first run of a batch shape is slower and is dropped),
+  and, per branch, the seconds from its first to its last token divided by its engine
+  steps (tokens - 1 without speculation, its drafts with it) give the step time; the
+  median over branches is kept; and the **first-token time** of the ``b`` branches: the
+  seconds until the last of them had its first token;
+* **context slope**: how much longer a step gets with a ~400-token prompt than with the
+  calibration question alone, per extra prompt token;
 * **tokens per step** (speculative settings): the mean acceptance length of natural
   samples of the calibration prompts, and their acceptance rate;
 
@@ -17,7 +20,8 @@ and on the engine without a drafter:
 
 * **prefill**: time to first token of fresh random prompts of 16 to 256 tokens, one and
   eight at a time, fitted as ``a + c * tokens``;
-* **output lengths** of natural samples of the calibration prompts, and -- with their
+* **output lengths** of natural samples of the calibration prompts, the per-question
+  length model fitted on them (:mod:`~langchain_latts.planner.lengths`), and -- with their
   log-probs -- the confidence cut-off's calibration (each sample's lowest sampled-token
   log-prob and lowest group confidence, :func:`confidence_calibration`);
 * with calibration answers (the built-in task always has them): each calibration
@@ -33,6 +37,7 @@ user-given prompts (a list, or a JSONL file of ``{"prompt": ..., "answer": ...}`
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 import statistics
@@ -53,6 +58,7 @@ from langchain_latts.engines.base import (
 from langchain_latts.engines.vllm_local import VLLMEngine
 from langchain_latts.errors import LattsValueError
 from langchain_latts.planner.accuracy import DEFAULT_ACCURACY_MODEL, fit_accuracy_model
+from langchain_latts.planner.lengths import MIN_QUESTIONS, LengthModel, fit_length_model
 from langchain_latts.planner.profile import (
     ConfidenceCalibration,
     Identity,
@@ -60,6 +66,7 @@ from langchain_latts.planner.profile import (
     Profile,
     StepCurve,
     model_identity,
+    monotone,
 )
 from langchain_latts.settings import TTSSettings
 from langchain_latts.tts.answers import normalize_answer
@@ -72,7 +79,7 @@ from langchain_latts.tts.confidence import (
 )
 
 __all__ = ["CalibrationPrompt", "builtin_calibration", "confidence_calibration", "grade_runs", "graded_samples", "load_calibration", "logprobs_slowdown", "measure_profile",
-           "natural_samples", "per_token_seconds", "profile_identity", "run_requests"]
+           "natural_samples", "per_token_seconds", "profile_identity", "run_requests", "timed_batch"]
 
 #: Speculative lengths profiled when a drafter is configured.
 SPECULATIVE_LENGTHS = (1, 2, 4)
@@ -80,6 +87,8 @@ SPECULATIVE_LENGTHS = (1, 2, 4)
 MAX_PROFILED_BATCH = 64
 #: Tokens each branch generates in a step-time run.
 STEP_RUN_TOKENS = 40
+#: Timed step-time runs per batch size (after one dropped warm-up run).
+STEP_RUNS = 2
 #: Samples per calibration question when fitting the accuracy model.
 CALIBRATION_SAMPLES = 8
 #: Built-in calibration problems: a slice of the held-out split that ``latts models eval``
@@ -185,22 +194,71 @@ async def run_requests(engine: Engine, requests: Sequence[BranchRequest], tag: s
     return list(await asyncio.gather(*(one(i, r) for i, r in enumerate(requests))))
 
 
-async def _step_curve(engine: VLLMEngine, prompt: list[int], batch_sizes: Sequence[int], *, speculative: bool,
-                      progress: Progress) -> tuple[list[int], list[float]]:
+async def _step_curve(engine: VLLMEngine, prompts: Sequence[list[int]], batch_sizes: Sequence[int], *,
+                      speculative: bool, progress: Progress) -> tuple[list[int], list[float], list[float]]:
+    """Per batch size ``b``: the median step time, and the seconds until all ``b`` branches
+    of one prompt launched together had their first token (the mean of ``STEP_RUNS`` runs);
+    both made non-decreasing in ``b`` (:func:`~langchain_latts.planner.profile.monotone`:
+    measurement noise on a shared machine must not make a bigger batch faster). Every run asks about
+    a prompt the engine has not seen, as a call does: a cached prompt would skip its prefill."""
+    fresh = itertools.cycle(prompts)
     times: list[float] = []
+    first: list[float] = []
     for b in batch_sizes:
-        requests = [BranchRequest(prompt_token_ids=tuple(prompt), max_tokens=STEP_RUN_TOKENS, temperature=0.8,
+        def batch(prompt: list[int]) -> list[BranchRequest]:
+            return [BranchRequest(prompt_token_ids=tuple(prompt), max_tokens=STEP_RUN_TOKENS, temperature=0.8,
                                   seed=1000 * b + i, ignore_eos=True) for i in range(b)]
-        await run_requests(engine, requests, f"warmup-{b}")  # the first run of a batch shape is slower
-        per_branch = []
-        for run in await run_requests(engine, requests, f"steps-{b}"):
-            drafts = run["spec"].num_drafts if speculative and run["spec"] is not None else 0
-            steps = drafts or run["tokens"] - 1  # k = 0 proposes no drafts: one token per step
-            if steps > 0 and len(run["stamps"]) > 1:
-                per_branch.append((run["stamps"][-1] - run["stamps"][0]) / steps)
+
+        await run_requests(engine, batch(next(fresh)), f"warmup-{b}")  # the first run of a batch shape is slower
+        per_branch, launched = [], []
+        for repeat in range(STEP_RUNS):
+            runs = await run_requests(engine, batch(next(fresh)), f"steps-{b}-{repeat}")
+            launched.append(max(run["stamps"][0] - run["sent"] for run in runs))
+            for run in runs:
+                drafts = run["spec"].num_drafts if speculative and run["spec"] is not None else 0
+                steps = drafts or run["tokens"] - 1  # k = 0 proposes no drafts: one token per step
+                if steps > 0 and len(run["stamps"]) > 1:
+                    per_branch.append((run["stamps"][-1] - run["stamps"][0]) / steps)
         times.append(statistics.median(per_branch))
+        first.append(statistics.fmean(launched))
         progress(f"step time at {b} sequences", 1)
-    return list(batch_sizes), times
+    return list(batch_sizes), monotone(times), monotone(first)
+
+
+#: The long prompt's system message of the context-slope measurement (~400 tokens on the built-in model).
+LONG_CONTEXT = ("You answer arithmetic questions. Write every step on its own line as a + b = c, keep each "
+                "intermediate result, and finish with four hash marks and the result. ") * 3
+#: Branches of the context-slope measurement.
+CONTEXT_BATCH = 4
+
+
+async def context_slope(engine: Engine, questions: Sequence[str], *, speculative: bool) -> float:
+    """The relative step-time increase per prompt token: ``CONTEXT_BATCH`` branches of a
+    question with and without :data:`LONG_CONTEXT` before it, alternately, fresh questions
+    each time (none below 0)."""
+    def steps(runs: Sequence[dict[str, Any]]) -> float:
+        per = []
+        for run in runs:
+            drafts = run["spec"].num_drafts if speculative and run["spec"] is not None else 0
+            n = drafts or run["tokens"] - 1
+            if n > 0 and len(run["stamps"]) > 1:
+                per.append((run["stamps"][-1] - run["stamps"][0]) / n)
+        return statistics.median(per)
+
+    ratios, extra = [], 0
+    for i in range(STEP_RUNS + 1):
+        question = questions[i % len(questions)]
+        short = engine.render_prompt([{"role": "user", "content": question}])
+        long = engine.render_prompt([{"role": "system", "content": LONG_CONTEXT}, {"role": "user", "content": question}])
+        timed = []
+        for prompt in (long, short):
+            requests = [BranchRequest(prompt_token_ids=tuple(prompt), max_tokens=STEP_RUN_TOKENS, temperature=0.8,
+                                      seed=500 + 10 * i + b, ignore_eos=True) for b in range(CONTEXT_BATCH)]
+            timed.append(steps(await run_requests(engine, requests, f"context-{i}-{len(prompt)}")))
+        extra = len(long) - len(short)
+        if i:  # the first pair warms both shapes up
+            ratios.append(timed[0] / timed[1])
+    return max(0.0, (statistics.median(ratios) - 1.0) / max(1, extra))
 
 
 async def natural_samples(engine: Engine, prompts: Sequence[list[int]], samples: int, max_tokens: int,
@@ -239,12 +297,22 @@ async def per_token_seconds(engine: Engine, prompts: Sequence[list[int]], batch:
     """Median seconds per output token of a sequence when ``batch`` sequences (prompts in
     turn) generate ``tokens`` tokens each (``ignore_eos``, T = 0.8, asking for ``logprobs``)
     on the engine as configured; a first run of the batch shape is dropped (it is slower)."""
-    requests = [BranchRequest(prompt_token_ids=tuple(prompts[i % len(prompts)]), max_tokens=tokens,
-                              temperature=0.8, seed=seed + 1000 * batch + i, ignore_eos=True, logprobs=logprobs)
-                for i in range(batch)]
-    await run_requests(engine, requests, f"warm-{batch}")
-    runs = await run_requests(engine, requests, f"timed-{batch}")
-    return statistics.median((r["stamps"][-1] - r["stamps"][0]) / max(1, r["tokens"] - 1) for r in runs)
+    return (await timed_batch(engine, prompts, batch, tokens=tokens, seed=seed, logprobs=logprobs))[0]
+
+
+async def timed_batch(engine: Engine, prompts: Sequence[list[int]], batch: int, *, tokens: int,
+                      seed: int = 0, logprobs: int | None = None) -> tuple[float, float]:
+    """:func:`per_token_seconds`, and the seconds until all ``batch`` sequences had their
+    first token. The timed run asks about the last of ``prompts``; give two or more so
+    that the dropped first run asked about another, and that prompt is new to the engine."""
+    def requests(prompt: list[int]) -> list[BranchRequest]:
+        return [BranchRequest(prompt_token_ids=tuple(prompt), max_tokens=tokens, temperature=0.8,
+                              seed=seed + 1000 * batch + i, ignore_eos=True, logprobs=logprobs) for i in range(batch)]
+
+    await run_requests(engine, requests(prompts[0]), f"warm-{batch}")
+    runs = await run_requests(engine, requests(prompts[-1]), f"timed-{batch}")
+    per_token = statistics.median((r["stamps"][-1] - r["stamps"][0]) / max(1, r["tokens"] - 1) for r in runs)
+    return per_token, max(r["stamps"][0] - r["sent"] for r in runs)
 
 
 #: The ``logprobs=k`` whose step-time cost a profile measures (what the confidence measures ask for).
@@ -308,6 +376,11 @@ def _grade(runs: Sequence[dict[str, Any]], answer: str, extractor: Callable[[str
     return correct, max(wrong.values(), default=0)
 
 
+def _question_of(prompt: CalibrationPrompt) -> str:
+    """The text a call's output length is predicted from: its last user message."""
+    return next((c for r, c in reversed(prompt.messages) if r == "user"), "")
+
+
 def batch_sizes_for(max_num_seqs: int) -> list[int]:
     """1, 2, 4, ... up to ``min(max_num_seqs, MAX_PROFILED_BATCH)`` (that limit included)."""
     top = min(max_num_seqs, MAX_PROFILED_BATCH)
@@ -337,6 +410,7 @@ def measure_profile(settings: TTSSettings, calibration: Sequence[CalibrationProm
     lengths: list[int] = []
     confidence: ConfidenceCalibration | None = None
     slowdown: dict[str, float] = {}
+    length_model: LengthModel | None = None
     accuracy = DEFAULT_ACCURACY_MODEL
     extractor = settings.extractor()
     for name, config in configs.items():
@@ -346,8 +420,10 @@ def measure_profile(settings: TTSSettings, calibration: Sequence[CalibrationProm
             stats = engine.run_sync(engine.ensure_started())
             prompts = [engine.render_prompt([{"role": r, "content": c} for r, c in p.messages]) for p in calibration]
             speculative = config.speculative is not None
-            sizes, times = engine.run_sync(_step_curve(engine, prompts[0], batch_sizes_for(stats.max_num_seqs),
-                                                       speculative=speculative, progress=report))
+            sizes, times, first = engine.run_sync(_step_curve(engine, prompts, batch_sizes_for(stats.max_num_seqs),
+                                                              speculative=speculative, progress=report))
+            slope = engine.run_sync(context_slope(engine, [_question_of(p) for p in calibration[-4:]],
+                                                  speculative=speculative))
             tokens_per_step, acceptance = 1.0, None
             if name == "off":
                 calibrating = calibrate and any(p.answer is not None for p in calibration)
@@ -355,6 +431,9 @@ def measure_profile(settings: TTSSettings, calibration: Sequence[CalibrationProm
                 natural = engine.run_sync(natural_samples(engine, prompts, samples, settings.max_tokens,
                                                    settings.temperature or 0.8, logprobs=TOP_K))
                 lengths = sorted(r["tokens"] for q in natural for r in q)
+                if len(calibration) >= MIN_QUESTIONS:
+                    length_model = fit_length_model([_question_of(p) for p in calibration],
+                                                    [[r["tokens"] for r in q] for q in natural])
                 confidence = confidence_calibration(
                     [r for q in natural for r in q],
                     None if any(p.answer is None for p in calibration)
@@ -377,14 +456,16 @@ def measure_profile(settings: TTSSettings, calibration: Sequence[CalibrationProm
                 acceptance = accepted / proposed if proposed else None
                 report(f"acceptance ({name})", 1)
             curves[name] = StepCurve(batch_sizes=sizes, step_s=times, tokens_per_step=tokens_per_step,
-                                     acceptance_rate=acceptance)
+                                     acceptance_rate=acceptance, first_token_s=first,
+                                     prompt_tokens=round(statistics.median(len(p) for p in prompts)),
+                                     context_slope=slope)
         finally:
             engine.shutdown()
     assert prefill is not None
     return Profile(
         identity=profile_identity(settings), created=datetime.now(UTC).isoformat(timespec="seconds"),
         duration_s=time.perf_counter() - started, steps=curves, prefill=prefill, output_lengths=lengths,
-        accuracy=accuracy, confidence=confidence, logprobs_slowdown=slowdown,
+        accuracy=accuracy, confidence=confidence, logprobs_slowdown=slowdown, length_model=length_model,
         calibration=(f"{len(calibration)} prompts, " + ("built-in held-out arithmetic" if settings.model is None
                                                          else "user-given")),
     )

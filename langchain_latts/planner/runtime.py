@@ -9,9 +9,11 @@ An engine's profile is, in order of preference:
    servers: through the fleet, so its step times are the fleet's) (about a second on the
    built-in model): the step time of this engine as configured at a few batch sizes, the
    first-token time of the prompt, and output lengths -- of held-out problems for the
-   built-in model; for another model ``max_tokens`` until calls have been observed, then
-   the lengths of the last ``OBSERVED`` finished branches. A start-up profile has no
-   accuracy calibration (the default accuracy model) and no other speculation settings.
+   built-in model, two samples each, which also fit its per-question length model; for
+   another model ``max_tokens`` until calls have been observed, then the lengths of the
+   last ``OBSERVED`` finished branches. A start-up profile has no accuracy calibration
+   (the default accuracy model), no other speculation settings and the default latency
+   error.
 
 What confidence needs is measured the first time a call asks for it, when the profile
 lacks it (:func:`price_confidence`): the step-time cost of the call's log-probs, and for
@@ -26,43 +28,56 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from langchain_latts.engines.base import (
-    BranchRequest,
     Engine,
     EngineConfig,
     SpeculativeConfig,
     SpeculativeMethod,
 )
-from langchain_latts.planner.latency import SpeculationSetting
+from langchain_latts.planner.latency import SpeculationSetting, seconds_per_token
+from langchain_latts.planner.lengths import fit_length_model
 from langchain_latts.planner.plan import Plan, choose_speculation, derive_schedule, plan_call
-from langchain_latts.planner.profile import Identity, Prefill, Profile, StepCurve, cache_dir, load_profile
+from langchain_latts.planner.profile import (
+    Identity,
+    Prefill,
+    Profile,
+    StepCurve,
+    cache_dir,
+    load_profile,
+    monotone,
+)
 from langchain_latts.planner.profiler import (
     builtin_calibration,
     confidence_calibration,
     graded_samples,
     logprobs_slowdown,
-    per_token_seconds,
+    natural_samples,
     profile_identity,
-    run_requests,
+    timed_batch,
 )
 from langchain_latts.settings import TTSSettings
+from langchain_latts.tts.lifeline import Lifeline
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EngineProfile", "auto_speculation", "cached_profile", "engine_profile", "forget_cached_profiles",
-           "plan_for_call", "speculation_of", "to_speculative_config"]
+__all__ = ["EngineProfile", "Reservations", "auto_speculation", "cached_profile", "engine_profile",
+           "forget_cached_profiles", "lifeline_for", "plan_for_call", "reservations", "speculation_of", "to_speculative_config"]
 
 #: Finished branches whose lengths a start-up profile of a user model keeps.
 OBSERVED = 256
 #: Tokens per branch of the start-up step timing, and the batch sizes timed.
 STARTUP_TOKENS = 24
 STARTUP_BATCHES = (1, 2, 4, 8, 16, 32)
+#: Samples per held-out problem of the built-in model's start-up length model.
+STARTUP_SAMPLES = 2
 
 
 @dataclass
@@ -141,21 +156,26 @@ async def _startup_profile(engine: Engine, settings: TTSSettings, identity: Iden
     if builtin:
         problems = builtin_calibration()[:16]
         prompts = [engine.render_prompt([{"role": "user", "content": p.messages[0][1]}]) for p in problems]
-    else:
-        prompts = [engine.render_prompt([{"role": "user", "content": "Hello."}])]
     top = min(max_num_seqs or 1 << 30, max(settings.max_branches, 1))
     sizes = [b for b in STARTUP_BATCHES if b <= top] or [1]
     if sizes[-1] < top <= STARTUP_BATCHES[-1]:
         sizes.append(top)
-    times = [await per_token_seconds(engine, prompts[:1], b, tokens=STARTUP_TOKENS) for b in sizes]
-    probe = BranchRequest(prompt_token_ids=tuple(prompts[0]), max_tokens=1, temperature=0.0)
-    first = await run_requests(engine, [probe], "startup-prefill")
-    ttft = first[0]["stamps"][0] - first[0]["sent"]
-    if builtin:
-        samples = [BranchRequest(prompt_token_ids=tuple(p), max_tokens=settings.max_tokens, temperature=0.8, seed=i)
-                   for i, p in enumerate(prompts)]
-        natural = await run_requests(engine, samples, "startup-lengths")
-        lengths = sorted(r["tokens"] for r in natural)
+    # Every timed batch asks about a prompt the engine has not seen (as a call does).
+    fresh = [engine.render_prompt([{"role": "user", "content": f"Hello, this is message {i}."}])
+             for i in range(2 * len(sizes))]
+    if not builtin:
+        prompts = fresh[:1]
+    timed = [await timed_batch(engine, fresh[2 * i:2 * i + 2], b, tokens=STARTUP_TOKENS) for i, b in enumerate(sizes)]
+    times = monotone([per_token for per_token, _ in timed])  # more branches are never faster
+    launched = monotone([first for _, first in timed])
+    ttft = launched[0]
+    length_model = None
+    if builtin:  # two samples of each problem: the per-question length model and its spreads
+        natural = await natural_samples(engine, prompts, STARTUP_SAMPLES, settings.max_tokens, 0.8)
+        lengths = sorted(r["tokens"] for runs in natural for r in runs)
+        length_model = fit_length_model([p.messages[0][1] for p in problems],
+                                        [[r["tokens"] for r in runs] for runs in natural],
+                                        source=f"start-up: {len(problems)} held-out problems x {STARTUP_SAMPLES}")
     else:
         lengths = [settings.max_tokens]
     # Seconds per token per sequence, stored as the "off" curve: the lookup is always "off".
@@ -163,9 +183,11 @@ async def _startup_profile(engine: Engine, settings: TTSSettings, identity: Iden
         identity=identity,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         duration_s=time.perf_counter() - started,
-        steps={"off": StepCurve(batch_sizes=sizes, step_s=times)},
-        prefill=Prefill(intercept_s=ttft, per_token_s=0.0, points=[(len(prompts[0]), ttft)]),
+        steps={"off": StepCurve(batch_sizes=sizes, step_s=times, first_token_s=launched,
+                                prompt_tokens=len(fresh[0]))},
+        prefill=Prefill(intercept_s=ttft, per_token_s=0.0, points=[(len(fresh[0]), ttft)]),
         output_lengths=lengths,
+        length_model=length_model,
         calibration="start-up: " + ("16 held-out arithmetic problems" if builtin else "none (lengths observed)"),
     )
     logger.info("no latts profile for this setup: measured a start-up profile in %.1f s (run `latts profile` "
@@ -196,17 +218,97 @@ async def price_confidence(state: EngineProfile, engine: Engine, settings: TTSSe
             state.profile = profile.model_copy(update=update)
 
 
+class Reservations:
+    """The sequences this process's calls have planned on one engine and not yet ended.
+
+    Calls that start together (``batch``, parallel agent steps, concurrent users) all find
+    an idle engine: their branches reach vLLM only after each has planned. So a plan is
+    made and *reserved* in one step under a lock (:meth:`plan`), and every later plan
+    counts the reservations of the calls still running; a call lowers its reservation as
+    its branches end (:meth:`hold`) and drops it when it returns (:meth:`release`).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[str, int] = {}
+
+    def plan(self, call_id: str, engine_load: int, make: Callable[[int], Plan]) -> Plan:
+        """``make(load)`` with ``load`` the larger of the engine's unfinished requests and
+        the other calls' reservations; reserves the plan's branches for ``call_id``."""
+        with self._lock:
+            load = max(engine_load, sum(n for key, n in self._held.items() if key != call_id))
+            plan = make(load)
+            self._held[call_id] = plan.branches
+            return plan
+
+    def hold(self, call_id: str, running: int) -> None:
+        """``call_id`` now runs ``running`` branches."""
+        with self._lock:
+            if call_id in self._held:
+                self._held[call_id] = running
+
+    def release(self, call_id: str) -> None:
+        with self._lock:
+            self._held.pop(call_id, None)
+
+    @property
+    def held(self) -> int:
+        """Sequences reserved by all calls."""
+        with self._lock:
+            return sum(self._held.values())
+
+
+_RESERVATIONS: weakref.WeakKeyDictionary[Engine, Reservations] = weakref.WeakKeyDictionary()
+_RESERVATIONS_LOCK = threading.Lock()
+
+
+def reservations(engine: Engine) -> Reservations:
+    """The reservation book of ``engine`` (one per engine and process)."""
+    with _RESERVATIONS_LOCK:
+        book = _RESERVATIONS.get(engine)
+        if book is None:
+            book = _RESERVATIONS[engine] = Reservations()
+        return book
+
+
 def plan_for_call(state: EngineProfile, settings: TTSSettings, engine: Engine, *, prompt_tokens: int,
-                  time_left_s: float | None, token_budget: int | None = None) -> Plan:
-    """The plan of one call on ``engine`` as loaded now, within ``time_left_s`` and
-    ``token_budget`` (generated tokens over all branches)."""
+                  time_left_s: float | None, question: str = "", call_id: str = "",
+                  token_budget: int | None = None) -> Plan:
+    """The plan of one call on ``engine`` as loaded now (other calls' running and reserved
+    sequences), for ``question`` (the text its output length is predicted from), within
+    ``time_left_s`` and ``token_budget`` (generated tokens over all branches). The plan's
+    branches stay reserved for ``call_id`` until :meth:`Reservations.release`."""
     profile = state.current()
-    plan = plan_call(
-        profile, prompt_tokens=prompt_tokens, max_tokens=settings.max_tokens,
-        max_branches=settings.max_branches, speculation=state.lookup, deadline_s=time_left_s,
-        token_budget=token_budget, load=engine.num_unfinished_requests(), slowdown=profile.slowdown(settings.logprobs),
-    )
+    length = profile.length_estimate(question, max_tokens=settings.max_tokens)
+
+    def make(load: int) -> Plan:
+        return plan_call(
+            profile, prompt_tokens=prompt_tokens, max_tokens=settings.max_tokens,
+            max_branches=settings.max_branches, speculation=state.lookup, deadline_s=time_left_s,
+            token_budget=token_budget, load=load, length=length, slowdown=profile.slowdown(settings.logprobs),
+        )
+
+    plan = reservations(engine).plan(call_id, engine.num_unfinished_requests(), make)
     return replace(plan, speculation=speculation_of(engine.config).name)
+
+
+#: Standard-normal quantile of the length the lifeline expects the leader to write (p75).
+LIFELINE_Z = 0.6745
+
+
+def lifeline_for(state: EngineProfile, settings: TTSSettings, plan: Plan, *, question: str,
+                 time_left_s: float | None, prompt_tokens: int = 0) -> Lifeline | None:
+    """The lifeline of a planned call with a deadline and several branches (None otherwise):
+    the question's predicted length at its 75th percentile and how much faster a token is
+    with one branch running than with the plan's (:mod:`~langchain_latts.tts.lifeline`)."""
+    if time_left_s is None or plan.branches < 2:
+        return None
+    profile = state.current()
+    length = profile.length_estimate(question, max_tokens=settings.max_tokens)
+    crowded = seconds_per_token(profile, plan.branches + plan.load, state.lookup, prompt_tokens)
+    alone = seconds_per_token(profile, 1 + plan.load, state.lookup, prompt_tokens)
+    return Lifeline(expected_tokens=length.quantile(LIFELINE_Z), solo_speedup=max(1.0, crowded / alone),
+                    tick_s=min(0.05, max(0.005, time_left_s / 20)))
 
 
 # -- the engine's speculation (num_speculative_tokens="auto") -----------------------------------

@@ -1,8 +1,9 @@
 """``latts profile --validate``: the latency model against measured calls it was not fitted on.
 
 The profile was fitted on fixed-length runs of one calibration prompt at batch sizes
-1, 2, 4, ... with an idle engine. Validation runs real calls of the built-in task that
-differ on every axis the model predicts from:
+1, 2, 4, ... with an idle engine. Validation runs real calls of the built-in task, on the
+engine the settings choose (with the speculation ``num_speculative_tokens="auto"`` picks),
+that differ on every axis the model predicts from:
 
 * branch counts the profile never timed (3, 6, 12, 24),
 * concurrent load: 0 or ``LOAD`` other sequences already running on the engine,
@@ -10,13 +11,17 @@ differ on every axis the model predicts from:
 
 and compares each call's latency with :func:`~langchain_latts.planner.latency.predict_latency`
 given what the call turned out to be (its branches' output lengths, its prompt, the load
-it met). It reports the median absolute percentage error overall and per axis.
+it met). It reports the median absolute percentage error overall and per axis, and
+stores the error's distribution -- ``ln(measured / predicted)``, its mean and standard
+deviation -- in the profile (:class:`~langchain_latts.planner.profile.LatencyError`): the
+planner prices the risk of missing a deadline with it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import statistics
 import time
 from typing import Any
@@ -28,13 +33,13 @@ from langchain_latts.engines.base import BranchRequest
 from langchain_latts.engines.vllm_local import VLLMEngine
 from langchain_latts.errors import LattsValueError
 from langchain_latts.planner.latency import predict_latency
-from langchain_latts.planner.profile import Profile, load_profile
+from langchain_latts.planner.profile import LatencyError, Profile, load_profile, save_profile
 from langchain_latts.planner.profiler import (
-    _engine_configs,
     builtin_calibration,
     profile_identity,
     run_requests,
 )
+from langchain_latts.planner.runtime import speculation_of
 from langchain_latts.settings import TTSSettings
 
 __all__ = ["validate_latency_model"]
@@ -87,7 +92,9 @@ def validate_latency_model(settings: dict[str, Any] | None = None, *, repeats: i
     if profile is None:
         raise LattsValueError.bad("profile", None, "must exist before it can be validated",
                                   "Run `latts profile` first.")
-    engine = VLLMEngine(_engine_configs(tts)["off"])
+    config = tts.engine_config()  # the speculation the planner's calls run with
+    speculation = speculation_of(config)
+    engine = VLLMEngine(config)
     rows: list[dict[str, Any]] = []
     try:
         engine.run_sync(engine.ensure_started())
@@ -105,15 +112,33 @@ def validate_latency_model(settings: dict[str, Any] | None = None, *, repeats: i
                     prompt = engine.render_prompt(messages)
                     elapsed, lengths, seen = engine.run_sync(
                         _call(engine, prompt, branches, load, n * repeats + r, background))
-                    predicted = predict_latency(profile, lengths=lengths, prompt_tokens=len(prompt), load=seen)
+                    predicted = predict_latency(profile, lengths=lengths, prompt_tokens=len(prompt), load=seen,
+                                                speculation=speculation)
                     rows.append({"branches": branches, "load": load, "prompt": prompt_kind,
                                  "prompt_tokens": len(prompt), "measured_s": elapsed, "predicted_s": predicted,
                                  "ape": _ape(predicted, elapsed)})
     finally:
         engine.shutdown()
     summary = _summarise(rows)
+    error = latency_error(rows)
+    summary["latency_error"] = error.model_dump()
+    save_profile(profile.model_copy(update={"latency_error": error}))
     _print(summary, rows, console, profile)
+    console.print(f"latency error ln(measured / predicted) = {error.bias:+.3f} {error.slope:+.3f} ln(branches), sd "
+                  f"{error.sigma:.3f} (stored in the profile: the planner prices deadline risk with it)")
     return summary
+
+
+def latency_error(rows: list[dict[str, Any]]) -> LatencyError:
+    """The distribution of ``ln(measured / predicted)`` over validation calls: a least-squares
+    line in ``ln(branches)`` and the spread of the calls around it."""
+    points = [(math.log(r["branches"]), math.log(r["measured_s"] / r["predicted_s"])) for r in rows
+              if r["predicted_s"] > 0 and r["measured_s"] > 0]
+    xs, ys = [x for x, _ in points], [y for _, y in points]
+    slope, bias = statistics.linear_regression(xs, ys) if len(set(xs)) > 1 else (0.0, statistics.fmean(ys))
+    sigma = math.sqrt(statistics.fmean((y - bias - slope * x) ** 2 for x, y in points))
+    return LatencyError(bias=bias, slope=slope, sigma=sigma, calls=len(points),
+                        source=f"latts profile --validate: {len(points)} calls")
 
 
 def _summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -26,16 +26,18 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
     "LEVELS",
+    "ORIGINAL_LEVELS",
     "PHRASINGS",
     "Problem",
     "calculator",
     "final_answer",
+    "generate_original_problems",
     "generate_problem",
     "generate_problems",
     "grade",
@@ -151,6 +153,15 @@ def _operand(rng: random.Random) -> int:
     return rng.randint(0 if digits == 1 else 10 ** (digits - 1), 10**digits - 1)
 
 
+def two_digit_operand(rng: random.Random) -> int:
+    """An operand of the task's original form: 10 to 99."""
+    return rng.randint(10, 99)
+
+
+#: Levels of the task's original form (:func:`generate_original_problems`).
+ORIGINAL_LEVELS: tuple[int, ...] = (2, 3, 4, 5)
+
+
 def phrase(first: int, terms: Sequence[tuple[Op, int]], rng: random.Random) -> str:
     """The question as a person might type it: a random phrasing and random spacing."""
     spacing = rng.choice(_SPACINGS) if rng.random() < 0.5 else _SPACINGS[0]
@@ -161,19 +172,21 @@ def phrase(first: int, terms: Sequence[tuple[Op, int]], rng: random.Random) -> s
     return template.format(e=expression)
 
 
-def generate_problem(rng: random.Random, level: int, *, phrased: bool = True) -> Problem:
+def generate_problem(rng: random.Random, level: int, *, phrased: bool = True,
+                     operand: Callable[[random.Random], int] = _operand) -> Problem:
     """One problem of ``level`` operations (a value of :data:`LEVELS`), seeded by ``rng``.
 
-    Operands have 1, 2 or 3 digits; subtraction below zero is allowed but rarer, so most
-    chains stay non-negative. ``phrased=False`` keeps the canonical question.
+    Operands have 1, 2 or 3 digits (or what ``operand`` draws); subtraction below zero is
+    allowed but rarer, so most chains stay non-negative. ``phrased=False`` keeps the
+    canonical question.
     """
     if level not in LEVELS:
         raise ValueError(f"level must be one of {list(LEVELS)}, got {level!r}.")
-    first = _operand(rng)
+    first = operand(rng)
     value = first
     terms: list[tuple[Op, int]] = []
     for _ in range(level):
-        b = _operand(rng)
+        b = operand(rng)
         op: Op = "-" if rng.random() < 0.5 else "+"
         if op == "-" and value - b < 0 and rng.random() < 0.75:
             op = "+"
@@ -190,20 +203,28 @@ def generate_problems(
     levels: Sequence[int] = LEVELS,
     exclude: frozenset[str] | set[str] = frozenset(),
     phrased: bool = True,
+    operand: Callable[[random.Random], int] = _operand,
 ) -> list[Problem]:
     """``n`` problems with distinct expressions, levels cycling evenly, seeded; skips
     expressions in ``exclude`` (canonical :attr:`Problem.expression` strings)."""
-    return list(_iter_problems(n, seed=seed, levels=levels, exclude=exclude, phrased=phrased))
+    return list(_iter_problems(n, seed=seed, levels=levels, exclude=exclude, phrased=phrased, operand=operand))
+
+
+def generate_original_problems(n: int, *, seed: int) -> list[Problem]:
+    """The task's original form: 2 to 5 operations on two-digit operands, asked the
+    canonical way (``Compute 48 + 17 - 23.``), levels cycling evenly, seeded."""
+    return generate_problems(n, seed=seed, levels=ORIGINAL_LEVELS, phrased=False, operand=two_digit_operand)
 
 
 def _iter_problems(
-    n: int, *, seed: int, levels: Sequence[int], exclude: frozenset[str] | set[str], phrased: bool
+    n: int, *, seed: int, levels: Sequence[int], exclude: frozenset[str] | set[str], phrased: bool,
+    operand: Callable[[random.Random], int],
 ) -> Iterator[Problem]:
     rng = random.Random(seed)
     seen: set[str] = set()
     made = 0
     while made < n:
-        problem = generate_problem(rng, levels[made % len(levels)], phrased=phrased)
+        problem = generate_problem(rng, levels[made % len(levels)], phrased=phrased, operand=operand)
         if problem.expression in exclude or problem.expression in seen:
             continue
         seen.add(problem.expression)

@@ -38,6 +38,7 @@ from langchain_latts.tts.confidence import (
     token_confidence,
     warmup_threshold,
 )
+from langchain_latts.tts.lifeline import Lifeline, keep_alone
 from langchain_latts.tts.selection import (
     Aggregation,
     Selection,
@@ -106,6 +107,8 @@ class Branch:
     prefix: str = ""
     #: Seconds from the call's start to this branch's launch.
     launched_at_s: float = 0.0
+    #: Seconds from the call's start to this branch's first token (None before it).
+    first_token_at_s: float | None = None
     #: Why the engine failed this branch (``finish_reason="error"``; it does not vote).
     error: str | None = None
     #: The servers that produced this branch, in order (server engines; a failover adds one).
@@ -138,6 +141,9 @@ class BranchRun:
     strategy: Strategy = "majority"
     #: The call's token budget ran out before every branch ended.
     budget_hit: bool = False
+    #: The lifeline kept one branch alone: the others were aborted so that it could
+    #: finish by the deadline (:mod:`~langchain_latts.tts.lifeline`).
+    kept_alone: bool = False
 
     @property
     def winner_index(self) -> int | None:
@@ -271,6 +277,8 @@ async def _consume(engine: Engine, branch: Branch, request: BranchRequest, start
     try:
         async for update in updates:
             pieces.append(update.text_delta)
+            if branch.first_token_at_s is None and update.num_new_tokens:
+                branch.first_token_at_s = time.monotonic() - started
             branch.num_tokens += update.num_new_tokens
             branch.num_cached_tokens = max(branch.num_cached_tokens, update.num_cached_tokens)
             if update.spec is not None:
@@ -418,6 +426,7 @@ async def run_branches(
     verification: Verification | None = None,
     respawn: Callable[[int, str], BranchRequest] | None = None,
     spend: SpendCallback | None = None,
+    lifeline: Lifeline | None = None,
 ) -> BranchRun:
     """Run one branch per request, score the finished ones and select an answer.
 
@@ -436,7 +445,10 @@ async def run_branches(
     engine update that held that token, while the time left covers the rest of a typical
     branch at the cut branch's pace (:func:`time_to_finish`). ``spend`` is charged with
     every token generated; once it returns False each branch stops at its next token
-    (finish reason ``"budget"``) and the selection runs over what finished.
+    (finish reason ``"budget"``) and the selection runs over what finished. With a
+    ``lifeline`` and a deadline, a call with no finished branch that would finish none
+    keeps its leading branch alone (:func:`~langchain_latts.tts.lifeline.keep_alone`; the
+    others end with finish reason ``"lifeline"``).
 
     An engine error in any branch aborts the others and is raised (once: the other
     branches' errors are retrieved, so asyncio logs no "exception was never retrieved").
@@ -479,18 +491,32 @@ async def run_branches(
 
     for request in requests:
         launch(request)
-    stopped_early = deadline_hit = False
+    stopped_early = deadline_hit = kept_alone = False
     try:
         while generating or scoring:
             timeout = None if deadline is None else deadline - time.monotonic()
             if timeout is not None and timeout <= 0:
                 deadline_hit = True
                 break
-            done, _ = await asyncio.wait({*generating, *scoring}, timeout=timeout,
+            watch = timeout is not None and lifeline is not None and not kept_alone and len(generating) > 1
+            done, _ = await asyncio.wait({*generating, *scoring},
+                                         timeout=min(timeout, lifeline.tick_s) if watch else timeout,  # type: ignore[union-attr,type-var]
                                          return_when=asyncio.FIRST_COMPLETED)
-            if not done:
+            if not done and deadline is not None and time.monotonic() >= deadline:
                 deadline_hit = True
                 break
+            if not done:  # a lifeline tick
+                keep = keep_alone(branches, time.monotonic() - started, deadline - started, lifeline)  # type: ignore[arg-type,operator]
+                if keep is not None:
+                    kept_alone = True
+                    others = {t: b for t, b in generating.items() if b.index != keep}
+                    await _cancel(others, engine)
+                    for task, branch in others.items():
+                        generating.pop(task)
+                        branch.finish_reason = "lifeline"
+                    if on_progress is not None:
+                        on_progress(progress_event(branches, call_id=call_id, started=started))
+                continue
             errors = [t.exception() for t in done if t in generating and t.exception() is not None]
             if errors:
                 for task in done:
@@ -554,4 +580,4 @@ async def run_branches(
             spec = b.spec if spec is None else spec + b.spec
     return BranchRun(branches=branches, vote=vote, decided_at_s=decided_at, stopped_early=stopped_early,
                      deadline_hit=deadline_hit, spec=spec, selection=selection, strategy=strategy,
-                     budget_hit=any(b.finish_reason == "budget" for b in branches))
+                     budget_hit=any(b.finish_reason == "budget" for b in branches), kept_alone=kept_alone)
