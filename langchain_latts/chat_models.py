@@ -393,6 +393,7 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
         plan_meta, typical_lengths = None, None
         if state is not None and plan is not None:
             state.observe([b.num_tokens for b in run.finished])
+            state.observe_timing(plan, run.branches, run.decided_at_s)
             plan_meta = plan.as_metadata() | {"profile": state.source}
             typical_lengths = state.current().output_lengths
         spec_config = engine.config.speculative

@@ -148,20 +148,22 @@ def bench_verifier(
 def bench_tts(
     problems: int = typer.Option(200, help="Problems per method."),
     quick: bool = typer.Option(False, "--quick", help="40 problems, N in {4, 8}, one deadline (about 3 minutes)."),
-    out_dir: str = typer.Option(".", help="Where to write bench-tts.json, .csv and .png."),
-    dataset: str = typer.Option("arithmetic", help="'arithmetic' (the built-in task) or 'math500' (needs a real "
-                                "model: --settings)."),
+    out_dir: str = typer.Option(".", help="Where to write the JSON, CSV and PNG."),
+    name: str = typer.Option("bench-tts", help="File name of the JSON, CSV and PNG (without suffix)."),
+    dataset: str = typer.Option("arithmetic", help="'arithmetic' (the built-in task), 'math500' (needs a real "
+                                "model: --settings) or 'rg:NAME', a reasoning-gym task (e.g. rg:chain_sum)."),
+    dataset_options: str = typer.Option("{}", help="A reasoning-gym generator's options as JSON, e.g. "
+                                        "'{\"min_terms\": 2, \"max_terms\": 2}'."),
     data: str = typer.Option("", help="A MATH-500 JSON-lines file (default: the copy shipped with the package)."),
-    settings: str = typer.Option("{}", help='Model settings as JSON, e.g. \'{"model": "Qwen/Qwen3-8B", '
-                                 '"draft_model": "Qwen/Qwen3-0.6B", "max_tokens": 4096}\'.'),
+    settings: str = typer.Option("{}", help='Model settings as JSON, e.g. \'{"model": "smollm2-135m", '
+                                 '"max_tokens": 96, "answer_extractor": "last_number"}\'.'),
 ) -> None:
     """Accuracy against latency: the package beside sequential and parallel sampling, at several deadlines."""
     from langchain_latts.bench.tts import run_tts_bench
 
-    if dataset not in ("arithmetic", "math500"):
-        raise typer.BadParameter(f"--dataset must be 'arithmetic' or 'math500', got {dataset!r}.")
-    run_tts_bench(problems=problems, quick=quick, out_dir=Path(out_dir), dataset=dataset,  # type: ignore[arg-type]
-                  data_path=Path(data) if data else None, model=json.loads(settings))
+    run_tts_bench(problems=problems, quick=quick, out_dir=Path(out_dir), dataset=dataset, name=name,
+                  data_path=Path(data) if data else None, model=json.loads(settings),
+                  dataset_options=json.loads(dataset_options))
 
 
 @bench_app.command("formats")
@@ -244,7 +246,8 @@ def bench_fleet(
 def serve(
     port: int = typer.Option(8001, help="Port to listen on."),
     host: str = typer.Option("127.0.0.1", help="Address to bind ('0.0.0.0' for other machines)."),
-    model: str = typer.Option("", help="Model to serve (default: the shipped tiny target)."),
+    model: str = typer.Option("", help="Model to serve (default: the shipped tiny target); a folder, hub id, .gguf "
+                              "file or alias such as smollm2-135m (served under that name)."),
     draft: str = typer.Option("default", help="Draft model ('default': the shipped draft; 'none': no speculation)."),
     k: int = typer.Option(4, help="Speculative tokens per step."),
 ) -> None:
@@ -255,7 +258,11 @@ def serve(
 
     if model and draft == "default":
         raise typer.BadParameter("--draft must name a draft model for --model (or 'none'), got 'default'.")
-    command = server_command(port=port, host=host, model=model or None, draft=None if draft == "none" else draft, k=k)
+    from langchain_latts.engines.gguf import prepare_model
+
+    served = prepare_model(model, cpu=True).weights if model else None  # an alias or GGUF file: its converted folder
+    command = server_command(port=port, host=host, model=served, draft=None if draft == "none" else draft, k=k,
+                             served_name=model or None)
     typer.echo(" ".join(command), err=True)
     os.execve(command[0], command, server_env())  # pinned as vLLM likes: a server on its own host
 

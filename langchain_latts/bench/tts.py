@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from rich.console import Console
 from rich.progress import Progress
@@ -37,12 +37,13 @@ from rich.table import Table
 
 from langchain_latts.bench.verifier import wilson_interval
 from langchain_latts.chat_models import LatencyOptimalTTSLLM
+from langchain_latts.errors import LattsValueError
 from langchain_latts.tasks.arithmetic import Problem
+from langchain_latts.tasks.gym import load_gym, parse_dataset
 from langchain_latts.tts.voting import majority_vote
 
 __all__ = ["Point", "bench_problems", "pareto_front", "run_tts_bench"]
 
-Dataset = Literal["arithmetic", "math500"]
 #: The benchmark's problems come from this seed (training and the held-out split use others).
 SEED = 20261126
 DEADLINE_MULTIPLES = (1.0, 1.5, 2.0)
@@ -65,12 +66,19 @@ def bench_problems(n: int) -> list[Problem]:
     return generate_problems(n, seed=SEED, levels=LEVELS, exclude=held_out)
 
 
-def bench_items(dataset: Dataset, n: int, path: Path | None = None) -> list[Item]:
-    """The questions of ``dataset``: the built-in task, or MATH-500 graded by math-verify."""
+def bench_items(dataset: str, n: int, path: Path | None = None, options: dict[str, Any] | None = None) -> list[Item]:
+    """The questions of ``dataset``: the built-in task, MATH-500 graded by math-verify, or
+    ``rg:NAME``, a reasoning-gym task (generator ``options``) graded by its own scorer."""
+    gym = parse_dataset(dataset)
+    if gym is not None:
+        return [Item(g.question, g.grade) for g in load_gym(gym, n, seed=SEED, options=options)]
     if dataset == "math500":
         from langchain_latts.tasks.math500 import grade_answer, load_math500
 
         return [Item(p.question, partial(_graded, p.answer, grade_answer)) for p in load_math500(path)[:n]]
+    if dataset != "arithmetic":
+        raise LattsValueError.bad("dataset", dataset, "must be 'arithmetic', 'math500' or 'rg:NAME' (a reasoning-gym "
+                                  "task)", "e.g. --dataset rg:chain_sum")
     return [Item(p.question, partial(_equals, str(p.answer))) for p in bench_problems(n)]
 
 
@@ -154,18 +162,24 @@ def _measure(point: Point, items: Sequence[Item],
 
 
 def run_tts_bench(*, problems: int = 200, quick: bool = False, out_dir: Path = Path("."),
-                  dataset: Dataset = "arithmetic", data_path: Path | None = None,
-                  model: dict[str, Any] | None = None, console: Console | None = None) -> dict[str, Any]:
-    """Run the benchmark (module docstring); print the table and ratios; write the files.
+                  dataset: str = "arithmetic", data_path: Path | None = None,
+                  model: dict[str, Any] | None = None, dataset_options: dict[str, Any] | None = None,
+                  name: str = "bench-tts", console: Console | None = None) -> dict[str, Any]:
+    """Run the benchmark (module docstring); print the table and ratios; write the files
+    ``<name>.json``, ``.csv`` and ``.png``.
 
     ``dataset="math500"`` asks MATH-500 (graded by math-verify, answers in ``\\boxed{}``);
-    ``model`` holds model settings (``model``, ``draft_model``, ``max_tokens``, ...), e.g.
-    ``{"model": "Qwen/Qwen3-8B", "draft_model": "Qwen/Qwen3-0.6B", "max_tokens": 4096}``.
-    The step verifier only knows the built-in task: with MATH-500 its methods are left out.
+    ``"rg:NAME"`` a reasoning-gym task with generator ``dataset_options``, its questions as
+    written, graded by the task's scorer (sequential best-of-8 only, and the confidence
+    strategies at 8 branches); ``model`` holds model settings (``model``, ``draft_model``,
+    ``max_tokens``, ...), e.g. ``{"model": "smollm2-135m", "max_tokens": 96}``. The step
+    verifier only knows the built-in task: with other datasets its methods are left out.
     """
     console = console or Console(width=130)
-    items = bench_items(dataset, 40 if quick else problems, data_path)
+    items = bench_items(dataset, 40 if quick else problems, data_path, dataset_options)
+    gym = parse_dataset(dataset) is not None
     sizes = (4, 8) if quick else (4, 8, 16)
+    sequential_sizes = (8,) if gym else sizes
     multiples = (1.0,) if quick else DEADLINE_MULTIPLES
     points: list[Point] = []
     started = time.monotonic()
@@ -181,7 +195,12 @@ def run_tts_bench(*, problems: int = 200, quick: bool = False, out_dir: Path = P
                              ("latts auto + verifier", {"verifier": "arithmetic_steps", "strategy": "best_of_n"}),
                              ("latts auto + prune", {"verifier": "arithmetic_steps", "strategy": "best_of_n",
                                                      "prune": True})]
-    calls = len(items) * (2 + len(sizes) * 2 + 2 + len(multiples) * len(deadline_methods))
+    free_methods: list[tuple[str, dict[str, Any]]] = [("latts, 8 branches", {"branches": 8})]
+    if gym:
+        free_methods += [("latts 8, confidence_weighted", {"branches": 8, "strategy": "confidence_weighted"}),
+                         ("latts 8, confidence_filtered", {"branches": 8, "strategy": "confidence_filtered"})]
+    calls = len(items) * (2 + len(sizes) + len(sequential_sizes) + 1 + len(free_methods)
+                          + len(multiples) * len(deadline_methods))
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("plain engine: starting", total=calls)
 
@@ -195,14 +214,16 @@ def run_tts_bench(*, problems: int = 200, quick: bool = False, out_dir: Path = P
         plain.warmup()
         run(Point("greedy, 1 sample", "plain"), partial(_one_call, plain, {"branches": 1, "temperature": 0.0}))
         run(Point("1 sample", "plain"), partial(_one_call, plain, {"branches": 1}))
-        for n in sizes:
+        for n in sequential_sizes:
             run(Point(f"sequential best-of-{n}", "sequential"), partial(_sequential, plain, n))
+        for n in sizes:
             run(Point(f"parallel n={n} (no early stop)", "parallel"), partial(_one_call, plain, {"branches": n}))
         plain.engine.shutdown()
         progress.update(task, description="default engine: starting")
         package.warmup()
         run(Point("1 branch + speculation", "package"), partial(_one_call, package, {"branches": 1}))
-        run(Point("latts, 8 branches", "package"), partial(_one_call, package, {"branches": 8}))
+        for method, options in free_methods:
+            run(Point(method, "package"), partial(_one_call, package, options))
         one = next(pt for pt in points if pt.method == "1 sample").summary()
         for m in multiples:
             deadline = round(one["p90_s"] * m, 4)
@@ -211,11 +232,13 @@ def run_tts_bench(*, problems: int = 200, quick: bool = False, out_dir: Path = P
                     partial(_one_call, package, {**options, "deadline_s": deadline}))
         package.engine.shutdown()
     summaries = [p.summary() for p in points]
-    report = {"problems": len(items), "dataset": dataset, "seed": SEED, "quick": quick, "seconds": round(time.monotonic() - started, 1),
-              "points": summaries, "pareto": pareto_front(summaries), "ratios": _ratios(summaries, one["p90_s"])}
+    report = {"problems": len(items), "dataset": dataset, "dataset_options": dataset_options or {},
+              "model": settings.get("model") or "latts-tiny-arith", "seed": SEED, "quick": quick,
+              "seconds": round(time.monotonic() - started, 1), "points": summaries, "pareto": pareto_front(summaries),
+              "ratios": _ratios(summaries, one["p90_s"])}
     _print(report, console)
-    _write(report, out_dir)
-    console.print(f"files: {out_dir / 'bench-tts.json'}, bench-tts.csv, bench-tts.png ({report['seconds']:.0f} s)")
+    _write(report, out_dir, name)
+    console.print(f"files: {out_dir / name}.json, .csv, .png ({report['seconds']:.0f} s)")
     return report
 
 
@@ -241,7 +264,9 @@ def _ratios(summaries: Sequence[dict[str, Any]], one_p90: float) -> dict[str, An
 
 
 def _print(report: dict[str, Any], console: Console) -> None:
-    source = "MATH-500" if report["dataset"] == "math500" else f"built-in task, seed {report['seed']}"
+    source = {"math500": "MATH-500", "arithmetic": f"built-in task, seed {report['seed']}"}.get(
+        report["dataset"], f"{report['dataset']} {report.get('dataset_options') or ''}, seed {report['seed']}")
+    source += f", {report.get('model', 'latts-tiny-arith')}"
     table = Table(title=f"latts bench tts: {report['problems']} problems ({source}), one call at a time")
     for column in ("method", "accuracy [95% CI]", "median ms", "p90 ms", "tokens", "tokens/correct", "acceptance"):
         table.add_column(column, justify="left" if column == "method" else "right")
@@ -261,10 +286,10 @@ def _print(report: dict[str, Any], console: Console) -> None:
                   f"{r['tight_auto_minus_one_sample_points']:+.1f}; goal >= +15).")
 
 
-def _write(report: dict[str, Any], out_dir: Path) -> None:
+def _write(report: dict[str, Any], out_dir: Path, name: str = "bench-tts") -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "bench-tts.json").write_text(json.dumps(report, indent=1))
-    with (out_dir / "bench-tts.csv").open("w", newline="") as f:
+    (out_dir / f"{name}.json").write_text(json.dumps(report, indent=1))
+    with (out_dir / f"{name}.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(report["points"][0]))
         writer.writeheader()
         writer.writerows(report["points"])
@@ -284,8 +309,8 @@ def _write(report: dict[str, Any], out_dir: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("median latency per question (ms, log scale)")
     ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"latts bench tts ({report['problems']} problems)")
+    ax.set_title(f"latts bench tts: {report['dataset']}, {report['model']} ({report['problems']} problems)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out_dir / "bench-tts.png", dpi=120)
+    fig.savefig(out_dir / f"{name}.png", dpi=120)

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import httpx
 
+from langchain_latts.engines.gguf import prepare_model
 from langchain_latts.errors import EngineStartError
 from langchain_latts.models import DEFAULT_DRAFT, DEFAULT_TARGET
 
@@ -48,17 +49,20 @@ CPU_KV_CACHE_GIB = 1
 
 
 def server_command(*, port: int, model: str | None = None, draft: str | None = "default", k: int = 4,
-                   host: str = "127.0.0.1", extra: Sequence[str] = ()) -> list[str]:
+                   host: str = "127.0.0.1", extra: Sequence[str] = (), served_name: str | None = None) -> list[str]:
     """The command line of one vLLM OpenAI server (pure).
 
     ``model`` None serves the shipped target; ``draft`` ``"default"`` speculates with the
     shipped draft (for the shipped target), a path or id with that drafter, None not at all;
     ``k`` tokens per step. Per-request speculation counts are on, so the chat model can
-    report acceptance.
+    report acceptance. ``served_name`` is the name clients ask for (``--served-model-name``;
+    default: ``model``), e.g. an alias whose converted folder ``model`` is.
     """
     target = str(DEFAULT_TARGET) if model is None else model
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", target,
                "--host", host, "--port", str(port), "--enforce-eager", "--disable-uvicorn-access-log"]
+    if served_name is not None and served_name != target:
+        command += ["--served-model-name", served_name]
     if draft is not None:
         drafter = str(DEFAULT_DRAFT) if draft == "default" else draft
         spec = {"method": "draft_model", "model": drafter, "num_speculative_tokens": k}
@@ -174,7 +178,9 @@ def running_fleet(replicas: int, *, draft: str | None = "default", k: int = 4,
                   model: str | None = None) -> Iterator[list[ServerProcess]]:
     """Start ``replicas`` servers of the same model on free loopback ports, wait until all
     answer, and stop them all on exit (also when starting one failed)."""
-    servers = [ServerProcess(port, server_command(port=port, model=model, draft=draft, k=k), share_host_with=replicas)
+    served = None if model is None else prepare_model(model, cpu=True).weights  # an alias or GGUF: its folder
+    servers = [ServerProcess(port, server_command(port=port, model=served, draft=draft, k=k, served_name=model),
+                             share_host_with=replicas)
                for port in (free_port() for _ in range(replicas))]
     try:
         for server in servers:

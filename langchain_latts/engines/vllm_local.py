@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -44,6 +45,7 @@ from langchain_latts.engines.base import (
     LoopEngine,
     SpecDecodeStats,
 )
+from langchain_latts.engines.gguf import is_gguf, prepare_model
 from langchain_latts.errors import EngineDeadError, EngineStartError, LattsValueError
 
 logger = logging.getLogger(__name__)
@@ -259,12 +261,18 @@ class VLLMEngine(LoopEngine):
         from vllm.v1.engine.async_llm import AsyncLLM
 
         cpu = is_cpu_platform()
-        check_model_dir(self.config.model, parameter="model", cpu=cpu)
-        if self.config.speculative is not None and self.config.speculative.model is not None:
-            check_model_dir(self.config.speculative.model, parameter="draft_model", cpu=cpu)
+        target = prepare_model(self.config.model, cpu=cpu)  # a GGUF file is converted once, here
+        config = replace(self.config, model=target.weights)
+        if config.speculative is not None and config.speculative.model is not None:
+            draft = prepare_model(config.speculative.model, cpu=cpu)
+            config = replace(config, speculative=replace(config.speculative, model=draft.weights))
+            check_model_dir(draft.weights, parameter="draft_model", cpu=cpu)
+        if not is_gguf(target.weights):
+            check_model_dir(target.weights, parameter="model", cpu=cpu)
         share = None if cpu else gpu_share(self.config.gpu_memory_utilization, _claimed_gpu_shares(self))
-        args = engine_args(self.config, cpu=cpu, verbose=dependency_log_level() == "INFO",
-                           gpu_memory_utilization=share)
+        args = engine_args(config, cpu=cpu, verbose=dependency_log_level() == "INFO", gpu_memory_utilization=share)
+        if target.tokenizer != target.weights:
+            args["tokenizer"] = target.tokenizer
         logger.info("starting vLLM %s engine: %s", vllm.__version__, args)
         try:
             llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
@@ -288,7 +296,7 @@ class VLLMEngine(LoopEngine):
             error.retryable = is_retryable_start_error(e)
             raise error from e
         self._gpu_share = share
-        self._tokenizer = AutoTokenizer.from_pretrained(self.config.model)
+        self._tokenizer = AutoTokenizer.from_pretrained(target.tokenizer)
         self._llm = llm
         _register_shutdown_at_exit()
         self._max_model_len = int(llm.model_config.max_model_len)

@@ -667,10 +667,13 @@ class VLLMServerEngine(LoopEngine):
 
 def _load_tokenizer(model: str) -> Any:
     """The chat template and tokenizer of ``model`` (in a worker thread: importing and
-    loading take seconds that must not block the engine's loop)."""
+    loading take seconds that must not block the engine's loop); an alias or a GGUF file
+    is read from its converted folder."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(model)
+    from langchain_latts.engines.gguf import tokenizer_of
+
+    return AutoTokenizer.from_pretrained(tokenizer_of(model))
 
 
 class _Opened:

@@ -79,11 +79,16 @@ class Plan:
     p_complete: float = 1.0
     #: Probability that no branch finishes by the deadline.
     p_none: float = 0.0
+    #: What the latency model predicted for these branches: seconds until all have their
+    #: first token, and seconds per token after it (calls measure both: calibration.py).
+    first_token_s: float = 0.0
+    seconds_per_token: float = 0.0
 
     def as_metadata(self) -> dict[str, Any]:
         data = asdict(self)
-        for key in ("predicted_latency_s", "expected_accuracy", "p_complete", "p_none"):
+        for key in ("predicted_latency_s", "expected_accuracy", "p_complete", "p_none", "first_token_s"):
             data[key] = round(data[key], 4)
+        data["seconds_per_token"] = round(self.seconds_per_token, 6)
         return data
 
 
@@ -104,15 +109,16 @@ def plan_call(profile: Profile, *, prompt_tokens: int, max_tokens: int, max_bran
     slots = (max_num_seqs or profile.identity.max_num_seqs or 1 << 30) - load
     upper = min(float(max_tokens), length.quantile(Z90))
     scored: list[tuple[int, Outcome]] = []
+    timing: dict[int, tuple[float, float]] = {}  # B -> (first-token seconds, seconds per token)
     budget_hit = False
     for b in range(1, max_branches + 1):
         if token_budget is not None and b * upper > token_budget and scored:
             budget_hit = True
             break
+        timing[b] = (slowdown * first_token_seconds(profile, b, prompt_tokens, speculation),
+                     slowdown * seconds_per_token(profile, b + load, speculation, prompt_tokens))
         scored.append((b, expected_outcome(
-            b, seconds_per_token=slowdown * seconds_per_token(profile, b + load, speculation, prompt_tokens),
-            first_token_s=slowdown * first_token_seconds(profile, b, prompt_tokens, speculation), deadline_s=deadline_s,
-            length=length,
+            b, seconds_per_token=timing[b][1], first_token_s=timing[b][0], deadline_s=deadline_s, length=length,
             vote_accuracy=model.vote_accuracy, timing_bias=error.bias_at(b), timing_sigma=error.sigma,
             free_slots=slots, max_tokens=max_tokens)))
     best = max(outcome.expected_accuracy for _, outcome in scored)
@@ -132,7 +138,7 @@ def plan_call(profile: Profile, *, prompt_tokens: int, max_tokens: int, max_bran
     latency = slowdown * predict_latency(profile, lengths=[length.median] * b, prompt_tokens=prompt_tokens,
                                          load=load, speculation=speculation, max_num_seqs=max_num_seqs)
     return Plan(b, speculation.name, latency, outcome.expected_accuracy, round(length.median), profile.profile_id,
-                limited_by, load, outcome.p_complete, outcome.p_none)
+                limited_by, load, outcome.p_complete, outcome.p_none, *timing[b])
 
 
 def derive_schedule(profile: Profile, max_batch: int) -> SpeculationSetting:

@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from langchain_latts.engines.gguf import model_label
 from langchain_latts.errors import LattsValueError
 from langchain_latts.planner.accuracy import DEFAULT_ACCURACY_MODEL, AccuracyModel
 from langchain_latts.planner.lengths import LengthEstimate, LengthModel, marginal_length_model
@@ -340,6 +341,9 @@ def _file_hash(directory: Path) -> str:
 
 
 def _model_hash(model: str) -> str:
+    _, gguf_hash = model_label(model)
+    if gguf_hash:
+        return gguf_hash
     local = Path(model).expanduser()
     if local.is_dir():
         return _file_hash(local)
@@ -347,7 +351,11 @@ def _model_hash(model: str) -> str:
 
 
 def _model_name(model: str) -> str:
-    """A local model by its directory's name (its hash tells copies apart), a hub model by id."""
+    """A local model by its directory's name (its hash tells copies apart), a GGUF file by
+    its file name, an alias by itself, a hub model by id."""
+    name, gguf_hash = model_label(model)
+    if gguf_hash:
+        return name
     local = Path(model).expanduser()
     return local.name if local.is_dir() else model
 

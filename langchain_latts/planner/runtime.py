@@ -31,7 +31,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -42,6 +42,8 @@ from langchain_latts.engines.base import (
     SpeculativeConfig,
     SpeculativeMethod,
 )
+from langchain_latts.planner.calibration import MIN_PACE_TOKENS, adjusted_error, timing_observation
+from langchain_latts.planner.calibration import WINDOW as TIMING_WINDOW
 from langchain_latts.planner.latency import SpeculationSetting, seconds_per_token
 from langchain_latts.planner.lengths import fit_length_model
 from langchain_latts.planner.plan import Plan, choose_speculation, derive_schedule, plan_call
@@ -92,16 +94,36 @@ class EngineProfile:
     lookup: SpeculationSetting
     observed: collections.deque[int] = field(default_factory=lambda: collections.deque(maxlen=OBSERVED))
     learns_lengths: bool = False
+    #: ``(branches, ln(measured / predicted))`` of the last planned calls (calibration.py).
+    timings: collections.deque[tuple[int, float]] = field(
+        default_factory=lambda: collections.deque(maxlen=TIMING_WINDOW))
 
     def current(self) -> Profile:
-        """The profile with the observed output lengths when it learns them."""
+        """The profile with what calls observed: their output lengths when it learns them,
+        and the latency model's error moved towards the calls' measured timing."""
+        update: dict[str, Any] = {}
         if self.learns_lengths and len(self.observed) >= 8:
-            return self.profile.model_copy(update={"output_lengths": sorted(self.observed)})
-        return self.profile
+            update["output_lengths"] = sorted(self.observed)
+        if self.timings:
+            update["latency_error"] = adjusted_error(self.profile.timing_error, list(self.timings))
+        return self.profile.model_copy(update=update) if update else self.profile
 
     def observe(self, lengths: list[int]) -> None:
         if self.learns_lengths:
             self.observed.extend(lengths)
+
+    def observe_timing(self, plan: Plan, branches: Sequence[Any], now_s: float) -> None:
+        """Record how a call's branches ran against its plan's prediction (``branches``
+        carry ``first_token_at_s``, ``ended_at_s`` and ``num_tokens``; ``now_s`` ends the
+        ones still open)."""
+        firsts = [b.first_token_at_s for b in branches if b.first_token_at_s is not None]
+        paces = [((b.ended_at_s if b.ended_at_s is not None else now_s) - b.first_token_at_s) / (b.num_tokens - 1)
+                 for b in branches if b.first_token_at_s is not None and b.num_tokens - 1 >= MIN_PACE_TOKENS]
+        value = timing_observation(predicted_first_token_s=plan.first_token_s,
+                                   predicted_seconds_per_token=plan.seconds_per_token, length=plan.output_length,
+                                   first_tokens_s=firsts, paces_s=paces)
+        if value is not None:
+            self.timings.append((plan.branches, value))
 
 
 #: Per engine (for its lifetime) and ``latency_profile`` setting: the profile it plans with.

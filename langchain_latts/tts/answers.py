@@ -32,19 +32,50 @@ AnswerExtractor = Callable[[str], str | None]
 ExtractorName = Literal["auto", "boxed", "hash", "last_number"]
 
 _HASH_RE = re.compile(r"####\s*([^\n]+)")
-_NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
-_PLAIN_NUMBER_RE = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
+# A number as written: a sign, thousands separators only in groups of three (so "40," is 40
+# and a comma), decimals.
+_NUMBER_RE = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\d,]*\d)|[-+]?\.\d+")
+_PLAIN_NUMBER_RE = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+")
+# Markup an answer may be wrapped in: Markdown bold/italics/code, LaTeX inline math, quotes.
+_WRAPPERS = (("**", "**"), ("__", "__"), ("`", "`"), ("*", "*"), ("_", "_"), ("$", "$"), ("\\(", "\\)"),
+             ("\\[", "\\]"), ('"', '"'), ("'", "'"))
+# A number followed by a unit or a noun ("21 cows", "5 km", "30%"), or preceded by a currency sign.
+# (A word must follow a space: "2k" or "3x" is algebra, not a unit.) A number in parentheses too.
+_NUMBER_WITH_UNIT_RE = re.compile(r"\(?(?:[$€£¥]\s*)?([-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)"
+                                  r"(?:\s*%|\s*°|\s+[^\W\d_][\w.'/-]*(?:\s+[^\W\d_][\w.'/-]*){0,2})?\)?")
+_TRAILING_PUNCTUATION = ".,;:!?"
+
+
+def _unwrap(text: str) -> str:
+    """``text`` without the markup around it (repeatedly: ``**$42$**`` -> ``42``)."""
+    changed = True
+    while changed and text:
+        changed = False
+        text = text.strip().rstrip(_TRAILING_PUNCTUATION).strip() if not text.endswith("..") else text.strip()
+        for left, right in _WRAPPERS:
+            if len(text) > len(left) + len(right) - 1 and text.startswith(left) and text.endswith(right) \
+                    and len(text) >= len(left) + len(right):
+                text = text[len(left):len(text) - len(right)]
+                changed = True
+                break
+    return text
 
 
 def normalize_answer(answer: str) -> str:
     """A canonical form so equal answers vote together.
 
-    Strips whitespace, surrounding ``$`` and a trailing period; numbers lose thousands
-    separators and trailing zeros (``"1,000.50"`` -> ``"1000.5"``, ``"42.0"`` -> ``"42"``).
-    Other text is kept as written (with inner whitespace collapsed).
+    Strips surrounding whitespace, markup (``**42**``, ```42```, ``$42$``, ``\\(42\\)``,
+    quotes) and trailing punctuation (``"40,"``, ``"40."``); a number loses a leading ``+``,
+    thousands separators, trailing zeros (``"1,000.50"`` -> ``"1000.5"``, ``"42.0"`` ->
+    ``"42"``) and a unit or noun after it or a currency sign before it (``"21 cows"``,
+    ``"$5"``, ``"30%"`` -> ``"21"``, ``"5"``, ``"30"``). Other text is compared without case
+    and with inner whitespace collapsed (``"Yes"`` = ``"yes "``), except LaTeX (a
+    backslash inside), whose case matters (``\\Pi`` is not ``\\pi``).
     """
-    text = " ".join(answer.strip().strip("$").strip().split())
-    text = text.rstrip(".").strip() if not text.endswith("..") else text
+    text = " ".join(_unwrap(answer).split())
+    unit = _NUMBER_WITH_UNIT_RE.fullmatch(text)
+    if unit is not None:
+        text = unit.group(1)
     if _PLAIN_NUMBER_RE.fullmatch(text):
         try:
             value = Decimal(text.replace(",", ""))
@@ -52,7 +83,7 @@ def normalize_answer(answer: str) -> str:
             return text
         normalized = format(value.normalize(), "f")
         return "0" if normalized in ("-0", "0") else normalized
-    return text
+    return text if "\\" in text else text.casefold()
 
 
 def extract_boxed(text: str) -> str | None:
