@@ -267,6 +267,23 @@ def serve(
     os.execve(command[0], command, server_env())  # pinned as vLLM likes: a server on its own host
 
 
+@models_app.command("train-draft")
+def models_train_draft(
+    target: str = typer.Option("smollm2-135m", help="The target model (folder, .gguf file or alias)."),
+    out: Path | None = typer.Option(None, help="Output directory (default: the package's draft of that alias)."),
+    steps: int | None = typer.Option(None, help="Override the training steps."),
+) -> None:
+    """Distil a small draft model for a real target on its own answers (about 45 minutes on 2 CPU cores)."""
+    from langchain_latts.models import SHIPPED_DRAFTS
+    from langchain_latts.models.distill import distill_draft
+
+    if out is None and target not in SHIPPED_DRAFTS:
+        raise typer.BadParameter(f"--out is needed for --target {target!r} (the package ships drafts for: "
+                                 f"{', '.join(SHIPPED_DRAFTS)}).")
+    summary = distill_draft(target, out or SHIPPED_DRAFTS[target], steps=steps)
+    typer.echo(json.dumps(summary, indent=2))
+
+
 @models_app.command("train")
 def models_train(
     out: Path | None = typer.Option(None, help="Output directory (default: the package's models/)."),

@@ -33,7 +33,7 @@ from langchain_latts.engines.base import (
 )
 from langchain_latts.engines.gguf import ALIASES, is_gguf, resolve_model
 from langchain_latts.errors import LattsValueError
-from langchain_latts.models import DEFAULT_DRAFT, DEFAULT_TARGET
+from langchain_latts.models import DEFAULT_DRAFT, DEFAULT_TARGET, SHIPPED_DRAFTS
 from langchain_latts.tools import ToolCalling
 from langchain_latts.tts.answers import AnswerExtractor, ExtractorName, resolve_extractor
 from langchain_latts.tts.confidence import TOP_K, ConfidenceMeasure
@@ -577,10 +577,13 @@ class TTSSettings(BaseModel):
     @property
     def candidate_drafter(self) -> tuple[SpeculativeMethod, str | None] | None:
         """The drafter a profile measures and ``"auto"`` may use: the configured one, or
-        for the built-in model its shipped draft."""
+        for the built-in model and an alias with a draft distilled here, that draft."""
         if self.configured_drafter is not None:
             return self.configured_drafter
-        return ("draft_model", str(DEFAULT_DRAFT)) if self.model is None else None
+        if self.model is None:
+            return "draft_model", str(DEFAULT_DRAFT)
+        shipped = SHIPPED_DRAFTS.get(self.model)
+        return ("draft_model", str(shipped)) if shipped is not None and (shipped / "config.json").is_file() else None
 
     def speculative_config(self) -> SpeculativeConfig | None:
         """The engine's speculation (None: none); ``"auto"`` asks the profile

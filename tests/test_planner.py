@@ -427,9 +427,9 @@ def test_the_engine_s_own_load_counts_when_it_is_larger() -> None:
     book = Reservations()
     seen: list[int] = []
 
-    def make(load: int) -> Plan:
+    def make(load: int, peers: int) -> Plan:
         seen.append(load)
-        return Plan(3, "off", 0.1, 0.5, 50, "p", "plateau", load)
+        return Plan(3, "off", 0.1, 0.5, 50, "p", "plateau", load, peers=peers)
 
     book.plan("a", 0, make)
     book.plan("b", 10, make)  # ten requests from elsewhere (a benchmark's background load)
@@ -468,3 +468,58 @@ def test_the_validated_error_grows_with_the_branch_count() -> None:
     assert error.bias_at(24) == pytest.approx(math.log(1.4) + 0.5 * (math.log(0.95) + math.log(1.05)), abs=1e-9)
     assert error.sigma == pytest.approx(0.5 * (math.log(1.05) - math.log(0.95)), rel=1e-6)
     assert error.calls == 4
+
+
+def test_calls_that_run_together_share_the_engine_fairly() -> None:
+    p = flat_profile([0.002, 0.0025, 0.003, 0.004, 0.007, 0.013], [1, 4, 8, 16, 32, 64], sigma=0.05)
+    alone = plan_call(p, prompt_tokens=0, max_tokens=160, max_branches=16, deadline_s=0.3, length=exact(60))
+    # Seven other planned calls: 8 branches each would be 64 sequences (13 ms steps): too slow.
+    shared = plan_call(p, prompt_tokens=0, max_tokens=160, max_branches=16, deadline_s=0.3, length=exact(60),
+                       peers=7)
+    assert shared.branches < alone.branches and shared.peers == 7
+    assert shared.seconds_per_token == pytest.approx(seconds_per_token(p, shared.branches * 8))
+
+
+def test_the_planner_remembers_how_many_calls_ran_together_for_a_while() -> None:
+    from langchain_latts.planner.runtime import PEERS_MEMORY_S, Reservations
+
+    now = [100.0]
+    book = Reservations(clock=lambda: now[0])
+    peers_seen: list[int] = []
+
+    def make(load: int, peers: int) -> Plan:
+        peers_seen.append(peers)
+        return Plan(2, "off", 0.1, 0.5, 50, "p", "plateau", load, peers=peers)
+
+    for i in range(4):  # four calls at once
+        book.plan(f"c{i}", 0, make)
+    for i in range(4):
+        book.release(f"c{i}")
+    assert peers_seen == [0, 1, 2, 3]
+    book.plan("next", 0, make)  # alone now, but three others ran a moment ago: the next wave
+    assert peers_seen[-1] == 3
+    book.release("next")
+    now[0] += 5 * PEERS_MEMORY_S
+    book.plan("later", 0, make)
+    assert peers_seen[-1] == 0, "forgotten after a while"
+
+
+def test_votes_integrate_the_beta_exactly_even_when_it_piles_up_at_one() -> None:
+    # beta < 1: the density is infinite at p = 1; a vote of one is still its mean exactly.
+    assert vote_accuracy(1, 1.47, 0.30, 0.25) == pytest.approx(1.47 / 1.77, abs=1e-12)
+    # Two samples: a 1-1 split is a coin flip, so the vote of two equals the vote of one.
+    assert vote_accuracy(2, 1.47, 0.30, 0.25) == pytest.approx(1.47 / 1.77, abs=1e-12)
+
+
+def test_longer_questions_can_be_harder() -> None:
+    from langchain_latts.planner.accuracy import fit_length_slope
+
+    # Short questions (30-40 tokens) right 7-8 times of 8, long ones (70-90) 2-4 times.
+    slope, reference = fit_length_slope([8, 8, 7, 4, 3, 2], 8, [30, 35, 40, 70, 80, 90])
+    assert slope < -2 and 40 < reference < 70
+    model = AccuracyModel(alpha=2.0, beta=1.0, concentration=0.2, length_slope=slope, reference_length=reference)
+    easy, hard = model.for_length(30), model.for_length(90)
+    assert easy.mean_single_accuracy > 0.85 > 0.35 > hard.mean_single_accuracy
+    assert easy.alpha + easy.beta == pytest.approx(3.0), "the spread is kept"
+    assert model.for_length(reference).mean_single_accuracy == pytest.approx(2 / 3)
+    assert AccuracyModel(alpha=2.0, beta=1.0, concentration=0.2).for_length(90).mean_single_accuracy == 2 / 3

@@ -7,5 +7,7 @@ MODELS_DIR = Path(__file__).resolve().parent
 DEFAULT_TARGET = MODELS_DIR / "target"
 #: The shipped draft model for speculative decoding of :data:`DEFAULT_TARGET`.
 DEFAULT_DRAFT = MODELS_DIR / "draft"
+#: Drafts distilled here for real targets, by the target's alias (``latts models train-draft``).
+SHIPPED_DRAFTS = {"smollm2-135m": MODELS_DIR / "smollm2-draft"}
 
-__all__ = ["DEFAULT_DRAFT", "DEFAULT_TARGET", "MODELS_DIR"]
+__all__ = ["DEFAULT_DRAFT", "DEFAULT_TARGET", "MODELS_DIR", "SHIPPED_DRAFTS"]

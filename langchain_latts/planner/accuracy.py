@@ -16,9 +16,9 @@ branch agrees on one answer. The vote is a plurality vote; a tie between the cor
 answer and ``t - 1`` others counts ``1 / t`` (the lowest-branch-index tie-break of
 :mod:`langchain_latts.tts.voting` is a uniform choice under exchangeable branches).
 
-:func:`vote_accuracy` integrates the multinomial outcome over the Beta distribution
-(midpoint rule on ``GRID`` points: exact to well under 0.1 point for the parameters
-met in practice). :func:`fit_accuracy_model` fits ``alpha``, ``beta`` and ``c`` from
+:func:`vote_accuracy` sums the multinomial outcomes, each integrated over the Beta
+distribution exactly (``E[p^x (1-p)^n] = B(alpha + x, beta + n) / B(alpha, beta)``: no
+grid, right even where a calibrated ``beta < 1`` piles the density up at ``p = 1``). :func:`fit_accuracy_model` fits ``alpha``, ``beta`` and ``c`` from
 calibration samples (``latts profile --calibrate``): per question, how many of ``k``
 samples were correct and how many gave the most common wrong answer.
 
@@ -35,10 +35,8 @@ from functools import lru_cache
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["DEFAULT_ACCURACY_MODEL", "AccuracyModel", "fit_accuracy_model", "vote_accuracy"]
+__all__ = ["DEFAULT_ACCURACY_MODEL", "AccuracyModel", "fit_accuracy_model", "fit_length_slope", "vote_accuracy"]
 
-#: Points of the midpoint rule over p in (0, 1).
-GRID = 400
 
 
 class AccuracyModel(BaseModel):
@@ -51,11 +49,28 @@ class AccuracyModel(BaseModel):
     concentration: float = Field(ge=0, le=1)
     #: Where the numbers come from ("default" or "calibrated on N questions x k samples").
     source: str = "default"
+    #: How a question's expected single-sample accuracy moves with its output length: the
+    #: change in its logit per unit of ``ln(length / reference_length)`` (0: it does not;
+    #: on the built-in task longer questions are harder). See :meth:`for_length`.
+    length_slope: float = 0.0
+    reference_length: float = Field(default=0.0, ge=0)
 
     @property
     def mean_single_accuracy(self) -> float:
         """Expected single-sample accuracy, ``alpha / (alpha + beta)``."""
         return self.alpha / (self.alpha + self.beta)
+
+    def for_length(self, length: float) -> AccuracyModel:
+        """The model of a question whose branches write ``length`` tokens: the same spread
+        ``alpha + beta`` around a mean moved by :attr:`length_slope` (itself when unfitted)."""
+        if not self.length_slope or not self.reference_length or length <= 0:
+            return self
+        mean = self.mean_single_accuracy
+        logit = math.log(mean / (1 - mean)) + self.length_slope * math.log(length / self.reference_length)
+        shifted = min(0.99, max(0.01, 1 / (1 + math.exp(-logit))))
+        strength = self.alpha + self.beta
+        return self.model_copy(update={"alpha": shifted * strength, "beta": (1 - shifted) * strength,
+                                       "length_slope": 0.0})
 
     def vote_accuracy(self, branches: int) -> float:
         """Expected accuracy of the plurality vote of ``branches`` samples."""
@@ -85,25 +100,20 @@ def vote_accuracy(branches: int, alpha: float, beta: float, concentration: float
     if branches < 1:
         raise ValueError(f"branches must be >= 1, got {branches}")
     b = branches
-    rows = [(x, y, b - x - y) for x in range(1, b + 1) for y in range(b - x + 1)]
-    win = np.array([_plurality_correct(*r) for r in rows])
-    keep = win > 0
-    x, y, z = (np.array([r[i] for r in rows])[keep] for i in range(3))
-    win = win[keep]
-    log_coef = np.array([math.lgamma(b + 1) - math.lgamma(i + 1) - math.lgamma(j + 1) - math.lgamma(k + 1)
-                         for i, j, k in zip(x, y, z)])
-    p = (np.arange(GRID) + 0.5) / GRID
-    q = 1.0 - p
-    log_density = ((alpha - 1) * np.log(p) + (beta - 1) * np.log(q)
-                   - (math.lgamma(alpha) + math.lgamma(beta) - math.lgamma(alpha + beta)))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_main = np.log(q * concentration)
-        log_single = np.log(q * (1.0 - concentration))
-        log_prob = (log_coef[:, None] + x[:, None] * np.log(p)[None, :]
-                    + np.where(y[:, None] > 0, y[:, None] * log_main[None, :], 0.0)
-                    + np.where(z[:, None] > 0, z[:, None] * log_single[None, :], 0.0))
-    per_p = (win[:, None] * np.exp(log_prob)).sum(axis=0)
-    total = float((np.exp(log_density) * per_p).mean())
+    log_beta = math.lgamma(alpha) + math.lgamma(beta) - math.lgamma(alpha + beta)
+    total = 0.0
+    for x in range(1, b + 1):
+        for y in range(b - x + 1):
+            z = b - x - y
+            win = _plurality_correct(x, y, z)
+            if win == 0.0 or (y and concentration == 0.0) or (z and concentration == 1.0):
+                continue
+            # E over p ~ Beta(alpha, beta) of p^x (1-p)^(y+z) is B(alpha + x, beta + y + z) / B(alpha, beta).
+            log_moment = (math.lgamma(alpha + x) + math.lgamma(beta + y + z) - math.lgamma(alpha + beta + b)
+                          - log_beta)
+            log_coef = math.lgamma(b + 1) - math.lgamma(x + 1) - math.lgamma(y + 1) - math.lgamma(z + 1)
+            log_share = (y * math.log(concentration) if y else 0.0) + (z * math.log(1.0 - concentration) if z else 0.0)
+            total += win * math.exp(log_coef + log_share + log_moment)
     return min(1.0, max(0.0, total))
 
 
@@ -139,3 +149,28 @@ def fit_accuracy_model(correct: Sequence[int], main_wrong: Sequence[int], sample
         alpha=mean * strength, beta=(1 - mean) * strength, concentration=min(max(concentration, 0.0), 1.0),
         source=f"calibrated on {n} questions x {samples} samples ({wrong} wrong answers)",
     )
+
+
+def fit_length_slope(correct: Sequence[int], samples: int, lengths: Sequence[float]) -> tuple[float, float]:
+    """``(slope, reference_length)`` of :attr:`AccuracyModel.length_slope`: a logistic
+    regression of each sample's correctness on ``ln(length / reference)`` (Newton's
+    method on the per-question counts; ``reference`` is the lengths' geometric mean).
+    ``correct[i]`` of ``samples`` samples of question ``i`` were right; its samples wrote
+    ``lengths[i]`` tokens (their median)."""
+    if len(correct) != len(lengths) or len(correct) < 2 or samples < 1:
+        raise ValueError("a length slope needs >= 2 questions with their lengths")
+    logs = [math.log(max(1.0, length)) for length in lengths]
+    reference = math.exp(sum(logs) / len(logs))
+    x = np.array([lg - math.log(reference) for lg in logs])
+    k = np.array(correct, dtype=float)
+    weights = np.zeros(2)
+    design = np.stack([np.ones_like(x), x], axis=1)
+    for _ in range(25):
+        p = 1 / (1 + np.exp(-(design @ weights)))
+        gradient = design.T @ (k - samples * p)
+        hessian = (design * (samples * p * (1 - p) + 1e-6)[:, None]).T @ design + 1e-3 * np.eye(2)
+        step = np.linalg.solve(hessian, gradient)
+        weights += step
+        if float(np.abs(step).max()) < 1e-8:
+            break
+    return float(weights[1]), reference

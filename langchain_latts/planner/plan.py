@@ -83,6 +83,8 @@ class Plan:
     #: first token, and seconds per token after it (calls measure both: calibration.py).
     first_token_s: float = 0.0
     seconds_per_token: float = 0.0
+    #: Other planned calls sharing the engine (each assumed to run as many branches).
+    peers: int = 0
 
     def as_metadata(self) -> dict[str, Any]:
         data = asdict(self)
@@ -96,15 +98,17 @@ def plan_call(profile: Profile, *, prompt_tokens: int, max_tokens: int, max_bran
               speculation: SpeculationSetting = NO_SPECULATION, deadline_s: float | None = None,
               token_budget: int | None = None, load: int = 0, accuracy: AccuracyModel | None = None,
               length: LengthEstimate | None = None, tolerance: float = DEFAULT_TOLERANCE,
-              max_num_seqs: int | None = None, slowdown: float = 1.0) -> Plan:
+              max_num_seqs: int | None = None, slowdown: float = 1.0, peers: int = 0) -> Plan:
     """Choose the branches of one call (module docstring). ``deadline_s`` is the time left;
     ``length`` the question's predicted output length (None: the profile's length
-    distribution); ``load`` the sequences other calls run or reserved; ``slowdown`` scales
-    every step time (the call asks for log-probs:
+    distribution); ``load`` the sequences other calls run or reserved; ``peers`` the other
+    planned calls sharing the engine, each assumed to run as many branches as this one
+    (a fair share: ``B`` branches are timed at ``max(load, peers * B) + B`` sequences);
+    ``slowdown`` scales every step time (the call asks for log-probs:
     :meth:`~langchain_latts.planner.profile.Profile.slowdown`)."""
-    model = accuracy or profile.accuracy
     if length is None:
         length = marginal_length_model(profile.output_lengths).estimate("", max_tokens=max_tokens)
+    model = (accuracy or profile.accuracy).for_length(length.median)  # longer questions may be harder
     error = profile.timing_error
     slots = (max_num_seqs or profile.identity.max_num_seqs or 1 << 30) - load
     upper = min(float(max_tokens), length.quantile(Z90))
@@ -115,12 +119,13 @@ def plan_call(profile: Profile, *, prompt_tokens: int, max_tokens: int, max_bran
         if token_budget is not None and b * upper > token_budget and scored:
             budget_hit = True
             break
+        others = max(load, peers * b)
         timing[b] = (slowdown * first_token_seconds(profile, b, prompt_tokens, speculation),
-                     slowdown * seconds_per_token(profile, b + load, speculation, prompt_tokens))
+                     slowdown * seconds_per_token(profile, b + others, speculation, prompt_tokens))
         scored.append((b, expected_outcome(
             b, seconds_per_token=timing[b][1], first_token_s=timing[b][0], deadline_s=deadline_s, length=length,
             vote_accuracy=model.vote_accuracy, timing_bias=error.bias_at(b), timing_sigma=error.sigma,
-            free_slots=slots, max_tokens=max_tokens)))
+            free_slots=slots - (others - load), max_tokens=max_tokens)))
     best = max(outcome.expected_accuracy for _, outcome in scored)
     b, outcome = next(c for c in scored if c[1].expected_accuracy >= best - tolerance)
     plateau = max(model.vote_accuracy(c) for c, _ in scored)
@@ -136,9 +141,9 @@ def plan_call(profile: Profile, *, prompt_tokens: int, max_tokens: int, max_bran
     else:
         limited_by = "plateau"
     latency = slowdown * predict_latency(profile, lengths=[length.median] * b, prompt_tokens=prompt_tokens,
-                                         load=load, speculation=speculation, max_num_seqs=max_num_seqs)
+                                         load=max(load, peers * b), speculation=speculation, max_num_seqs=max_num_seqs)
     return Plan(b, speculation.name, latency, outcome.expected_accuracy, round(length.median), profile.profile_id,
-                limited_by, load, outcome.p_complete, outcome.p_none, *timing[b])
+                limited_by, load, outcome.p_complete, outcome.p_none, *timing[b], peers=peers)
 
 
 def derive_schedule(profile: Profile, max_batch: int) -> SpeculationSetting:

@@ -57,7 +57,7 @@ from langchain_latts.engines.base import (
 )
 from langchain_latts.engines.vllm_local import VLLMEngine
 from langchain_latts.errors import LattsValueError
-from langchain_latts.planner.accuracy import DEFAULT_ACCURACY_MODEL, fit_accuracy_model
+from langchain_latts.planner.accuracy import DEFAULT_ACCURACY_MODEL, fit_accuracy_model, fit_length_slope
 from langchain_latts.planner.lengths import MIN_QUESTIONS, LengthModel, fit_length_model
 from langchain_latts.planner.profile import (
     ConfidenceCalibration,
@@ -151,14 +151,15 @@ def profile_identity(settings: TTSSettings) -> Identity:
                           max_num_seqs=settings.max_num_seqs or 0, enforce_eager=settings.enforce_eager)
 
 
-def _engine_configs(settings: TTSSettings) -> dict[str, EngineConfig]:
-    """Name -> engine config of every setting to profile."""
+def _engine_configs(settings: TTSSettings, lengths: Sequence[int] = SPECULATIVE_LENGTHS) -> dict[str, EngineConfig]:
+    """Name -> engine config of every setting to profile (no drafter, the candidate drafter
+    at each of ``lengths`` and at k = 0; only no drafter when ``lengths`` is empty)."""
     off = settings.model_copy(update={"num_speculative_tokens": 0}).engine_config()
     configs = {"off": off}
-    if settings.candidate_drafter is None:
+    if settings.candidate_drafter is None or not lengths:
         return configs
     method, draft = settings.candidate_drafter
-    for k in SPECULATIVE_LENGTHS:
+    for k in lengths:
         configs[f"k={k}"] = _with_spec(off, SpeculativeConfig(method=method, num_speculative_tokens=k, model=draft))
     configs["k=0+draft"] = _with_spec(off, SpeculativeConfig(method=method, num_speculative_tokens=1, model=draft,
                                                                schedule=((1, 1 << 16, 0),)))
@@ -393,8 +394,11 @@ def batch_sizes_for(max_num_seqs: int) -> list[int]:
 
 
 def measure_profile(settings: TTSSettings, calibration: Sequence[CalibrationPrompt] | None = None,
-                    *, calibrate: bool = True, progress: Progress | None = None) -> Profile:
-    """Measure a profile for ``settings`` on this machine (module docstring); ``calibrate``
+                    *, calibrate: bool = True, progress: Progress | None = None,
+                    speculative_lengths: Sequence[int] = SPECULATIVE_LENGTHS) -> Profile:
+    """Measure a profile for ``settings`` on this machine (module docstring);
+    ``speculative_lengths`` are the drafter's lengths measured (empty: no drafter, one
+    engine; the engine then plans without speculation); ``calibrate``
     fits the vote-accuracy model when the calibration prompts have answers (False keeps
     the default model and samples each prompt twice, for output lengths only)."""
     report: Progress = progress or (lambda _what, _n: None)
@@ -404,7 +408,7 @@ def measure_profile(settings: TTSSettings, calibration: Sequence[CalibrationProm
                                       "Pass calibration prompts: latts profile --prompts prompts.jsonl")
         calibration = builtin_calibration()
     started = time.perf_counter()
-    configs = _engine_configs(settings)
+    configs = _engine_configs(settings, speculative_lengths)
     curves: dict[str, StepCurve] = {}
     prefill: Prefill | None = None
     lengths: list[int] = []
@@ -438,9 +442,13 @@ def measure_profile(settings: TTSSettings, calibration: Sequence[CalibrationProm
                     [r for q in natural for r in q],
                     None if any(p.answer is None for p in calibration)
                     else [ok for q, p in zip(natural, calibration) for ok in grade_runs(q, p.answer or "", extractor)])
-                graded = [_grade(q, p.answer, extractor) for q, p in zip(natural, calibration) if p.answer is not None]
+                answered = [(q, p) for q, p in zip(natural, calibration) if p.answer is not None]
+                graded = [_grade(q, p.answer or "", extractor) for q, p in answered]
                 if calibrating and len(graded) >= 2:
                     accuracy = fit_accuracy_model([c for c, _ in graded], [w for _, w in graded], samples)
+                    slope, reference = fit_length_slope([c for c, _ in graded], samples,
+                                                        [statistics.median(r["tokens"] for r in q) for q, _ in answered])
+                    accuracy = accuracy.model_copy(update={"length_slope": slope, "reference_length": reference})
                 report("output lengths and accuracy", 1)
                 prefill = engine.run_sync(_prefill(engine, len(engine._tokenizer), engine.max_model_len, report))
                 slowdown = engine.run_sync(logprobs_slowdown(engine, prompts, min(16, sizes[-1]),

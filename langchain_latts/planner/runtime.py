@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import threading
 import time
 import weakref
@@ -73,6 +74,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["EngineProfile", "Reservations", "auto_speculation", "cached_profile", "engine_profile",
            "forget_cached_profiles", "lifeline_for", "plan_for_call", "reservations", "speculation_of", "to_speculative_config"]
 
+#: How long the planner remembers how many calls ran together, in seconds (a decay constant).
+PEERS_MEMORY_S = 3.0
 #: Finished branches whose lengths a start-up profile of a user model keeps.
 OBSERVED = 256
 #: Tokens per branch of the start-up step timing, and the batch sizes timed.
@@ -248,19 +251,35 @@ class Reservations:
     made and *reserved* in one step under a lock (:meth:`plan`), and every later plan
     counts the reservations of the calls still running; a call lowers its reservation as
     its branches end (:meth:`hold`) and drops it when it returns (:meth:`release`).
+
+    A plan also knows its *peers*: the other planned calls running now, or the most seen
+    recently (a peak that decays with time constant :data:`PEERS_MEMORY_S`), since callers
+    that come in waves arrive after a plan is made. The planner shares the engine fairly
+    with them: each is assumed to hold as many branches as the plan (``plan_call(peers=)``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
         self._held: dict[str, int] = {}
+        self._clock = clock
+        self._peak = 0.0
+        self._peak_at = clock()
 
-    def plan(self, call_id: str, engine_load: int, make: Callable[[int], Plan]) -> Plan:
-        """``make(load)`` with ``load`` the larger of the engine's unfinished requests and
-        the other calls' reservations; reserves the plan's branches for ``call_id``."""
+    def _recent_peers(self, now: float) -> float:
+        return self._peak * math.exp(-(now - self._peak_at) / PEERS_MEMORY_S)
+
+    def plan(self, call_id: str, engine_load: int, make: Callable[[int, int], Plan]) -> Plan:
+        """``make(load, peers)`` with ``load`` the larger of the engine's unfinished requests
+        and the other calls' reservations, and ``peers`` the other planned calls (now, or
+        recently at most); reserves the plan's branches for ``call_id``."""
         with self._lock:
-            load = max(engine_load, sum(n for key, n in self._held.items() if key != call_id))
-            plan = make(load)
+            now = self._clock()
+            others = [n for key, n in self._held.items() if key != call_id]
+            peers = max(len(others), math.floor(self._recent_peers(now) + 0.5))
+            plan = make(max(engine_load, sum(others)), peers)
             self._held[call_id] = plan.branches
+            if len(self._held) - 1 >= self._recent_peers(now):
+                self._peak, self._peak_at = float(len(self._held) - 1), now
             return plan
 
     def hold(self, call_id: str, running: int) -> None:
@@ -303,11 +322,12 @@ def plan_for_call(state: EngineProfile, settings: TTSSettings, engine: Engine, *
     profile = state.current()
     length = profile.length_estimate(question, max_tokens=settings.max_tokens)
 
-    def make(load: int) -> Plan:
+    def make(load: int, peers: int) -> Plan:
         return plan_call(
             profile, prompt_tokens=prompt_tokens, max_tokens=settings.max_tokens,
             max_branches=settings.max_branches, speculation=state.lookup, deadline_s=time_left_s,
-            token_budget=token_budget, load=load, length=length, slowdown=profile.slowdown(settings.logprobs),
+            token_budget=token_budget, load=load, peers=peers, length=length,
+            slowdown=profile.slowdown(settings.logprobs),
         )
 
     plan = reservations(engine).plan(call_id, engine.num_unfinished_requests(), make)
