@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 
@@ -23,3 +25,16 @@ def engine_for(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
         return engine
 
     return install
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_long_gc_pauses() -> Iterator[None]:
+    """Move what the imports allocated out of the collector's way: a full collection over
+    langchain, transformers and vLLM's objects can pause a test for a few hundred ms, which
+    the deadline tests (on a scripted engine, to the 10 ms) would read as a slow engine."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    yield
+    gc.unfreeze()  # collectable again at exit (frozen extension objects would be reported as leaks)

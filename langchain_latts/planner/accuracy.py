@@ -67,7 +67,7 @@ class AccuracyModel(BaseModel):
             return self
         mean = self.mean_single_accuracy
         logit = math.log(mean / (1 - mean)) + self.length_slope * math.log(length / self.reference_length)
-        shifted = min(0.99, max(0.01, 1 / (1 + math.exp(-logit))))
+        shifted = round(min(0.99, max(0.01, 1 / (1 + math.exp(-logit)))), 3)  # rounded: vote_accuracy is cached
         strength = self.alpha + self.beta
         return self.model_copy(update={"alpha": shifted * strength, "beta": (1 - shifted) * strength,
                                        "length_slope": 0.0})

@@ -12,7 +12,10 @@ Per call (:func:`plan_call`), for ``B = 1 .. max_branches``:
 
 The plan is the **smallest** ``B`` whose expected accuracy is within ``tolerance`` (half a
 point) of the best: no branch is spent on a plateau, and a plan that would only just make
-the deadline loses to a smaller one that surely does (a near miss returns nothing).
+the deadline loses to a smaller one that surely does (a near miss returns nothing). Among
+the plans whose chance of finishing *no* branch is at most one branch's plus
+:data:`NONE_SLACK`: a caller with a deadline would rather have a less ambitious answer on
+time than a better one that may not come.
 
 Per engine (:func:`derive_schedule`, :func:`choose_speculation`), since in vLLM the
 speculative length is an engine setting:
@@ -54,6 +57,10 @@ DEFAULT_QUANTILE = 0.9
 DEFAULT_TOLERANCE = 0.005
 #: One branch that more likely misses the deadline than not: "nothing fits".
 NOTHING_FITS = 0.5
+#: How much more likely than one branch to finish nothing a plan may be (absolute).
+NONE_SLACK = 0.02
+#: Expected accuracy below the best so far at which the search over B stops (3 in a row).
+GIVE_UP = 0.02
 
 
 @dataclass(frozen=True)
@@ -126,8 +133,15 @@ def plan_call(profile: Profile, *, prompt_tokens: int, max_tokens: int, max_bran
             b, seconds_per_token=timing[b][1], first_token_s=timing[b][0], deadline_s=deadline_s, length=length,
             vote_accuracy=model.vote_accuracy, timing_bias=error.bias_at(b), timing_sigma=error.sigma,
             free_slots=slots - (others - load), max_tokens=max_tokens)))
-    best = max(outcome.expected_accuracy for _, outcome in scored)
-    b, outcome = next(c for c in scored if c[1].expected_accuracy >= best - tolerance)
+        # Past the point where more branches only lose (3 counts in a row well below the
+        # best so far), more are not worth computing: a plan costs the call's own time.
+        best_so_far = max(o.expected_accuracy for _, o in scored)
+        if len(scored) > 3 and all(o.expected_accuracy < best_so_far - GIVE_UP for _, o in scored[-3:]):
+            break
+    # A plan never risks finishing nothing more than one branch would (plus NONE_SLACK).
+    safe = [c for c in scored if c[0] == 1 or c[1].p_none <= scored[0][1].p_none + NONE_SLACK]
+    best = max(outcome.expected_accuracy for _, outcome in safe)
+    b, outcome = next(c for c in safe if c[1].expected_accuracy >= best - tolerance)
     plateau = max(model.vote_accuracy(c) for c, _ in scored)
     unconstrained = next(c for c, _ in scored if model.vote_accuracy(c) >= plateau - tolerance)
     if deadline_s is not None and scored[0][1].p_none > NOTHING_FITS and b == 1:

@@ -93,7 +93,7 @@ class StepCurve(BaseModel):
     #: (0.001: 10% slower with 100 more tokens of context). Measured with a ~400-token
     #: prompt; on this CPU ~0 without speculation and ~0.0015 with the draft model, whose
     #: verification steps attend over the whole context.
-    context_slope: float = 0.0
+    context_slope: float = Field(default=0.0, ge=0)
 
     def step_at(self, batch: float, prompt_tokens: int = 0) -> float:
         """Step time at ``batch`` running sequences of a ``prompt_tokens``-token prompt."""

@@ -446,9 +446,9 @@ def measure_profile(settings: TTSSettings, calibration: Sequence[CalibrationProm
                 graded = [_grade(q, p.answer or "", extractor) for q, p in answered]
                 if calibrating and len(graded) >= 2:
                     accuracy = fit_accuracy_model([c for c, _ in graded], [w for _, w in graded], samples)
-                    slope, reference = fit_length_slope([c for c, _ in graded], samples,
-                                                        [statistics.median(r["tokens"] for r in q) for q, _ in answered])
-                    accuracy = accuracy.model_copy(update={"length_slope": slope, "reference_length": reference})
+                    harder, reference = fit_length_slope([c for c, _ in graded], samples,
+                                                         [statistics.median(r["tokens"] for r in q) for q, _ in answered])
+                    accuracy = accuracy.model_copy(update={"length_slope": harder, "reference_length": reference})
                 report("output lengths and accuracy", 1)
                 prefill = engine.run_sync(_prefill(engine, len(engine._tokenizer), engine.max_model_len, report))
                 slowdown = engine.run_sync(logprobs_slowdown(engine, prompts, min(16, sizes[-1]),

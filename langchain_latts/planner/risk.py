@@ -47,7 +47,7 @@ from langchain_latts.planner.lengths import LengthEstimate
 __all__ = ["Outcome", "expected_outcome", "finished_distribution"]
 
 #: Equally likely values of the shared error averaged over.
-NODES = 256
+NODES = 128
 #: The standard normal CDF, tabulated on [-8, 8] for vectorized lookups (error < 1e-6).
 _GRID = np.linspace(-8.0, 8.0, 4001)
 _CDF = np.array([NormalDist().cdf(x) for x in _GRID])
