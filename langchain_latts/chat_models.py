@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import statistics
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -329,7 +330,8 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             typical = settings.max_tokens if profile is None else min(settings.max_tokens, profile.output_length(DEFAULT_QUANTILE))
             branches = branches_within(branches, token_cap, typical)
 
-        grammar, extractor = _output_rules(call)
+        profiled = _profile_of(settings, engine, state)
+        grammar, extractor = _output_rules(call, None if profiled is None else profiled.extractor)
 
         def request(seed: int | None) -> BranchRequest:
             return BranchRequest(prompt_token_ids=tuple(prompt), max_tokens=min(settings.max_tokens, room),
@@ -354,9 +356,12 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             **(_cut_off_calibration(settings, engine, state) if settings.prune == "confidence" else {}),
         )
         book = reservations(engine)
+        # The sequences the engine ran during the call, sampled at its start and as each branch ends.
+        running = [] if plan is None else [plan.load + plan.branches]
 
         def progress(event: dict[str, Any]) -> None:
             book.hold(call.call_id, event["running"])  # ended branches free their reservation
+            running.append(engine.num_unfinished_requests())
             if call.progress is not None:
                 call.progress(event)
 
@@ -393,7 +398,8 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
         plan_meta, typical_lengths = None, None
         if state is not None and plan is not None:
             state.observe([b.num_tokens for b in run.finished])
-            state.observe_timing(plan, run.branches, run.decided_at_s)
+            state.observe_timing(plan, run.branches, run.decided_at_s, running=statistics.fmean(running),
+                                 prompt_tokens=len(prompt), slowdown=state.current().slowdown(settings.logprobs))
             plan_meta = plan.as_metadata() | {"profile": state.source}
             typical_lengths = state.current().output_lengths
         spec_config = engine.config.speculative
@@ -564,19 +570,29 @@ def _with_raw(llm: Runnable[Any, Any], parser: Runnable[Any, Any]) -> Runnable[A
     return RunnableMap(raw=llm) | parse_raw.with_fallbacks([no_parse], exception_key="parsing_error")
 
 
-def _output_rules(call: _Call) -> tuple[str | None, AnswerExtractor]:
+def _profile_of(settings: TTSSettings, engine: Engine, state: EngineProfile | None) -> Profile | None:
+    """The profile a call reads its measured choices from: the planner's (``branches="auto"``:
+    cached or measured at start-up), else the cached profile of this setup (in-process
+    engines), else None."""
+    if state is not None:
+        return state.current()
+    return None if engine.config.endpoints else cached_profile(settings)
+
+
+def _output_rules(call: _Call, profiled_extractor: str | None = None) -> tuple[str | None, AnswerExtractor]:
     """The grammar branches decode under (None: free text) and how a branch votes, for a
-    call's structured output or tools."""
+    call's structured output or tools; ``profiled_extractor`` is the extractor a profile
+    chose for ``answer_extractor="auto"``."""
     settings = call.settings
     if call.schema is not None:
         return answer_grammar(call.schema, settings.max_tokens // 2), object_extractor(call.schema)
     if not call.tools:
-        return None, settings.extractor()
+        return None, settings.extractor(profiled_extractor)
     names = [t["function"]["name"] for t in call.tools]
     constrained = settings.tool_calling == "constrained" and call.tool_choice != "none"
     read = constrained_calls if constrained else parser_calls(settings.tool_parser, call.tools)
     grammar = call_grammar(call.tools, call.tool_choice) if constrained else None
-    return grammar, tool_extractor(read, names, call.tool_choice, settings.extractor())
+    return grammar, tool_extractor(read, names, call.tool_choice, settings.extractor(profiled_extractor))
 
 
 def _response_schema(response_format: Any) -> dict[str, Any] | None:
@@ -630,8 +646,7 @@ def _cut_off_calibration(settings: TTSSettings, engine: Engine, state: EnginePro
     from the planner's profile (``branches="auto"``: cached or measured at start-up) or
     the cached profile of this setup (in-process engines), else None (learned in the
     call) and ``max_tokens``."""
-    profile: Profile | None = state.current() if state is not None else (
-        None if engine.config.endpoints else cached_profile(settings))
+    profile = _profile_of(settings, engine, state)
     threshold = settings.confidence_threshold
     if threshold is None and profile is not None and profile.confidence is not None:
         threshold = profile.confidence.threshold(settings.confidence_measure)

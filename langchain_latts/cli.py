@@ -200,12 +200,14 @@ def bench_deadlines(
     concurrency: int = typer.Option(4, help="Calls in flight at once (they share one engine)."),
     branches: int = typer.Option(8, help="Branches per call."),
     plot: str = typer.Option("bench-deadlines.png", help="Where to save the plot ('' to skip)."),
+    settings: str = typer.Option("{}", help='Model settings as JSON, e.g. \'{"model": "smollm2-135m", '
+                                 '"max_tokens": 48}\'.'),
 ) -> None:
     """Share of calls on time (deadline + 100 ms), overshoot percentiles, leaked requests."""
     from langchain_latts.bench.deadlines import run_deadline_bench
 
     run_deadline_bench(calls=calls, deadlines=[float(d) for d in deadlines.split(",")], concurrency=concurrency,
-                       branches=branches, plot=Path(plot) if plot else None)
+                       branches=branches, plot=Path(plot) if plot else None, settings=json.loads(settings))
 
 
 @bench_app.command("confidence")

@@ -119,8 +119,13 @@ class TTSSettings(BaseModel):
     # -- how branches become one answer ---------------------------------------------------
     answer_extractor: ExtractorName | AnswerExtractor = "auto"
     """How a branch's final answer is read from its text: ``"boxed"`` (last
-    ``\\boxed{}``), ``"hash"`` (``#### x``), ``"last_number"``, ``"auto"`` (first of those
-    that matches) or a callable ``str -> str | None``. Default: ``"auto"``."""
+    ``\\boxed{}``), ``"hash"`` (``#### x``), ``"answer_tag"`` (``<answer>x</answer>``),
+    ``"stated"`` (the first number after ``=``/``is``/``answer``: for models that answer,
+    then ramble), ``"last_number"``, ``"auto"`` or a callable ``str -> str | None``.
+    ``"auto"``: the extractor that graded this model's calibration answers best (``latts
+    profile`` measures each), else the first of boxed, hash, answer tag, last number that
+    matches. Answers are normalized (``"40,"``, ``"**40**"``, ``"40 cows"`` all vote for
+    ``"40"``; see :mod:`langchain_latts.tts.answers`). Default: ``"auto"``."""
 
     early_stop: EarlyStop = True
     """When to stop the branches still running (they are aborted): ``"exact"`` (or True)
@@ -675,8 +680,11 @@ class TTSSettings(BaseModel):
         """The verifier, ready to call (None: none)."""
         return resolve_verifier(self.verifier)
 
-    def extractor(self) -> AnswerExtractor:
-        """The answer extractor function."""
+    def extractor(self, profiled: str | None = None) -> AnswerExtractor:
+        """The answer extractor function; for ``"auto"``, the one a profile chose for this
+        model and task (``profiled``, when there is one)."""
+        if self.answer_extractor == "auto" and profiled is not None:
+            return resolve_extractor(profiled)
         return resolve_extractor(self.answer_extractor)
 
 

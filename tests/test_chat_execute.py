@@ -362,7 +362,8 @@ def test_the_cut_off_threshold_comes_from_the_profiles_calibration(engine_for: A
                                         right_lowest_logprob=[-0.5, -0.3, -0.2, -0.1], right_lowest_group=[3.0, 4.0])
     assert calibration.threshold("lowest_logprob") == -0.5 and calibration.threshold("tail") == 3.0
     monkeypatch.setattr(chat_models_module, "cached_profile",
-                        lambda settings: SimpleNamespace(confidence=calibration, output_length=lambda q: 4))
+                        lambda settings: SimpleNamespace(confidence=calibration, output_length=lambda q: 4,
+                                                         extractor=None))
     good, slip = ["a", "b", "#### ", "5"], ["a", "X", "#### ", "6"]
     engine_for(ScriptedEngine([good, good, slip], step_s=0.002,
                               token_logprobs=[_steady(good), _steady(good), [-0.1, -1.0, -0.1, -0.1]]))

@@ -11,6 +11,7 @@ leak count (goal 0).
 from __future__ import annotations
 
 import asyncio
+import random
 import statistics
 import time
 from pathlib import Path
@@ -50,13 +51,21 @@ async def _measure(llm: LatencyOptimalTTSLLM, questions: list[str], deadlines: l
 
 
 def run_deadline_bench(*, calls: int, deadlines: list[float], concurrency: int, branches: int,
-                       plot: Path | None, console: Console | None = None) -> dict[str, Any]:
-    """Run the benchmark, print the table (and save a plot); returns the summary."""
+                       plot: Path | None, settings: dict[str, Any] | None = None,
+                       console: Console | None = None) -> dict[str, Any]:
+    """Run the benchmark, print the table (and save a plot); returns the summary.
+    ``settings`` choose another model (e.g. ``{"model": "smollm2-135m"}``), which is asked
+    "What is a + b? Answer with the number." instead of the built-in task's chains."""
     console = console or Console(width=None if Console().is_terminal else 140)
-    llm = LatencyOptimalTTSLLM(branches=branches, early_stop=True)
+    llm = LatencyOptimalTTSLLM(**{"branches": branches, "early_stop": True, **(settings or {})})
     with console.status("starting the vLLM engine..."):
         llm.warmup()
-    questions = [p.question for p in generate_problems(calls, seed=777, levels=[3, 4, 5])]
+    if llm.model is None:
+        questions = [p.question for p in generate_problems(calls, seed=777, levels=[3, 4, 5])]
+    else:
+        rng = random.Random(777)
+        questions = [f"What is {rng.randint(0, 50)} + {rng.randint(0, 50)}? Answer with the number."
+                     for _ in range(calls)]
     with console.status(f"{calls} calls, {concurrency} at a time..."):
         rows = asyncio.run(_measure(llm, questions, deadlines, concurrency))
     leaked = llm.engine.num_unfinished_requests()

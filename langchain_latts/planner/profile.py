@@ -237,6 +237,11 @@ class Profile(BaseModel):
     #: The latency model's error measured by ``latts profile --validate`` (None: not
     #: validated; :data:`DEFAULT_LATENCY_ERROR` is assumed).
     latency_error: LatencyError | None = None
+    #: The answer extractor ``answer_extractor="auto"`` uses for this model and task: the
+    #: one that graded the calibration samples best (None: the default chain), and each
+    #: candidate's share of right samples.
+    extractor: str | None = None
+    extractor_scores: dict[str, float] = Field(default_factory=dict)
 
     def length_estimate(self, question: str, *, max_tokens: int | None = None) -> LengthEstimate:
         """The output length the planner expects for ``question``: the fitted length

@@ -69,7 +69,7 @@ from langchain_latts.planner.profile import (
     monotone,
 )
 from langchain_latts.settings import TTSSettings
-from langchain_latts.tts.answers import normalize_answer
+from langchain_latts.tts.answers import EXTRACTORS, normalize_answer
 from langchain_latts.tts.confidence import (
     TOP_K,
     WINDOW,
@@ -382,6 +382,30 @@ def _question_of(prompt: CalibrationPrompt) -> str:
     return next((c for r, c in reversed(prompt.messages) if r == "user"), "")
 
 
+#: The extractors ``answer_extractor="auto"`` chooses among (the default chain first).
+AUTO_CANDIDATES: tuple[str, ...] = ("auto", "stated", "answer_tag", "last_number", "hash", "boxed")
+#: How much better than the default chain (absolute accuracy) another extractor must be.
+EXTRACTOR_MARGIN = 0.01
+
+
+def extractor_scores(answered: Sequence[tuple[Sequence[dict[str, Any]], CalibrationPrompt]]) -> dict[str, float]:
+    """Per candidate extractor, the share of the calibration samples it grades right."""
+    scores = {}
+    for name in AUTO_CANDIDATES:
+        right = [ok for runs, p in answered for ok in grade_runs(runs, p.answer or "", EXTRACTORS[name])]
+        scores[name] = sum(right) / len(right) if right else 0.0
+    return scores
+
+
+def choose_extractor(scores: dict[str, float]) -> str | None:
+    """The extractor ``"auto"`` uses for this model and task: the best scoring one when it
+    beats the default chain by :data:`EXTRACTOR_MARGIN`, else None (the default chain)."""
+    if not scores:
+        return None
+    best = max(AUTO_CANDIDATES, key=lambda name: (scores.get(name, 0.0), name == "auto"))
+    return best if best != "auto" and scores[best] >= scores.get("auto", 0.0) + EXTRACTOR_MARGIN else None
+
+
 def batch_sizes_for(max_num_seqs: int) -> list[int]:
     """1, 2, 4, ... up to ``min(max_num_seqs, MAX_PROFILED_BATCH)`` (that limit included)."""
     top = min(max_num_seqs, MAX_PROFILED_BATCH)
@@ -415,6 +439,8 @@ def measure_profile(settings: TTSSettings, calibration: Sequence[CalibrationProm
     confidence: ConfidenceCalibration | None = None
     slowdown: dict[str, float] = {}
     length_model: LengthModel | None = None
+    scores: dict[str, float] = {}
+    chosen: str | None = None
     accuracy = DEFAULT_ACCURACY_MODEL
     extractor = settings.extractor()
     for name, config in configs.items():
@@ -438,11 +464,15 @@ def measure_profile(settings: TTSSettings, calibration: Sequence[CalibrationProm
                 if len(calibration) >= MIN_QUESTIONS:
                     length_model = fit_length_model([_question_of(p) for p in calibration],
                                                     [[r["tokens"] for r in q] for q in natural])
+                answered = [(q, p) for q, p in zip(natural, calibration) if p.answer is not None]
+                if calibrating and settings.answer_extractor == "auto" and answered:
+                    scores = extractor_scores(answered)
+                    chosen = choose_extractor(scores)
+                    extractor = EXTRACTORS[chosen or "auto"]
                 confidence = confidence_calibration(
                     [r for q in natural for r in q],
                     None if any(p.answer is None for p in calibration)
                     else [ok for q, p in zip(natural, calibration) for ok in grade_runs(q, p.answer or "", extractor)])
-                answered = [(q, p) for q, p in zip(natural, calibration) if p.answer is not None]
                 graded = [_grade(q, p.answer or "", extractor) for q, p in answered]
                 if calibrating and len(graded) >= 2:
                     accuracy = fit_accuracy_model([c for c, _ in graded], [w for _, w in graded], samples)
@@ -474,6 +504,7 @@ def measure_profile(settings: TTSSettings, calibration: Sequence[CalibrationProm
         identity=profile_identity(settings), created=datetime.now(UTC).isoformat(timespec="seconds"),
         duration_s=time.perf_counter() - started, steps=curves, prefill=prefill, output_lengths=lengths,
         accuracy=accuracy, confidence=confidence, logprobs_slowdown=slowdown, length_model=length_model,
+        extractor=chosen, extractor_scores=scores,
         calibration=(f"{len(calibration)} prompts, " + ("built-in held-out arithmetic" if settings.model is None
                                                          else "user-given")),
     )

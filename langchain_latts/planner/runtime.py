@@ -115,16 +115,20 @@ class EngineProfile:
         if self.learns_lengths:
             self.observed.extend(lengths)
 
-    def observe_timing(self, plan: Plan, branches: Sequence[Any], now_s: float) -> None:
-        """Record how a call's branches ran against its plan's prediction (``branches``
-        carry ``first_token_at_s``, ``ended_at_s`` and ``num_tokens``; ``now_s`` ends the
-        ones still open)."""
+    def observe_timing(self, plan: Plan, branches: Sequence[Any], now_s: float, *, running: float,
+                       prompt_tokens: int, slowdown: float = 1.0) -> None:
+        """Record how a call's branches ran against the latency model (``branches`` carry
+        ``first_token_at_s``, ``ended_at_s`` and ``num_tokens``; ``now_s`` ends the ones
+        still open). ``running`` is the mean number of sequences the engine ran during the
+        call (its own and other calls'): the model is judged at the load the call met, not at
+        the load the plan foresaw, so that what calls that start together assume about each
+        other (a fair share) is not learned as an error of the model."""
         firsts = [b.first_token_at_s for b in branches if b.first_token_at_s is not None]
         paces = [((b.ended_at_s if b.ended_at_s is not None else now_s) - b.first_token_at_s) / (b.num_tokens - 1)
                  for b in branches if b.first_token_at_s is not None and b.num_tokens - 1 >= MIN_PACE_TOKENS]
-        value = timing_observation(predicted_first_token_s=plan.first_token_s,
-                                   predicted_seconds_per_token=plan.seconds_per_token, length=plan.output_length,
-                                   first_tokens_s=firsts, paces_s=paces)
+        met = slowdown * seconds_per_token(self.profile, max(1, round(running)), self.lookup, prompt_tokens)
+        value = timing_observation(predicted_first_token_s=plan.first_token_s, predicted_seconds_per_token=met,
+                                   length=plan.output_length, first_tokens_s=firsts, paces_s=paces)
         if value is not None:
             self.timings.append((plan.branches, value))
 

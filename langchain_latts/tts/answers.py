@@ -1,8 +1,10 @@
 """Answer extractors: the final answer of one branch's text, normalised for voting.
 
 Built-ins (by name, :data:`EXTRACTORS`): ``boxed`` (the last ``\\boxed{...}``), ``hash``
-(the last ``#### x`` line), ``last_number`` and ``auto`` (the first of those three that
-finds something). Any ``Callable[[str], str | None]`` works too. Branches whose text
+(the last ``#### x`` line), ``answer_tag`` (reasoning-gym's ``<answer>x</answer>``),
+``stated`` (the first number after ``=``/``is``/``answer``: for models that answer, then
+ramble), ``last_number`` and ``auto`` (boxed, hash, answer tag, else the last number -- or,
+when ``latts profile`` graded calibration answers, the extractor that scored best on them). Any ``Callable[[str], str | None]`` works too. Branches whose text
 has no extractable answer return None and do not vote.
 """
 
@@ -20,18 +22,24 @@ __all__ = [
     "AnswerExtractor",
     "ExtractorName",
     "explicit_answer",
+    "extract_answer_tag",
     "extract_auto",
     "extract_boxed",
     "extract_hash",
     "extract_last_number",
+    "extract_stated",
     "normalize_answer",
     "resolve_extractor",
 ]
 
 AnswerExtractor = Callable[[str], str | None]
-ExtractorName = Literal["auto", "boxed", "hash", "last_number"]
+ExtractorName = Literal["auto", "answer_tag", "stated", "boxed", "hash", "last_number"]
 
 _HASH_RE = re.compile(r"####\s*([^\n]+)")
+_ANSWER_TAG_RE = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.DOTALL | re.IGNORECASE)
+# "= 21", "is 21", "equals $21", "answer: **21**", "Answer is 21".
+_STATED_RE = re.compile(r"(?:=|\bis\b|\bequals\b|\banswer\b\s*(?:is\b|:)?)\s*[*_`$]*\s*([-+]?(?:\d{1,3}(?:,\d{3})+|\d+)"
+                        r"(?:\.\d+)?)(?![\d,]*\d)", re.IGNORECASE)
 # A number as written: a sign, thousands separators only in groups of three (so "40," is 40
 # and a comma), decimals.
 _NUMBER_RE = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\d,]*\d)|[-+]?\.\d+")
@@ -114,10 +122,32 @@ def extract_hash(text: str) -> str | None:
     return answer or None
 
 
+def extract_answer_tag(text: str) -> str | None:
+    """The contents of the first ``<answer>...</answer>`` (reasoning-gym's convention)."""
+    match = _ANSWER_TAG_RE.search(text)
+    if match is None:
+        return None
+    answer = normalize_answer(match.group(1))
+    return answer or None
+
+
+def extract_stated(text: str) -> str | None:
+    """The first answer the text *states*: the first number after ``=``, ``is``, ``equals``
+    or ``answer`` (``"12 + 9 = 21 cows. This is ..."`` -> ``21``), else the text's only
+    number; None when it states none (several numbers, none of them announced). For models
+    that answer first and ramble after; step-by-step solutions want ``last_number``."""
+    match = _STATED_RE.search(text)
+    if match is not None:
+        return normalize_answer(match.group(1))
+    numbers = _NUMBER_RE.findall(text)
+    return normalize_answer(numbers[0]) if len(numbers) == 1 else None
+
+
 def explicit_answer(text: str) -> str | None:
-    """An answer the text states as final (``\\boxed{}`` or ``#### x``), else None. A branch
-    cut short votes only when it has one (a trailing number of a cut text is no answer)."""
-    return extract_boxed(text) or extract_hash(text)
+    """An answer the text states as final (``\\boxed{}``, ``#### x`` or ``<answer>x</answer>``),
+    else None. A branch cut short votes only when it has one (a trailing number of a cut
+    text is no answer)."""
+    return extract_boxed(text) or extract_hash(text) or extract_answer_tag(text)
 
 
 def extract_last_number(text: str) -> str | None:
@@ -127,8 +157,8 @@ def extract_last_number(text: str) -> str | None:
 
 
 def extract_auto(text: str) -> str | None:
-    """``boxed``, else ``hash``, else ``last_number``."""
-    for extractor in (extract_boxed, extract_hash, extract_last_number):
+    """``boxed``, else ``hash``, else ``answer_tag``, else ``last_number``."""
+    for extractor in (extract_boxed, extract_hash, extract_answer_tag, extract_last_number):
         answer = extractor(text)
         if answer is not None:
             return answer
@@ -137,6 +167,8 @@ def extract_auto(text: str) -> str | None:
 
 EXTRACTORS: dict[str, AnswerExtractor] = {
     "auto": extract_auto,
+    "answer_tag": extract_answer_tag,
+    "stated": extract_stated,
     "boxed": extract_boxed,
     "hash": extract_hash,
     "last_number": extract_last_number,
