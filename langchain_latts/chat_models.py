@@ -83,7 +83,7 @@ from langchain_latts.tools import (
     tool_extractor,
     tool_specs,
 )
-from langchain_latts.tts.answers import AnswerExtractor, extractor_name
+from langchain_latts.tts.answers import AnswerExtractor, answer_detector, extractor_name
 from langchain_latts.tts.branches import (
     ProgressCallback,
     SpendCallback,
@@ -193,6 +193,7 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             "seed": self.seed,
             "answer_extractor": extractor_name(self.answer_extractor),
             "early_stop": self.early_stop,
+            "stop_at_answer": self.stop_at_answer,
             "early_stop_threshold": self.early_stop_threshold,
             "verifier": verifier_name(self.verifier),
             "strategy": self.selection_strategy,
@@ -353,6 +354,9 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             max_respawns=branches if settings.max_respawns is None else settings.max_respawns,
             confidence_measure=settings.confidence_measure, confidence_keep=settings.confidence_keep,
             confidence_prune=settings.prune == "confidence",
+            answered=answer_detector(profiled.extractor if profiled is not None and profiled.extractor is not None
+                                     and settings.answer_extractor == "auto" else settings.answer_extractor)
+            if settings.stop_at_answer and call.schema is None and not call.tools else None,
             **(_cut_off_calibration(settings, engine, state) if settings.prune == "confidence" else {}),
         )
         book = reservations(engine)

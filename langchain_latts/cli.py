@@ -166,6 +166,22 @@ def bench_tts(
                   dataset_options=json.loads(dataset_options))
 
 
+@bench_app.command("peers")
+def bench_peers(
+    settings: str = typer.Option('{"model": "smollm2-135m", "max_tokens": 64, "answer_extractor": "stated"}',
+                                 help="Model settings as JSON (the model must load here and in `vllm serve`)."),
+    dataset: str = typer.Option("rg:gcd", help="'arithmetic' or a reasoning-gym task, e.g. 'rg:gcd'."),
+    dataset_options: str = typer.Option('{"min_value": 1, "max_value": 20}', help="The task generator's options."),
+    problems: int = typer.Option(40, help="Questions per method."),
+    out: str = typer.Option("bench-peers.json", help="Where to save the numbers ('' to skip)."),
+) -> None:
+    """The package beside its-hub's SelfConsistency and plain n=N sampling over one vLLM server, at equal N and at deadlines."""
+    from langchain_latts.bench.peers import run_peers_bench
+
+    run_peers_bench(settings=json.loads(settings), dataset=dataset, dataset_options=json.loads(dataset_options),
+                    problems=problems, out=Path(out) if out else None)
+
+
 @bench_app.command("formats")
 def bench_formats(
     problems: int = typer.Option(200, help="Held-out problems per method."),

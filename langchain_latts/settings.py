@@ -127,6 +127,14 @@ class TTSSettings(BaseModel):
     matches. Answers are normalized (``"40,"``, ``"**40**"``, ``"40 cows"`` all vote for
     ``"40"``; see :mod:`langchain_latts.tts.answers`). Default: ``"auto"``."""
 
+    stop_at_answer: bool = False
+    """End each branch as soon as it has stated its final answer and reached a boundary (a
+    line break or the end of a sentence), instead of letting it write on: for models that
+    answer, then ramble. What counts as stated follows ``answer_extractor`` (see
+    :func:`langchain_latts.tts.answers.answer_detector`: an explicit ``####``, box or
+    ``<answer>`` tag, or for ``"stated"``/``"last_number"`` a number after ``=``/``is``/
+    ``answer``). Never applied inside structured output or tool calls. Default: False."""
+
     early_stop: EarlyStop = True
     """When to stop the branches still running (they are aborted): ``"exact"`` (or True)
     as soon as they can no longer change the vote -- the answer is the one the full vote

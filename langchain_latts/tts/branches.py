@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,8 +53,8 @@ from langchain_latts.tts.voting import Vote, majority_vote
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Branch", "BranchRun", "ProgressCallback", "branch_answer", "branch_seeds", "progress_event",
-           "run_branches"]
+__all__ = ["Branch", "BranchRun", "ProgressCallback", "answered_prefix", "branch_answer", "branch_seeds",
+           "progress_event", "run_branches"]
 
 #: Called on the engine's loop each time a branch ends, with :func:`progress_event`'s dict.
 ProgressCallback = Callable[[dict[str, Any]], None]
@@ -216,6 +217,9 @@ class Verification:
     #: Tokens a branch typically writes (the profile's median, else ``max_tokens``): how
     #: long a replacement of a confidence-cut branch is expected to run.
     typical_tokens: int | None = None
+    #: End a branch once the text up to a boundary states an answer by this detector
+    #: (``stop_at_answer``; None: branches run to their end).
+    answered: AnswerExtractor | None = None
 
     @property
     def scores(self) -> bool:
@@ -310,6 +314,13 @@ async def _consume(engine: Engine, branch: Branch, request: BranchRequest, start
                 if await _step_fails(branch, verification):
                     stopped = "pruned"
                     break
+            if verification.answered is not None and request.grammar is None and any(
+                    c.isspace() for c in update.text_delta):
+                head = answered_prefix("".join(pieces), verification.answered)
+                if head is not None:
+                    pieces, stopped = [head], "answered"
+                    branch.finished = True
+                    break
     finally:
         branch.text = "".join(pieces)
         branch.ended_at_s = time.monotonic() - started
@@ -339,6 +350,22 @@ async def _step_fails(branch: Branch, verification: Verification) -> bool:
     if score is not None:
         branch.verified_text = head + verification.step_delimiter
     return False
+
+
+#: What ends a stated answer: a line break, or the end of a sentence (a stop followed by a
+#: space: ``2.`` then ``5`` is a number still being written).
+_BOUNDARY = re.compile(r"\n|[.!?](?=\s)")
+
+
+def answered_prefix(text: str, detector: AnswerExtractor) -> str | None:
+    """The text up to its last boundary (a line break or the end of a sentence) when that
+    part already states a final answer by ``detector``, else None: a branch that has said
+    its answer and moved on need not go on (``stop_at_answer``)."""
+    ends = [m.end() for m in _BOUNDARY.finditer(text)]
+    if not ends:
+        return None
+    head = text[:ends[-1]]
+    return head if detector(head) is not None else None
 
 
 def branch_answer(text: str, finish_reason: str | None, extractor: AnswerExtractor) -> str | None:
