@@ -334,9 +334,11 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
         profiled = _profile_of(settings, engine, state)
         grammar, extractor = _output_rules(call, None if profiled is None else profiled.extractor)
 
+        temperature = 0.0 if plan is not None and plan.greedy else settings.temperature
+
         def request(seed: int | None) -> BranchRequest:
             return BranchRequest(prompt_token_ids=tuple(prompt), max_tokens=min(settings.max_tokens, room),
-                                 temperature=settings.temperature, top_p=settings.top_p, seed=seed, stop=call.stop,
+                                 temperature=temperature, top_p=settings.top_p, seed=seed, stop=call.stop,
                                  grammar=grammar, deadline=deadline,
                                  logprobs=settings.logprobs)
 

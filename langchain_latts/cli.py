@@ -166,6 +166,25 @@ def bench_tts(
                   dataset_options=json.loads(dataset_options))
 
 
+@bench_app.command("prompts")
+def bench_prompts(
+    tasks: str = typer.Argument(..., help='reasoning-gym tasks and their generator options as JSON, e.g. '
+                                '\'{"rg:gcd": {"max_value": 20}, "rg:chain_sum": {}}\'.'),
+    problems: int = typer.Option(32, help="Questions per task."),
+    out: Path = typer.Option(Path("prompts.jsonl"), help="The JSONL file to write ({prompt, answer} per line)."),
+) -> None:
+    """Graded calibration prompts for `latts profile --prompts`, from reasoning-gym tasks (a seed the benchmarks never draw)."""
+    from langchain_latts.tasks.gym import CALIBRATION_SEED, load_gym, parse_dataset
+
+    rows = []
+    for dataset, options in json.loads(tasks).items():
+        name = parse_dataset(dataset) or dataset
+        rows += [{"prompt": g.question, "answer": g.answer} for g in load_gym(name, problems, seed=CALIBRATION_SEED,
+                                                                              options=options)]
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    typer.echo(f"{len(rows)} prompts -> {out}")
+
+
 @bench_app.command("peers")
 def bench_peers(
     settings: str = typer.Option('{"model": "smollm2-135m", "max_tokens": 64, "answer_extractor": "stated"}',

@@ -664,6 +664,14 @@ class TTSSettings(BaseModel):
         return self.branches if isinstance(self.branches, int) else self.max_branches
 
     @property
+    def plans_greedy(self) -> bool:
+        """Whether ``branches="auto"`` may choose one greedy answer over a sampled vote: with
+        the plain majority vote only (a verifier or a confidence strategy needs samples to
+        choose among) and sampled decoding (at ``temperature=0`` it is greedy anyway)."""
+        return self.branches == "auto" and self.selection_strategy == "majority" and self.verifier is None \
+            and self.temperature != 0
+
+    @property
     def selection_strategy(self) -> Strategy:
         """The strategy used: ``strategy``, or by default weighted with a verifier."""
         if self.strategy is not None:

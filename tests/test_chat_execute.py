@@ -213,6 +213,26 @@ def test_auto_branches_follow_the_cached_profile_and_the_deadline(engine_for) ->
     assert tight["plan"]["limited_by"] == "nothing fits"
 
 
+def test_a_greedy_plan_decodes_one_branch_at_temperature_zero(engine_for) -> None:  # type: ignore[no-untyped-def]
+    from langchain_latts.planner.profile import save_profile
+    from langchain_latts.planner.profiler import profile_identity
+    from langchain_latts.settings import TTSSettings
+    from tests.test_planner import profile as hand_built
+
+    engine = engine_for(ScriptedEngine(_scripts(16), step_s=0.001))
+    saved = hand_built()
+    accuracy = saved.accuracy.model_copy(update={"greedy_accuracy": 0.99})  # above any vote of Beta(2, 1)
+    save_profile(saved.model_copy(update={"identity": profile_identity(TTSSettings()), "accuracy": accuracy}))
+    tts = LatencyOptimalTTSLLM(seed=0, max_branches=16, temperature=0.7).invoke("q").response_metadata["tts"]
+    assert tts["plan"]["greedy"] is True and tts["plan"]["limited_by"] == "greedy"
+    assert tts["branches_launched"] == 1 and [r.temperature for r in engine.requests] == [0.0]
+    assert tts["plan"]["sampled"][0] > 1, "the vote it was weighed against is on record"
+    engine.requests.clear()
+    voted = LatencyOptimalTTSLLM(seed=0, max_branches=16, temperature=0.7, verifier="arithmetic_steps")
+    tts = voted.invoke("q").response_metadata["tts"]  # a verifier needs samples to choose among
+    assert tts["plan"]["greedy"] is False and {r.temperature for r in engine.requests} == {0.7}
+
+
 def test_auto_branches_without_a_profile_measure_one_at_start(engine_for) -> None:  # type: ignore[no-untyped-def]
     engine = engine_for(ScriptedEngine(_scripts(40), step_s=0.001))
     tts = LatencyOptimalTTSLLM(seed=0, max_branches=8).invoke("q").response_metadata["tts"]

@@ -523,3 +523,44 @@ def test_longer_questions_can_be_harder() -> None:
     assert easy.alpha + easy.beta == pytest.approx(3.0), "the spread is kept"
     assert model.for_length(reference).mean_single_accuracy == pytest.approx(2 / 3, abs=1e-3)
     assert AccuracyModel(alpha=2.0, beta=1.0, concentration=0.2).for_length(90).mean_single_accuracy == 2 / 3
+
+
+def greedy_profile(greedy: float | None, sigma: float = 0.0) -> Profile:
+    p = flat_profile([0.001, 0.001, 0.0012, 0.002], [1, 2, 8, 16], sigma=sigma)
+    return p.model_copy(update={"accuracy": p.accuracy.model_copy(update={"greedy_accuracy": greedy})})
+
+
+def test_greedy_is_chosen_when_its_answer_beats_the_best_vote() -> None:
+    p = greedy_profile(0.97)  # the vote of Beta(2, 1) samples plateaus at 0.948 (14 branches)
+    plan = plan_call(p, prompt_tokens=0, max_tokens=512, max_branches=16, length=exact(100))
+    assert plan.greedy and plan.branches == 1 and plan.limited_by == "greedy"
+    assert plan.expected_accuracy == pytest.approx(0.97)
+    assert plan.sampled == (14, pytest.approx(0.948, abs=0.001))
+    assert plan.as_metadata()["greedy"] is True
+
+
+def test_the_vote_is_kept_when_it_beats_greedy_or_greedy_is_not_allowed() -> None:
+    vote = plan_call(greedy_profile(0.6), prompt_tokens=0, max_tokens=512, max_branches=16, length=exact(100))
+    assert not vote.greedy and vote.branches > 1 and vote.expected_accuracy > 0.6
+    unmeasured = plan_call(greedy_profile(None), prompt_tokens=0, max_tokens=512, max_branches=16, length=exact(100))
+    assert not unmeasured.greedy and unmeasured.sampled is None
+    barred = plan_call(greedy_profile(0.99), prompt_tokens=0, max_tokens=512, max_branches=16, length=exact(100),
+                       greedy=False)
+    assert not barred.greedy and barred.branches == vote.branches
+
+
+def test_greedy_pays_for_one_branch_s_risk_of_missing_the_deadline() -> None:
+    # One branch of 100 tokens takes 0.1 s; at 0.1 s with a 10% timing spread it finishes half the time.
+    # More branches are slower still, so the vote has the same trouble; greedy at 0.97 wins.
+    p = greedy_profile(0.97, sigma=0.1)
+    plan = plan_call(p, prompt_tokens=0, max_tokens=512, max_branches=16, length=exact(100), deadline_s=0.1)
+    assert plan.greedy and plan.expected_accuracy == pytest.approx(0.485, abs=0.03)
+
+
+def test_greedy_accuracy_follows_the_question_s_length_like_the_samples() -> None:
+    model = AccuracyModel(alpha=2.0, beta=1.0, concentration=0.2, length_slope=-2.0, reference_length=50,
+                          greedy_accuracy=0.8)
+    hard = model.for_length(100)
+    shift = -2.0 * math.log(2)
+    assert hard.greedy_accuracy == pytest.approx(1 / (1 + math.exp(-(math.log(4) + shift))))
+    assert model.for_length(50).greedy_accuracy == pytest.approx(0.8)

@@ -54,6 +54,9 @@ class AccuracyModel(BaseModel):
     #: on the built-in task longer questions are harder). See :meth:`for_length`.
     length_slope: float = 0.0
     reference_length: float = Field(default=0.0, ge=0)
+    #: Accuracy of one greedy (temperature 0) answer on the calibration questions (None:
+    #: not measured). The planner weighs greedy decoding against the vote with it.
+    greedy_accuracy: float | None = Field(default=None, ge=0, le=1)
 
     @property
     def mean_single_accuracy(self) -> float:
@@ -65,16 +68,22 @@ class AccuracyModel(BaseModel):
         ``alpha + beta`` around a mean moved by :attr:`length_slope` (itself when unfitted)."""
         if not self.length_slope or not self.reference_length or length <= 0:
             return self
-        mean = self.mean_single_accuracy
-        logit = math.log(mean / (1 - mean)) + self.length_slope * math.log(length / self.reference_length)
-        shifted = round(min(0.99, max(0.01, 1 / (1 + math.exp(-logit)))), 3)  # rounded: vote_accuracy is cached
+        shift = self.length_slope * math.log(length / self.reference_length)
+        shifted = round(_shift(self.mean_single_accuracy, shift), 3)  # rounded: vote_accuracy is cached
         strength = self.alpha + self.beta
+        greedy = None if self.greedy_accuracy is None else _shift(self.greedy_accuracy, shift)
         return self.model_copy(update={"alpha": shifted * strength, "beta": (1 - shifted) * strength,
-                                       "length_slope": 0.0})
+                                       "length_slope": 0.0, "greedy_accuracy": greedy})
 
     def vote_accuracy(self, branches: int) -> float:
         """Expected accuracy of the plurality vote of ``branches`` samples."""
         return vote_accuracy(branches, self.alpha, self.beta, self.concentration)
+
+
+def _shift(p: float, logit: float) -> float:
+    """``p`` moved by ``logit`` on the logit scale (kept within [0.01, 0.99])."""
+    p = min(0.99, max(0.01, p))
+    return min(0.99, max(0.01, 1 / (1 + math.exp(-(math.log(p / (1 - p)) + logit)))))
 
 
 DEFAULT_ACCURACY_MODEL = AccuracyModel(alpha=1.0, beta=1.0, concentration=0.5, source="default")

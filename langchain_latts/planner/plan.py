@@ -10,9 +10,14 @@ Per call (:func:`plan_call`), for ``B = 1 .. max_branches``:
    (:mod:`~langchain_latts.planner.risk`); without a deadline it is the vote of ``B``;
 3. ``B`` must fit the token budget at the 90th percentile of the predicted length.
 
+4. **greedy decoding is a plan too**: one branch at temperature 0, whose accuracy the
+   calibration measured (``AccuracyModel.greedy_accuracy``), with one branch's chance of
+   finishing. Where models' errors are sampled slips, one greedy answer beats a vote.
+
 The plan is the **smallest** ``B`` whose expected accuracy is within ``tolerance`` (half a
 point) of the best: no branch is spent on a plateau, and a plan that would only just make
-the deadline loses to a smaller one that surely does (a near miss returns nothing). Among
+the deadline loses to a smaller one that surely does (a near miss returns nothing). Greedy is chosen
+when its expected accuracy is within ``tolerance`` of that plan's (it costs one branch). Among
 the plans whose chance of finishing *no* branch is at most one branch's plus
 :data:`NONE_SLACK`: a caller with a deadline would rather have a less ambitious answer on
 time than a better one that may not come.
@@ -77,8 +82,9 @@ class Plan:
     output_length: int
     profile_id: str
     #: ``"plateau"`` (more branches would not pay), ``"deadline"`` (more would risk the
-    #: deadline more than they add), ``"budget"``, ``"max_branches"`` or ``"nothing fits"``
-    #: (even one branch more likely misses the deadline than not).
+    #: deadline more than they add), ``"budget"``, ``"max_branches"``, ``"nothing fits"``
+    #: (even one branch more likely misses the deadline than not) or ``"greedy"`` (one
+    #: greedy answer is expected to be as good as the best vote).
     limited_by: str
     #: Sequences other calls ran or had reserved when the plan was made.
     load: int = 0
@@ -92,6 +98,10 @@ class Plan:
     seconds_per_token: float = 0.0
     #: Other planned calls sharing the engine (each assumed to run as many branches).
     peers: int = 0
+    #: One branch decoded greedily (temperature 0) instead of a sampled vote.
+    greedy: bool = False
+    #: The best sampled plan's branches and expected accuracy, when greedy was chosen over it.
+    sampled: tuple[int, float] | None = None
 
     def as_metadata(self) -> dict[str, Any]:
         data = asdict(self)
@@ -105,14 +115,16 @@ def plan_call(profile: Profile, *, prompt_tokens: int, max_tokens: int, max_bran
               speculation: SpeculationSetting = NO_SPECULATION, deadline_s: float | None = None,
               token_budget: int | None = None, load: int = 0, accuracy: AccuracyModel | None = None,
               length: LengthEstimate | None = None, tolerance: float = DEFAULT_TOLERANCE,
-              max_num_seqs: int | None = None, slowdown: float = 1.0, peers: int = 0) -> Plan:
+              max_num_seqs: int | None = None, slowdown: float = 1.0, peers: int = 0,
+              greedy: bool = True) -> Plan:
     """Choose the branches of one call (module docstring). ``deadline_s`` is the time left;
     ``length`` the question's predicted output length (None: the profile's length
     distribution); ``load`` the sequences other calls run or reserved; ``peers`` the other
     planned calls sharing the engine, each assumed to run as many branches as this one
     (a fair share: ``B`` branches are timed at ``max(load, peers * B) + B`` sequences);
     ``slowdown`` scales every step time (the call asks for log-probs:
-    :meth:`~langchain_latts.planner.profile.Profile.slowdown`)."""
+    :meth:`~langchain_latts.planner.profile.Profile.slowdown`); ``greedy``: whether greedy
+    decoding may be chosen (when the accuracy model measured it)."""
     if length is None:
         length = marginal_length_model(profile.output_lengths).estimate("", max_tokens=max_tokens)
     model = (accuracy or profile.accuracy).for_length(length.median)  # longer questions may be harder
@@ -142,6 +154,17 @@ def plan_call(profile: Profile, *, prompt_tokens: int, max_tokens: int, max_bran
     safe = [c for c in scored if c[0] == 1 or c[1].p_none <= scored[0][1].p_none + NONE_SLACK]
     best = max(outcome.expected_accuracy for _, outcome in safe)
     b, outcome = next(c for c in safe if c[1].expected_accuracy >= best - tolerance)
+    if greedy and model.greedy_accuracy is not None:
+        one = expected_outcome(
+            1, seconds_per_token=timing[1][1], first_token_s=timing[1][0], deadline_s=deadline_s, length=length,
+            vote_accuracy=lambda _: model.greedy_accuracy or 0.0, timing_bias=error.bias_at(1),
+            timing_sigma=error.sigma, free_slots=slots - (max(load, peers) - load), max_tokens=max_tokens)
+        if one.expected_accuracy >= outcome.expected_accuracy - tolerance:
+            latency = slowdown * predict_latency(profile, lengths=[length.median], prompt_tokens=prompt_tokens,
+                                                 load=max(load, peers), speculation=speculation, max_num_seqs=max_num_seqs)
+            return Plan(1, speculation.name, latency, one.expected_accuracy, round(length.median),
+                        profile.profile_id, "greedy", load, one.p_complete, one.p_none, *timing[1], peers=peers,
+                        greedy=True, sampled=(b, round(outcome.expected_accuracy, 4)))
     plateau = max(model.vote_accuracy(c) for c, _ in scored)
     unconstrained = next(c for c, _ in scored if model.vote_accuracy(c) >= plateau - tolerance)
     if deadline_s is not None and scored[0][1].p_none > NOTHING_FITS and b == 1:

@@ -367,6 +367,15 @@ async def graded_samples(engine: Engine, calibration: Sequence[CalibrationPrompt
     return [list(zip(runs, grade_runs(runs, p.answer or "", extractor))) for runs, p in zip(natural, answered)]
 
 
+async def greedy_accuracy(engine: Engine, prompts: Sequence[Sequence[int]], answered: Sequence[CalibrationPrompt],
+                          max_tokens: int, extractor: Callable[[str], str | None]) -> float:
+    """The share of ``answered`` calibration questions one greedy (temperature 0) answer gets
+    right: what the planner weighs greedy decoding with (``AccuracyModel.greedy_accuracy``)."""
+    runs = await natural_samples(engine, prompts, 1, max_tokens, 0.0)
+    right = [ok for q, p in zip(runs, answered) for ok in grade_runs(q, p.answer or "", extractor)]
+    return sum(right) / len(right)
+
+
 def _grade(runs: Sequence[dict[str, Any]], answer: str, extractor: Callable[[str], str | None]) -> tuple[int, int]:
     """(correct, votes of the most common wrong answer) among one question's samples."""
     truth = normalize_answer(answer)
@@ -478,7 +487,12 @@ def measure_profile(settings: TTSSettings, calibration: Sequence[CalibrationProm
                     accuracy = fit_accuracy_model([c for c, _ in graded], [w for _, w in graded], samples)
                     harder, reference = fit_length_slope([c for c, _ in graded], samples,
                                                          [statistics.median(r["tokens"] for r in q) for q, _ in answered])
-                    accuracy = accuracy.model_copy(update={"length_slope": harder, "reference_length": reference})
+                    accuracy = accuracy.model_copy(update={"length_slope": harder, "reference_length": reference,
+                                                           "greedy_accuracy": engine.run_sync(greedy_accuracy(
+                                                               engine, [prompts[i] for i, p in enumerate(calibration)
+                                                                        if p.answer is not None],
+                                                               [p for p in calibration if p.answer is not None],
+                                                               settings.max_tokens, extractor))})
                 report("output lengths and accuracy", 1)
                 prefill = engine.run_sync(_prefill(engine, len(engine._tokenizer), engine.max_model_len, report))
                 slowdown = engine.run_sync(logprobs_slowdown(engine, prompts, min(16, sizes[-1]),

@@ -80,7 +80,8 @@ def print_profile(profile: Profile, console: Console) -> None:
     acc = profile.accuracy
     console.print(f"vote accuracy model ({acc.source}): single sample {acc.mean_single_accuracy:.1%}, "
                   f"Beta({acc.alpha:.2f}, {acc.beta:.2f}), wrong-answer concentration {acc.concentration:.2f}; "
-                  + ", ".join(f"vote of {b}: {acc.vote_accuracy(b):.1%}" for b in (1, 4, 8, 16)))
+                  + ", ".join(f"vote of {b}: {acc.vote_accuracy(b):.1%}" for b in (1, 4, 8, 16))
+                  + ("" if acc.greedy_accuracy is None else f"; greedy {acc.greedy_accuracy:.1%}"))
 
 
 def plot_steps(profile: Profile, path: Path) -> None:

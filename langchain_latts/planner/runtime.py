@@ -329,9 +329,10 @@ def plan_for_call(state: EngineProfile, settings: TTSSettings, engine: Engine, *
     def make(load: int, peers: int) -> Plan:
         return plan_call(
             profile, prompt_tokens=prompt_tokens, max_tokens=settings.max_tokens,
-            max_branches=settings.max_branches, speculation=state.lookup, deadline_s=time_left_s,
+            max_branches=settings.effective_branches if settings.temperature == 0 else settings.max_branches,
+            speculation=state.lookup, deadline_s=time_left_s,
             token_budget=token_budget, load=load, peers=peers, length=length,
-            slowdown=profile.slowdown(settings.logprobs),
+            slowdown=profile.slowdown(settings.logprobs), greedy=settings.plans_greedy,
         )
 
     plan = reservations(engine).plan(call_id, engine.num_unfinished_requests(), make)

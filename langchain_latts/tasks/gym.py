@@ -16,7 +16,10 @@ from typing import Any
 
 from langchain_latts.errors import LattsValueError
 
-__all__ = ["GymItem", "load_gym", "parse_dataset"]
+__all__ = ["CALIBRATION_SEED", "GymItem", "load_gym", "parse_dataset"]
+
+#: Calibration prompts (``latts bench prompts``) come from this seed; the benchmarks use others.
+CALIBRATION_SEED = 20261130
 
 #: Prefix of a reasoning-gym dataset name on the command line.
 PREFIX = "rg:"
