@@ -94,12 +94,17 @@ def bench_speculation(
     branches: str = typer.Option("1,2,4,8,16", help="Branch counts to measure, comma-separated."),
     questions: int = typer.Option(12, help="Questions per branch count (the median is reported)."),
     num_speculative_tokens: int = typer.Option(4, help="Draft tokens per target step."),
+    settings: str = typer.Option("{}", help='Model settings as JSON, e.g. \'{"model": "smollm2-135m", '
+                                 '"speculative_method": "ngram"}\' (default: the built-in pair).'),
+    dataset: str = typer.Option("arithmetic", help="'arithmetic' or a reasoning-gym task, e.g. 'rg:gcd'."),
+    dataset_options: str = typer.Option("{}", help="The task generator's options as JSON."),
 ) -> None:
     """One call's latency with and without speculative decoding, per branch count."""
     from langchain_latts.bench.speculation import run_speculation_bench
 
     run_speculation_bench([int(b) for b in branches.split(",")], questions=questions,
-                          num_speculative_tokens=num_speculative_tokens)
+                          num_speculative_tokens=num_speculative_tokens, settings=json.loads(settings),
+                          dataset=dataset, dataset_options=json.loads(dataset_options))
 
 
 @bench_app.command("planner")

@@ -76,7 +76,8 @@ def _row(problem: Problem, message: Any, elapsed: float) -> dict[str, Any]:
     return {"correct": tts["answer"] == str(problem.answer), "none": tts["branches_finished"] == 0,
             "elapsed_s": elapsed, "branches": tts["branches_launched"],
             "tokens": message.usage_metadata["output_tokens"] if message.usage_metadata else 0,
-            "planned": plan.get("branches"), "predicted_length": plan.get("output_length")}
+            "planned": plan.get("branches"), "predicted_length": plan.get("output_length"),
+            "greedy": bool(plan.get("greedy"))}
 
 
 def _summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -86,6 +87,7 @@ def _summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "median_s": statistics.median(latencies),
             "p90_s": latencies[min(len(latencies) - 1, int(0.9 * len(latencies)))],
             "branches": statistics.fmean(r["branches"] for r in rows),
+            "greedy": sum(r.get("greedy", False) for r in rows) / len(rows),
             "tokens": statistics.fmean(r["tokens"] for r in rows), "calls": len(rows)}
 
 
@@ -191,11 +193,12 @@ def check_goals(report: dict[str, Any]) -> dict[str, Any]:
     goals: dict[str, Any] = {}
     for form, section in report["forms"].items():
         alone = section["one_at_a_time"]
-        gaps, none_gaps, falls = [], [], []
+        gaps, none_gaps, falls, greedy_gaps = [], [], [], []
         previous = None
         for d in map(str, section["deadlines"]):
             best = max(alone[n][d]["accuracy"] for n in ("one sample", "4 branches", "8 branches"))
             gaps.append(alone["auto"][d]["accuracy"] - best)
+            greedy_gaps.append(alone["auto"][d]["accuracy"] - alone["greedy"][d]["accuracy"])
             none_gaps.append(alone["auto"][d]["none"] - alone["one sample"][d]["none"])
             if previous is not None:
                 falls.append(alone["auto"][d]["accuracy"] - previous)
@@ -206,10 +209,12 @@ def check_goals(report: dict[str, Any]) -> dict[str, Any]:
         goals[form] = {
             "auto_minus_best": gaps, "auto_none_minus_one_sample": none_gaps, "auto_change_with_deadline": falls,
             "together_auto_minus_one_each": t_gaps, "together_none_minus_one_each": t_none,
+            "auto_minus_greedy": greedy_gaps,
             "met": {"accuracy": min(gaps) >= -SLACK, "none": max(none_gaps) <= SLACK,
                     "monotone": min(falls, default=0.0) >= -SLACK,
                     "together_accuracy": min(t_gaps, default=0.0) >= -SLACK,
-                    "together_none": max(t_none, default=0.0) <= SLACK},
+                    "together_none": max(t_none, default=0.0) <= SLACK,
+                    "greedy": min(greedy_gaps) >= -0.01},
         }
     return goals
 
@@ -224,7 +229,7 @@ def _print(report: dict[str, Any], console: Console) -> None:
             table.add_column(f"{float(d) * 1000:.0f} ms ({m:g}x)", justify="right")
         for name, cells in section["one_at_a_time"].items():
             table.add_row(name, *(f"{c['accuracy']:.1%} ({c['none']:.0%}) {c['median_s'] * 1000:.0f}/"
-                                  f"{c['p90_s'] * 1000:.0f}" + (f" B={c['branches']:.1f}" if name == "auto" else "")
+                                  f"{c['p90_s'] * 1000:.0f}" + (f" B={c['branches']:.1f} greedy {c.get('greedy', 0):.0%}" if name == "auto" else "")
                                   for c in (cells[d] for d in deadlines)))
         console.print(table)
         together = Table(title=f"{form} form: callers that start together (llm.batch, max_concurrency)")
@@ -240,6 +245,7 @@ def _print(report: dict[str, Any], console: Console) -> None:
         console.print(
             f"{form}: length model {section['length_model']}, median |error| {section['length_mdape']:.1%} on these "
             f"problems; auto - best of one sample/4/8: {', '.join(f'{g * 100:+.1f}' for g in goals['auto_minus_best'])}"
+            f" points; auto - greedy: {', '.join(f'{g * 100:+.1f}' for g in goals['auto_minus_greedy'])}"
             f" points; no-finished share auto - one sample: "
             f"{', '.join(f'{g * 100:+.1f}' for g in goals['auto_none_minus_one_sample'])}; together, auto - one each: "
             f"{', '.join(f'{g * 100:+.1f}' for g in goals['together_auto_minus_one_each'])} points, none "

@@ -3,7 +3,9 @@
 Branch-wise and sequence-wise parallelism compete for the same spare compute: a
 drafter that speeds one branch up may slow a batch of branches down. This measures
 one call's latency with and without the draft model for each branch count, on the
-same questions (all branches run to the end: ``early_stop=False``).
+same questions (all branches run to the end: ``early_stop=False``). With ``settings``
+(e.g. ``{"model": "smollm2-135m", "speculative_method": "ngram"}``) the target and drafter
+are the user's, and ``dataset`` (a reasoning-gym task) supplies the questions.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import time
 from rich.console import Console
 from rich.table import Table
 
+from typing import Any
+
 from langchain_latts.chat_models import LatencyOptimalTTSLLM
 from langchain_latts.tasks.arithmetic import generate_problems
 
@@ -21,12 +25,22 @@ __all__ = ["run_speculation_bench"]
 
 
 def run_speculation_bench(branch_counts: list[int], *, questions: int, num_speculative_tokens: int,
+                          settings: dict[str, Any] | None = None, dataset: str = "arithmetic",
+                          dataset_options: dict[str, Any] | None = None,
                           console: Console | None = None) -> dict[int, dict[str, float]]:
-    """Median latency per branch count, plain and with the shipped draft; prints a table."""
+    """Median latency per branch count, plain and with the drafter (the shipped draft, or
+    the one ``settings`` configure); prints a table."""
     console = console or Console(width=None if Console().is_terminal else 140)
-    qs = [p.question for p in generate_problems(questions, seed=5)]
-    plain = LatencyOptimalTTSLLM(seed=0, early_stop=False)
-    spec = LatencyOptimalTTSLLM(seed=0, early_stop=False, speculative_method="draft_model",
+    if dataset == "arithmetic":
+        qs = [p.question for p in generate_problems(questions, seed=5)]
+    else:
+        from langchain_latts.bench.tts import bench_items
+
+        qs = [item.question for item in bench_items(dataset, questions, options=dataset_options)]
+    settings = {"seed": 0, "early_stop": False} | (settings or {})
+    drafter = {k: settings.pop(k) for k in ("speculative_method", "draft_model") if k in settings}
+    plain = LatencyOptimalTTSLLM(**settings, num_speculative_tokens=0)
+    spec = LatencyOptimalTTSLLM(**settings, **(drafter or {"speculative_method": "draft_model"}),
                                 num_speculative_tokens=num_speculative_tokens)
     with console.status("starting two vLLM engines (plain and with the draft)..."):
         plain.warmup()
@@ -46,8 +60,8 @@ def run_speculation_bench(branch_counts: list[int], *, questions: int, num_specu
         p, s = statistics.median(times["plain"]), statistics.median(times["sd"])
         results[n] = {"plain_s": p, "sd_s": s, "speedup": p / s, "acceptance": statistics.fmean(acceptance)}
         console.print(f"N={n}: plain {p * 1e3:.0f} ms, speculative {s * 1e3:.0f} ms ({p / s:.2f}x)")
-    table = Table(title=f"latts bench speculation: median of {questions} questions (levels 1-5), "
-                        f"draft model, {num_speculative_tokens} speculative tokens")
+    table = Table(title=f"latts bench speculation: {settings.get('model') or 'built-in pair'}, median of {questions} "
+                        f"questions ({dataset}), {drafter or 'draft model'}, {num_speculative_tokens} speculative tokens")
     for column in ("branches", "plain", "speculative", "speed-up", "acceptance rate"):
         table.add_column(column, justify="right")
     for n, r in results.items():
