@@ -183,7 +183,9 @@ def build_chat_result(run: BranchRun, *, prompt_tokens: int, model_name: str, la
     if not partial and run.answer is not None and run.answer.startswith(CALL_PREFIX):
         content, tool_calls, finish_reason = "", calls_from_key(run.answer), "tool_calls"
     metadata = {"model_name": model_name, "model_provider": PROVIDER, "finish_reason": finish_reason, "tts": tts}
-    message = AIMessage(content=content, tool_calls=tool_calls, usage_metadata=usage, response_metadata=metadata)
+    reasoning = {"reasoning_content": branch.reasoning} if branch.reasoning else {}  # a "reasoning" content block
+    message = AIMessage(content=content, tool_calls=tool_calls, usage_metadata=usage, response_metadata=metadata,
+                        additional_kwargs=reasoning)
     return ChatResult(generations=[ChatGeneration(message=message)], llm_output={"model_name": model_name})
 
 
@@ -197,7 +199,8 @@ def result_to_chunks(result: ChatResult) -> Iterator[ChatGenerationChunk]:
     message = result.generations[0].message
     calls = [tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i)
              for i, c in enumerate(getattr(message, "tool_calls", None) or [])]
-    yield ChatGenerationChunk(message=AIMessageChunk(content=message.content, id=message.id, tool_call_chunks=calls))
+    yield ChatGenerationChunk(message=AIMessageChunk(content=message.content, id=message.id, tool_call_chunks=calls,
+                                                     additional_kwargs=dict(message.additional_kwargs)))
     yield ChatGenerationChunk(
         message=AIMessageChunk(
             content="",

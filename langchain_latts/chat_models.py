@@ -24,6 +24,7 @@ from typing import Any, cast
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.exceptions import OutputParserException
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
+from langchain_core.language_models.model_profile import ModelProfile
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.output_parsers.openai_tools import JsonOutputKeyToolsParser, PydanticToolsParser
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
@@ -52,7 +53,7 @@ from langchain_latts._progress import STREAM_RUN, ProgressEmitter
 from langchain_latts._version import __version__
 from langchain_latts.budget import Budget, StepSpend, active_budget, branches_within
 from langchain_latts.engines.base import BranchRequest, Engine, EngineStats
-from langchain_latts.engines.vllm_local import engine_exists, get_engine
+from langchain_latts.engines.vllm_local import engine_exists, get_engine, local_context_length
 from langchain_latts.errors import BranchesFailedError, DeadlineExceededError, LattsValueError
 from langchain_latts.planner.plan import DEFAULT_QUANTILE
 from langchain_latts.planner.profile import Profile
@@ -91,6 +92,7 @@ from langchain_latts.tts.branches import (
     branch_seeds,
     run_branches,
 )
+from langchain_latts.tts.reasoning import reasoning_splitter
 from langchain_latts.tts.verifiers import verifier_name
 
 logger = logging.getLogger(__name__)
@@ -176,6 +178,20 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
     def _llm_type(self) -> str:
         return "latts-vllm"
 
+    def _resolve_model_profile(self) -> ModelProfile | None:
+        """What this model supports (LangChain's ``.profile``): text in and out, tool calls
+        and structured output (both under vLLM's grammars), reasoning output when a
+        ``reasoning_parser`` splits it off, and the context when it is known without
+        loading the model (``max_model_len``, or a local model folder's config)."""
+        profile = ModelProfile(text_inputs=True, text_outputs=True, image_inputs=False, audio_inputs=False,
+                               video_inputs=False, pdf_inputs=False, tool_calling=True, tool_choice=True,
+                               structured_output=True, reasoning_output=self.reasoning_parser is not None,
+                               max_output_tokens=self.max_tokens)
+        context = self.max_model_len or local_context_length(self.model_path)
+        if context is not None:
+            profile["max_input_tokens"] = context
+        return profile
+
     @property
     def _identifying_params(self) -> dict[str, Any]:
         """Every setting that changes the output (tracing and the LLM cache key)."""
@@ -194,6 +210,8 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             "answer_extractor": extractor_name(self.answer_extractor),
             "early_stop": self.early_stop,
             "stop_at_answer": self.stop_at_answer,
+            "chat_template_kwargs": self.chat_template_kwargs,
+            "reasoning_parser": self.reasoning_parser,
             "early_stop_threshold": self.early_stop_threshold,
             "verifier": verifier_name(self.verifier),
             "strategy": self.selection_strategy,
@@ -304,7 +322,7 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
                 f"Use deadline_s >= {stats.min_step_s:.3f}, or None for no deadline.",
             )
         shown = list(call.tools) if call.tools and call.tool_choice != "none" else None
-        prompt = engine.render_prompt(call.messages, shown)
+        prompt = engine.render_prompt(call.messages, shown, settings.chat_template_kwargs)
         room = engine.max_model_len - len(prompt)
         if room < 1:
             raise LattsValueError.bad(
@@ -359,6 +377,8 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             answered=answer_detector(profiled.extractor if profiled is not None and profiled.extractor is not None
                                      and settings.answer_extractor == "auto" else settings.answer_extractor)
             if settings.stop_at_answer and call.schema is None and not call.tools else None,
+            reasoning=None if settings.reasoning_parser is None else reasoning_splitter(settings.reasoning_parser,
+                                                                                        engine.tokenizer),
             **(_cut_off_calibration(settings, engine, state) if settings.prune == "confidence" else {}),
         )
         book = reservations(engine)

@@ -301,10 +301,12 @@ def serve(
     if model and draft == "default":
         raise typer.BadParameter("--draft must name a draft model for --model (or 'none'), got 'default'.")
     from langchain_latts.engines.gguf import prepare_model
+    from langchain_latts.engines.vllm_local import is_cpu_platform
 
-    served = prepare_model(model, cpu=True).weights if model else None  # an alias or GGUF file: its converted folder
+    cpu = is_cpu_platform()
+    served = prepare_model(model, cpu=cpu).weights if model else None  # an alias or GGUF file: its converted folder
     command = server_command(port=port, host=host, model=served, draft=None if draft == "none" else draft, k=k,
-                             served_name=model or None)
+                             served_name=model or None, cpu=cpu)
     typer.echo(" ".join(command), err=True)
     os.execve(command[0], command, server_env())  # pinned as vLLM likes: a server on its own host
 

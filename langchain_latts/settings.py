@@ -291,6 +291,21 @@ class TTSSettings(BaseModel):
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Extra vLLM ``AsyncEngineArgs`` (e.g. ``{"tensor_parallel_size": 2}``). Default: {}."""
 
+    # -- reasoning models ----------------------------------------------------------------
+    chat_template_kwargs: dict[str, Any] | None = None
+    """Options of the model's chat template, e.g. ``{"enable_thinking": False}`` for Qwen3,
+    applied to every prompt (in-process and over a fleet alike: prompts are rendered here).
+    Default: None (the template's defaults)."""
+
+    reasoning_parser: str | None = None
+    """vLLM's reasoning parser for the model (e.g. ``"qwen3"``, ``"deepseek_r1"``; the
+    names of ``vllm.reasoning.ReasoningParserManager``): each branch's reasoning (``<think>``
+    ...) is split from its answer, the answer alone is extracted, voted on and returned as
+    the message's content, the winning branch's reasoning goes to
+    ``additional_kwargs["reasoning_content"]`` (a ``reasoning`` content block), and a
+    structured-output grammar applies after the reasoning ends (vLLM's ``reasoning_parser``
+    engine argument). Default: None (plain models: the whole text is the answer)."""
+
     # -- a fleet of servers instead of the in-process engine -----------------------------
     endpoints: list[str] | None = None
     """OpenAI-compatible vLLM servers to run the branches on instead of an in-process
@@ -645,7 +660,9 @@ class TTSSettings(BaseModel):
             gpu_memory_utilization=self.gpu_memory_utilization,
             enforce_eager=self.enforce_eager,
             dtype=self.dtype,
-            extra_json=json.dumps(self.engine_kwargs, sort_keys=True),
+            extra_json=json.dumps(self.engine_kwargs | ({"reasoning_parser": self.reasoning_parser}
+                                                        if self.reasoning_parser and not self.endpoints else {}),
+                                  sort_keys=True),
             endpoints=tuple(self.endpoints or ()),
             api_key=self.api_key if self.endpoints else None,
         )

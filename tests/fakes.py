@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 from langchain_latts.engines.base import BranchRequest, BranchUpdate, Engine, EngineConfig, EngineStats
@@ -68,8 +68,9 @@ class ScriptedEngine(Engine):
     async def ensure_started(self, deadline: float | None = None) -> EngineStats:
         return EngineStats(min_step_s=self.min_step_s)
 
-    def render_prompt(self, messages: Sequence[dict[str, Any]],
-                      tools: Sequence[dict[str, Any]] | None = None) -> list[int]:
+    def render_prompt(self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None,
+                      template_kwargs: Mapping[str, Any] | None = None) -> list[int]:
+        self.template_kwargs = template_kwargs
         return [1, 2, 3]
 
     def tokenize(self, text: str) -> list[int]:

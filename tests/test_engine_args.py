@@ -130,7 +130,12 @@ def test_gpu_share_that_cannot_fit_names_the_setting(requested: float | None, cl
 @pytest.mark.parametrize(
     ("error", "retry"),
     [
-        (RuntimeError("Engine core initialization failed. See root cause above."), True),  # a crash
+        # the engine core raised while loading (on a GPU: memory): the same again on a retry
+        (RuntimeError("Engine core initialization failed. See root cause above. "
+                      "Failed core proc(s): {'EngineCore_DP0': 1}"), False),
+        # killed by a signal (e.g. the OOM killer on a busy machine): worth one more try
+        (RuntimeError("Engine core initialization failed. See root cause above. "
+                      "Failed core proc(s): {'EngineCore_DP0': -9}"), True),
         (ConnectionError("broken pipe"), True),
         (ValueError("max_model_len 200000 is greater than the model's 131072"), False),  # configuration
         (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), False),  # capacity
@@ -181,3 +186,31 @@ def test_a_script_without_the_main_guard_is_named(tmp_path, monkeypatch) -> None
         assert unguarded_main_script() == expected
     monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))  # a REPL or notebook
     assert unguarded_main_script() is None
+
+
+def test_a_failed_engine_core_names_the_memory_settings_to_change() -> None:
+    from langchain_latts.engines.vllm_local import start_failure_hint
+
+    core = RuntimeError("Engine core initialization failed. See root cause above.")
+    assert "gpu_memory_utilization" in start_failure_hint(core, cpu=False)
+    assert "max_model_len" in start_failure_hint(core, cpu=False)
+    assert "kv_cache_gib" in start_failure_hint(core, cpu=True) and "gpu" not in start_failure_hint(core, cpu=True)
+    assert "vocab sizes" in start_failure_hint(ValueError("bad draft"), cpu=True)
+
+
+def test_the_tokenizer_is_loaded_with_the_engine_s_own_options() -> None:
+    from langchain_latts.engines.vllm_local import tokenizer_options
+
+    assert tokenizer_options({"model": "org/m"}) == ("org/m", {})
+    assert tokenizer_options({"model": "org/m", "tokenizer": "org/tok", "tokenizer_revision": "abc",
+                              "revision": "def", "trust_remote_code": True, "download_dir": "/d"}) == (
+        "org/tok", {"revision": "abc", "trust_remote_code": True, "cache_dir": "/d"})
+    assert tokenizer_options({"model": "org/m", "revision": "def"}) == ("org/m", {"revision": "def"})
+
+
+def test_a_tokenizer_that_cannot_load_is_refused_before_any_engine_starts(tmp_path: Path) -> None:
+    from langchain_latts.engines.vllm_local import load_tokenizer
+
+    with pytest.raises(LattsValueError, match=r"(?s)model must have a tokenizer transformers can load .* "
+                                              r"engine_kwargs=\{'tokenizer'"):
+        load_tokenizer({"model": str(tmp_path)})  # an empty folder: no tokenizer files

@@ -24,6 +24,8 @@ BAD: dict[str, list[object]] = {
     "stop": [3, [1, 2]],
     "seed": ["s", 1.5],
     "answer_extractor": [3, "regex"],
+    "chat_template_kwargs": ["enable_thinking", 3],
+    "reasoning_parser": [3, {}],
     "stop_at_answer": ["maybe", {}],
     "early_stop": ["maybe", "sometimes"],
     "early_stop_threshold": ["high", 0.3],

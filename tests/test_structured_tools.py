@@ -220,7 +220,7 @@ def test_structured_output_returns_the_voted_object_parsed(engine_for) -> None: 
 def test_a_tool_history_is_rendered_with_its_calls(engine_for) -> None:  # type: ignore[no-untyped-def]
     seen: list[Any] = []
     engine = engine_for(ScriptedEngine([["#### ", "40"]]))
-    engine.render_prompt = lambda messages, tools=None: seen.append((messages, tools)) or [1, 2, 3]  # type: ignore[method-assign]
+    engine.render_prompt = lambda messages, tools=None, template_kwargs=None: seen.append((messages, tools)) or [1, 2, 3]  # type: ignore[method-assign]
     call = {"name": "calculator", "args": {"expression": "12 + 35 - 7"}, "id": "call_1"}
     history = [HumanMessage("Compute 12 + 35 - 7."),
                AIMessage(content=[{"type": "tool_use", "id": "call_1", "name": "calculator", "input": {}}],

@@ -151,6 +151,29 @@ def test_the_server_command_speculates_with_the_shipped_draft_and_reports_it() -
     assert "--speculative-config" not in server_command(port=1, draft=None)
 
 
+def test_gpu_replicas_keep_cuda_graphs_and_get_their_memory_share() -> None:
+    cpu = server_command(port=1, draft=None)
+    assert "--enforce-eager" in cpu and "--gpu-memory-utilization" not in cpu
+    gpu = server_command(port=1, draft=None, cpu=False, gpu_memory_utilization=0.425, reasoning_parser="qwen3")
+    assert "--enforce-eager" not in gpu
+    assert gpu[gpu.index("--gpu-memory-utilization") + 1] == "0.425"
+    assert gpu[gpu.index("--reasoning-parser") + 1] == "qwen3"
+
+
+def test_fleet_replicas_are_placed_round_robin_over_the_visible_gpus() -> None:
+    from langchain_latts.engines.launch import Placement, replica_placement, server_env
+
+    assert replica_placement(2, []) == [Placement(), Placement()], "CPU: nothing to place"
+    # One GPU, two replicas: both on it, each with half of 0.85 of its memory.
+    assert replica_placement(2, ["0"]) == [Placement("0", 0.425), Placement("0", 0.425)]
+    # Four GPUs (as CUDA_VISIBLE_DEVICES lists them): one replica each, vLLM's default share.
+    assert replica_placement(4, ["2", "3", "5", "7"]) == [Placement(d, None) for d in ("2", "3", "5", "7")]
+    # Six replicas on four GPUs: two share each of the first two GPUs, so all split in two.
+    six = replica_placement(6, ["0", "1", "2", "3"])
+    assert [p.devices for p in six] == ["0", "1", "2", "3", "0", "1"] and {p.gpu_memory_utilization for p in six} == {0.425}
+    assert server_env(devices="3")["CUDA_VISIBLE_DEVICES"] == "3"
+
+
 # -- the engine over scripted answers ---------------------------------------------------------
 Handler = Callable[[httpx.Request], Any]
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import statistics
 import time
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-
-from typing import Any
 
 from langchain_latts.chat_models import LatencyOptimalTTSLLM
 from langchain_latts.tasks.arithmetic import generate_problems

@@ -9,7 +9,7 @@ check only ever fires for tokenizers with an ``unk`` token, such as the built-in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langchain_latts.errors import LattsValueError
@@ -29,10 +29,12 @@ def unencodable_characters(tokenizer: Any, text: str) -> list[str]:
 
 
 def render_chat(tokenizer: Any, messages: Sequence[dict[str, Any]],
-                tools: Sequence[dict[str, Any]] | None = None) -> list[int]:
-    """Apply the chat template (with the offered ``tools``) and tokenize."""
+                tools: Sequence[dict[str, Any]] | None = None,
+                template_kwargs: Mapping[str, Any] | None = None) -> list[int]:
+    """Apply the chat template (with the offered ``tools`` and the template's own options,
+    e.g. ``{"enable_thinking": False}``) and tokenize."""
     text = tokenizer.apply_chat_template(list(messages), tools=list(tools) if tools else None, tokenize=False,
-                                         add_generation_prompt=True)
+                                         add_generation_prompt=True, **dict(template_kwargs or {}))
     ids = list(tokenizer.encode(text, add_special_tokens=False))
     unk = getattr(tokenizer, "unk_token_id", None)
     if unk is not None and unk in ids:

@@ -12,7 +12,7 @@ import abc
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -190,10 +190,16 @@ class Engine(abc.ABC):
         while the start goes on in the background."""
 
     @abc.abstractmethod
-    def render_prompt(self, messages: Sequence[dict[str, Any]],
-                      tools: Sequence[dict[str, Any]] | None = None) -> list[int]:
-        """Apply the model's chat template (with offered ``tools``) and tokenize (needs a
-        started engine); input the tokenizer cannot encode is a LattsValueError."""
+    def render_prompt(self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None,
+                      template_kwargs: Mapping[str, Any] | None = None) -> list[int]:
+        """Apply the model's chat template (with offered ``tools`` and the template's options,
+        ``chat_template_kwargs``) and tokenize (needs a started engine); input the tokenizer
+        cannot encode is a LattsValueError."""
+
+    @property
+    def tokenizer(self) -> Any:
+        """The tokenizer prompts are rendered with (None before the engine started)."""
+        return getattr(self, "_tokenizer", None)
 
     @abc.abstractmethod
     def tokenize(self, text: str) -> list[int]:

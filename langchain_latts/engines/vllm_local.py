@@ -17,10 +17,11 @@ import gc
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -154,19 +155,80 @@ _CAPACITY_WORDS = ("out of memory", "memory", "max_model_len", "max_num_batched_
                    "unsupported", "does not match", "vocab")
 
 
+#: vLLM's error when its engine-core process failed to start, and the exit codes it lists
+#: (``Failed core proc(s): {'EngineCore_DP0': 1}``; a negative code is a signal).
+_CORE_INIT = "engine core initialization failed"
+_EXIT_CODES = re.compile(r"failed core proc\(s\):\s*\{([^}]*)\}", re.IGNORECASE)
+
+
+def killed_by_signal(message: str) -> bool:
+    """Whether an engine-core start failure says its process was killed (a negative exit
+    code, e.g. -9 from the kernel's OOM killer), not that it raised (pure)."""
+    found = _EXIT_CODES.search(message)
+    return found is not None and any(int(code) < 0 for code in re.findall(r":\s*(-?\d+)", found.group(1)))
+
+
 def is_retryable_start_error(error: BaseException) -> bool:
     """Whether a failed engine start is worth one more try (pure).
 
-    Only crashes are: a process that died or a broken pipe while the engine started.
-    Bad configuration (ValueError, TypeError, KeyError, ImportError, NotImplementedError)
-    and capacity errors (out of memory, a too-long context) fail the same way again.
+    Only crashes are: a broken pipe, or an engine-core process killed by a signal while
+    the engine started. An engine core that raised during initialization (on a GPU usually
+    out of memory or a KV cache too small for ``max_model_len``) fails the same way again,
+    as do bad configuration (ValueError, TypeError, KeyError, ImportError,
+    NotImplementedError) and capacity errors: a retry would only cost another model load.
     """
     if isinstance(error, (ValueError, TypeError, KeyError, ImportError, NotImplementedError, MemoryError)):
         return False
     message = str(error).lower()
     if any(word in message for word in _CAPACITY_WORDS):
         return False
+    if _CORE_INIT in message:
+        return killed_by_signal(message)
     return isinstance(error, (RuntimeError, OSError, EOFError, ConnectionError))
+
+
+def start_failure_hint(error: BaseException, *, cpu: bool) -> str:
+    """What to change when the engine did not start (pure): for an engine core that failed
+    to initialize, the settings that usually cause it."""
+    if _CORE_INIT not in str(error).lower():
+        return ("Check that the model and draft_model load in vLLM, that their tokenizers and vocab sizes match, "
+                "and that the memory settings fit (kv_cache_gib, max_model_len, gpu_memory_utilization on GPU)")
+    if cpu:
+        return ("vLLM's engine process failed while loading the model or reserving its KV cache: lower "
+                "kv_cache_gib (or VLLM_CPU_KVCACHE_SPACE) or max_model_len, or free RAM")
+    return ("vLLM's engine process failed while loading the model or reserving its KV cache -- on a GPU "
+            "usually too little memory: raise gpu_memory_utilization (or stop the other process on the GPU), "
+            "lower max_model_len, or set kv_cache_gib")
+
+
+def tokenizer_options(args: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Where the tokenizer comes from and the options vLLM would load it with, from the
+    engine's arguments (``tokenizer``, ``tokenizer_revision`` or ``revision``,
+    ``trust_remote_code``, ``tokenizer_mode``/``hf_overrides`` are vLLM's own) (pure)."""
+    options: dict[str, Any] = {}
+    revision = args.get("tokenizer_revision") or args.get("revision")
+    if revision:
+        options["revision"] = revision
+    if args.get("trust_remote_code"):
+        options["trust_remote_code"] = True
+    if args.get("download_dir"):
+        options["cache_dir"] = args["download_dir"]
+    return str(args.get("tokenizer") or args["model"]), options
+
+
+def load_tokenizer(args: dict[str, Any]) -> Any:
+    """The tokenizer the engine will use (chat template included), loaded as vLLM would;
+    a LattsValueError naming the source when it cannot be loaded."""
+    from transformers import AutoTokenizer
+
+    source, options = tokenizer_options(args)
+    try:
+        return AutoTokenizer.from_pretrained(source, **options)
+    except Exception as e:  # noqa: BLE001 - transformers raises OSError, ValueError, ...
+        raise LattsValueError.bad(
+            "model", source, f"must have a tokenizer transformers can load ({type(e).__name__}: {e})",
+            "Check the path or hub id; pass engine_kwargs={'tokenizer': ...} for a separate tokenizer, "
+            "'revision' for a pinned one, or 'trust_remote_code': True for a custom tokenizer class.") from e
 
 
 def unguarded_main_script() -> str | None:
@@ -208,6 +270,19 @@ def check_model_dir(path: str, *, parameter: str, cpu: bool) -> dict[str, Any] |
             f"This model's head_dim is {head_dim}; use a model with a supported head size.",
         )
     return config
+
+
+def local_context_length(path: str) -> int | None:
+    """A local model folder's context length from its ``config.json`` (None for a hub id,
+    a GGUF file or a config without one): known without loading the model (pure)."""
+    config = Path(path).expanduser() / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        value = json.loads(config.read_text()).get("max_position_embeddings")
+    except (OSError, ValueError):
+        return None
+    return int(value) if isinstance(value, int) else None
 
 
 class VLLMEngine(LoopEngine):
@@ -256,7 +331,6 @@ class VLLMEngine(LoopEngine):
     def _build(self) -> None:
         started = time.perf_counter()
         vllm = _import_vllm()
-        from transformers import AutoTokenizer
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -273,6 +347,7 @@ class VLLMEngine(LoopEngine):
         args = engine_args(config, cpu=cpu, verbose=dependency_log_level() == "INFO", gpu_memory_utilization=share)
         if target.tokenizer != target.weights:
             args["tokenizer"] = target.tokenizer
+        tokenizer = load_tokenizer(args)  # before the engine: a bad tokenizer costs no model load
         logger.info("starting vLLM %s engine: %s", vllm.__version__, args)
         try:
             llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
@@ -289,20 +364,23 @@ class VLLMEngine(LoopEngine):
             error = EngineStartError(
                 f"vLLM could not start an engine for model={self.config.model!r} "
                 f"(speculative={self.config.speculative}): {type(e).__name__}: {e}. "
-                "Check that the model and draft_model load in vLLM, that their tokenizers and "
-                "vocab sizes match, and that the memory settings fit (kv_cache_gib, max_model_len, "
-                "gpu_memory_utilization on GPU); run with VLLM_LOGGING_LEVEL=INFO for vLLM's own log."
+                f"{start_failure_hint(e, cpu=cpu)}; run with VLLM_LOGGING_LEVEL=INFO for vLLM's own log."
             )
             error.retryable = is_retryable_start_error(e)
             raise error from e
+        try:
+            max_model_len = int(llm.model_config.max_model_len)
+            max_num_seqs = int(llm.vllm_config.scheduler_config.max_num_seqs)
+        except Exception:  # noqa: BLE001 - a started engine is never left holding its memory
+            llm.shutdown()
+            raise
         self._gpu_share = share
-        self._tokenizer = AutoTokenizer.from_pretrained(target.tokenizer)
+        self._tokenizer = tokenizer
         self._llm = llm
         _register_shutdown_at_exit()
-        self._max_model_len = int(llm.model_config.max_model_len)
+        self._max_model_len = max_model_len
         self._generation += 1
-        self._stats = EngineStats(start_s=time.perf_counter() - started,
-                                  max_num_seqs=int(llm.vllm_config.scheduler_config.max_num_seqs))
+        self._stats = EngineStats(start_s=time.perf_counter() - started, max_num_seqs=max_num_seqs)
         # vLLM keeps this frame alive after start-up; holding no reference to the engine
         # here lets a shut-down engine be collected before interpreter teardown.
         del llm
@@ -337,9 +415,9 @@ class VLLMEngine(LoopEngine):
         gc.collect()
 
     # -- requests --------------------------------------------------------------------
-    def render_prompt(self, messages: Sequence[dict[str, Any]],
-                      tools: Sequence[dict[str, Any]] | None = None) -> list[int]:
-        return render_chat(self._tokenizer, messages, tools)
+    def render_prompt(self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None,
+                      template_kwargs: Mapping[str, Any] | None = None) -> list[int]:
+        return render_chat(self._tokenizer, messages, tools, template_kwargs)
 
     def tokenize(self, text: str) -> list[int]:
         return list(self._tokenizer.encode(text, add_special_tokens=False))

@@ -37,7 +37,7 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -476,9 +476,9 @@ class VLLMServerEngine(LoopEngine):
             await client.aclose()
 
     # -- prompts -------------------------------------------------------------------------
-    def render_prompt(self, messages: Sequence[dict[str, Any]],
-                      tools: Sequence[dict[str, Any]] | None = None) -> list[int]:
-        return render_chat(self._tokenizer, messages, tools)
+    def render_prompt(self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None,
+                      template_kwargs: Mapping[str, Any] | None = None) -> list[int]:
+        return render_chat(self._tokenizer, messages, tools, template_kwargs)
 
     def tokenize(self, text: str) -> list[int]:
         return list(self._tokenizer.encode(text, add_special_tokens=False))

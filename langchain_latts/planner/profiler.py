@@ -457,7 +457,8 @@ def measure_profile(settings: TTSSettings, calibration: Sequence[CalibrationProm
         engine = VLLMEngine(config)
         try:
             stats = engine.run_sync(engine.ensure_started())
-            prompts = [engine.render_prompt([{"role": r, "content": c} for r, c in p.messages]) for p in calibration]
+            prompts = [engine.render_prompt([{"role": r, "content": c} for r, c in p.messages],
+                                            template_kwargs=settings.chat_template_kwargs) for p in calibration]
             speculative = config.speculative is not None
             sizes, times, first = engine.run_sync(_step_curve(engine, prompts, batch_sizes_for(stats.max_num_seqs),
                                                               speculative=speculative, progress=report))

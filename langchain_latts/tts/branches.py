@@ -40,6 +40,7 @@ from langchain_latts.tts.confidence import (
     warmup_threshold,
 )
 from langchain_latts.tts.lifeline import Lifeline, keep_alone
+from langchain_latts.tts.reasoning import ReasoningSplitter, split_answer
 from langchain_latts.tts.selection import (
     Aggregation,
     Selection,
@@ -106,6 +107,8 @@ class Branch:
     verified_text: str = ""
     #: Text this branch continues (a replacement starts from the pruned branch's verified steps).
     prefix: str = ""
+    #: A reasoning model's reasoning, split from ``text`` when the branch ended (``reasoning_parser``).
+    reasoning: str | None = None
     #: Seconds from the call's start to this branch's launch.
     launched_at_s: float = 0.0
     #: Seconds from the call's start to this branch's first token (None before it).
@@ -220,6 +223,8 @@ class Verification:
     #: End a branch once the text up to a boundary states an answer by this detector
     #: (``stop_at_answer``; None: branches run to their end).
     answered: AnswerExtractor | None = None
+    #: Splits a reasoning model's text into reasoning and answer (``reasoning_parser``).
+    reasoning: ReasoningSplitter | None = None
 
     @property
     def scores(self) -> bool:
@@ -316,9 +321,11 @@ async def _consume(engine: Engine, branch: Branch, request: BranchRequest, start
                     break
             if verification.answered is not None and request.grammar is None and any(
                     c.isspace() for c in update.text_delta):
-                head = answered_prefix("".join(pieces), verification.answered)
+                text = "".join(pieces)
+                _, answer_part = split_answer(text, verification.reasoning)  # never cut inside the reasoning
+                head = answered_prefix(answer_part, verification.answered) if text.endswith(answer_part) else None
                 if head is not None:
-                    pieces, stopped = [head], "answered"
+                    pieces, stopped = [text[:len(text) - len(answer_part) + len(head)]], "answered"
                     branch.finished = True
                     break
     finally:
@@ -331,6 +338,8 @@ async def _consume(engine: Engine, branch: Branch, request: BranchRequest, start
         branch.finish_reason = stopped
         branch.pruned = stopped == "pruned"
         await engine.abort([branch.request_id])
+    if verification.reasoning is not None:  # only the answer is extracted, voted on and returned
+        branch.reasoning, branch.text = split_answer(branch.text, verification.reasoning)
     if branch.finished:
         branch.answer = branch_answer(branch.text, branch.finish_reason, extractor)
 
