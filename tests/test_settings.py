@@ -90,6 +90,15 @@ def test_identifying_params_cover_output_settings_and_ls_params() -> None:
     assert llm._get_ls_params(model="other")["ls_model_name"] == "other"
 
 
+def test_every_setting_is_in_the_cache_key_or_excluded_on_purpose() -> None:
+    # A new setting fails here until it is added to _identifying_params or, when it cannot
+    # change an answer, to NOT_IDENTIFYING (with the reason in its comment).
+    from langchain_latts.settings import TTSSettings
+
+    params = set(LatencyOptimalTTSLLM()._identifying_params)
+    assert set(TTSSettings.model_fields) - params == set(LatencyOptimalTTSLLM.NOT_IDENTIFYING)
+
+
 def test_greedy_runs_one_branch() -> None:
     # Greedy branches would be identical: one runs, whatever `branches` says.
     assert LatencyOptimalTTSLLM(temperature=0, branches=8).effective_branches == 1

@@ -24,7 +24,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from tenacity import (
     AsyncRetrying,
@@ -51,7 +51,6 @@ from langchain_latts.errors import EngineDeadError, EngineStartError, LattsValue
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 #: KV-cache size used on CPU when neither ``kv_cache_gib`` nor VLLM_CPU_KVCACHE_SPACE is set
 #: (vLLM's default takes 92% of RAM on CPU and fails on a shared machine).

@@ -39,7 +39,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -65,7 +65,6 @@ from langchain_latts.errors import EngineStartError, FleetUnavailableError, Latt
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 __all__ = ["BranchFailure", "Replica", "ReplicaError", "VLLMServerEngine", "completion_body", "normalize_endpoint",
            "parse_prometheus", "pick_replica", "read_chunk", "server_root"]
@@ -385,7 +384,8 @@ class VLLMServerEngine(LoopEngine):
                 "template: a local directory or a Hugging Face id.") from e
         cards = await self._describe_servers()
         self._max_model_len = min(cards.values())
-        self._stats = EngineStats(start_s=time.perf_counter() - started, min_step_s=await self._fastest_step())
+        bos = getattr(tokenizer, "bos_token_id", None) or 0  # the engine is not "started" (no tokenizer) until ready
+        self._stats = EngineStats(start_s=time.perf_counter() - started, min_step_s=await self._fastest_step(bos))
         self._tokenizer = tokenizer
         self._probe_task = asyncio.get_running_loop().create_task(self._probe_forever())
         logger.info("fleet of %d server(s) ready: %s", len(self.replicas), self.status())
@@ -432,10 +432,9 @@ class VLLMServerEngine(LoopEngine):
                 replica.failed(replica.last_error or "did not answer at start", time.monotonic())
         return cards
 
-    async def _fastest_step(self) -> float:
-        """The fastest gap between streamed tokens of a short warm-up branch on each replica
-        (a lower bound on any deadline, as in-process)."""
-        bos = getattr(self._tokenizer, "bos_token_id", None) or 0
+    async def _fastest_step(self, bos: int) -> float:
+        """The fastest gap between streamed tokens of a short warm-up branch (the ``bos``
+        token four times) on each replica (a lower bound on any deadline, as in-process)."""
         probe = BranchRequest(prompt_token_ids=(bos,) * 4, max_tokens=8, temperature=0.0, ignore_eos=True)
         steps: list[float] = []
         for replica in [r for r in self.replicas if r.in_rotation]:

@@ -8,7 +8,6 @@ fuses tokens back without separators, so every task character round-trips exactl
 from __future__ import annotations
 
 import string
-from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models
 from transformers import PreTrainedTokenizerFast
@@ -71,11 +70,4 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
         clean_up_tokenization_spaces=False,
     )
     tokenizer.chat_template = CHAT_TEMPLATE
-    return tokenizer
-
-
-def save_tokenizer(directory: Path) -> PreTrainedTokenizerFast:
-    """Build the tokenizer and save it (``tokenizer.json`` and its config) to ``directory``."""
-    tokenizer = build_tokenizer()
-    tokenizer.save_pretrained(str(directory))
     return tokenizer

@@ -81,6 +81,8 @@ OBSERVED = 256
 #: Tokens per branch of the start-up step timing, and the batch sizes timed.
 STARTUP_TOKENS = 24
 STARTUP_BATCHES = (1, 2, 4, 8, 16, 32)
+#: Finished branches a start-up profile must observe before it plans with their lengths.
+MIN_OBSERVED = 8
 #: Samples per held-out problem of the built-in model's start-up length model.
 STARTUP_SAMPLES = 2
 
@@ -101,12 +103,16 @@ class EngineProfile:
     timings: collections.deque[tuple[int, float]] = field(
         default_factory=lambda: collections.deque(maxlen=TIMING_WINDOW))
 
-    def current(self) -> Profile:
-        """The profile with what calls observed: their output lengths when it learns them,
-        and the latency model's error moved towards the calls' measured timing."""
+    def current(self, max_tokens: int | None = None) -> Profile:
+        """The profile with what calls observed: their output lengths when it learns them
+        (until :data:`MIN_OBSERVED` branches have finished, the call's own ``max_tokens``:
+        no call's limit caps another's plan), and the latency model's error moved towards
+        the calls' measured timing."""
         update: dict[str, Any] = {}
-        if self.learns_lengths and len(self.observed) >= 8:
+        if self.learns_lengths and len(self.observed) >= MIN_OBSERVED:
             update["output_lengths"] = sorted(self.observed)
+        elif self.learns_lengths and max_tokens is not None:
+            update["output_lengths"] = [max_tokens]
         if self.timings:
             update["latency_error"] = adjusted_error(self.profile.timing_error, list(self.timings))
         return self.profile.model_copy(update=update) if update else self.profile
@@ -323,7 +329,7 @@ def plan_for_call(state: EngineProfile, settings: TTSSettings, engine: Engine, *
     sequences), for ``question`` (the text its output length is predicted from), within
     ``time_left_s`` and ``token_budget`` (generated tokens over all branches). The plan's
     branches stay reserved for ``call_id`` until :meth:`Reservations.release`."""
-    profile = state.current()
+    profile = state.current(settings.max_tokens)
     length = profile.length_estimate(question, max_tokens=settings.max_tokens)
 
     def make(load: int, peers: int) -> Plan:
@@ -350,7 +356,7 @@ def lifeline_for(state: EngineProfile, settings: TTSSettings, plan: Plan, *, que
     with one branch running than with the plan's (:mod:`~langchain_latts.tts.lifeline`)."""
     if time_left_s is None or plan.branches < 2:
         return None
-    profile = state.current()
+    profile = state.current(settings.max_tokens)
     length = profile.length_estimate(question, max_tokens=settings.max_tokens)
     crowded = seconds_per_token(profile, plan.branches + plan.load, state.lookup, prompt_tokens)
     alone = seconds_per_token(profile, 1 + plan.load, state.lookup, prompt_tokens)

@@ -209,7 +209,7 @@ class Verification:
     #: Most replacement branches launched for pruned ones in one call.
     max_respawns: int = 0
     #: How a finished branch's token confidences become one (confidence strategies).
-    confidence_measure: ConfidenceMeasure = "lowest_group"
+    confidence_measure: ConfidenceMeasure = "lowest_logprob"  # the setting's default
     #: The share of answering branches a ``confidence_filtered`` vote keeps.
     confidence_keep: float = 0.25
     #: Abort a running branch whose running confidence falls below the threshold.
@@ -225,11 +225,6 @@ class Verification:
     answered: AnswerExtractor | None = None
     #: Splits a reasoning model's text into reasoning and answer (``reasoning_parser``).
     reasoning: ReasoningSplitter | None = None
-
-    @property
-    def scores(self) -> bool:
-        """Whether finished branches are scored."""
-        return self.verifier is not None
 
 
 #: The in-flight cut-off never leaves fewer uncut branches than this in a call.

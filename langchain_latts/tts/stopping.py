@@ -22,7 +22,7 @@ from __future__ import annotations
 from math import comb
 from typing import Literal
 
-from langchain_latts.tts.voting import vote_is_decided
+from langchain_latts.tts.voting import front_runners, vote_is_decided
 
 __all__ = ["EarlyStop", "leader_posterior", "should_stop"]
 
@@ -45,6 +45,4 @@ def should_stop(counts: dict[str, int], remaining: int, rule: EarlyStop, *, thre
         return True
     if rule != "adaptive":
         return False
-    ordered = sorted(counts.values(), reverse=True)
-    runner_up = ordered[1] if len(ordered) > 1 else 0
-    return leader_posterior(ordered[0], runner_up) >= threshold
+    return leader_posterior(*front_runners(counts)) >= threshold

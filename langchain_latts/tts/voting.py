@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Vote", "majority_vote", "vote_is_decided"]
+__all__ = ["Vote", "front_runners", "majority_vote", "vote_is_decided"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,12 @@ def majority_vote(answers: Sequence[str | None]) -> Vote:
     return Vote(answer=winner, counts={a: counts[a] for a in ranked}, winner_index=first_seen[winner])
 
 
+def front_runners(counts: dict[str, int]) -> tuple[int, int]:
+    """Votes of the leader and of the runner-up (0 when there is none)."""
+    ordered = sorted(counts.values(), reverse=True)
+    return (ordered[0] if ordered else 0), (ordered[1] if len(ordered) > 1 else 0)
+
+
 def vote_is_decided(counts: dict[str, int], remaining: int) -> bool:
     """Whether ``remaining`` more votes can no longer change the winner.
 
@@ -50,6 +56,5 @@ def vote_is_decided(counts: dict[str, int], remaining: int) -> bool:
     """
     if not counts:
         return False
-    ordered = sorted(counts.values(), reverse=True)
-    runner_up = ordered[1] if len(ordered) > 1 else 0
-    return ordered[0] > runner_up + remaining
+    leader, runner_up = front_runners(counts)
+    return leader > runner_up + remaining
