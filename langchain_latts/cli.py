@@ -169,6 +169,23 @@ def bench_tts(
                   dataset_options=json.loads(dataset_options))
 
 
+@bench_app.command("stop-at-answer")
+def bench_stop_at_answer(
+    settings: str = typer.Option("{}", help='Model settings as JSON, e.g. \'{"model": "smollm2-135m", '
+                                 '"max_tokens": 64}\' (default: the built-in pair).'),
+    dataset: str = typer.Option("arithmetic", help="'arithmetic' or a reasoning-gym task, e.g. 'rg:products'."),
+    dataset_options: str = typer.Option("{}", help="The task generator's options as JSON."),
+    problems: int = typer.Option(100, help="Questions."),
+    branches: int = typer.Option(8, help="Branches per call (fixed; no early stop)."),
+    out: str = typer.Option("bench-stop-at-answer.json", help="Where to save the numbers ('' to skip)."),
+) -> None:
+    """Tokens, accuracy and latency with and without stop_at_answer, on the same questions and seeds."""
+    from langchain_latts.bench.stopping import run_stop_bench
+
+    run_stop_bench(settings=json.loads(settings), dataset=dataset, dataset_options=json.loads(dataset_options),
+                   problems=problems, branches=branches, out=Path(out) if out else None)
+
+
 @bench_app.command("prompts")
 def bench_prompts(
     tasks: str = typer.Argument(..., help='reasoning-gym tasks and their generator options as JSON, e.g. '

@@ -19,7 +19,8 @@ class ScriptedEngine(Engine):
     def __init__(self, scripts: Sequence[Sequence[str]], step_s: float = 0.01, fail_branch: int | None = None,
                  finish_reasons: Sequence[str] | None = None, min_step_s: float = 0.0, max_model_len: int = 1024,
                  fail_all: bool = False, confidence: Sequence[float] | None = None,
-                 token_logprobs: Sequence[Sequence[float]] | None = None, per_running_s: float = 0.0):
+                 token_logprobs: Sequence[Sequence[float]] | None = None, per_running_s: float = 0.0,
+                 tokens_per_update: int = 1):
         self.config = EngineConfig(model="scripted")
         self.scripts = scripts
         self.step_s = step_s
@@ -38,6 +39,8 @@ class ScriptedEngine(Engine):
         #: Branch i's sampled log-prob per token (default: -1 / confidence[i], so a more
         #: confident branch also sampled likelier tokens).
         self.token_logprobs = token_logprobs
+        #: Tokens per streamed update (speculation and the fleet send several at once).
+        self.tokens_per_update = tokens_per_update
 
     async def branch(self, request: BranchRequest, request_id: str) -> AsyncIterator[BranchUpdate]:
         index = int(request_id.rsplit("-", 1)[1])
@@ -46,18 +49,21 @@ class ScriptedEngine(Engine):
         self.requests.append(request)
         reason = self.finish_reasons[index] if self.finish_reasons else "stop"
         try:
-            pieces = self.scripts[index]
-            for k, piece in enumerate(pieces):
+            script, size = self.scripts[index], self.tokens_per_update
+            groups = [range(k, min(k + size, len(script))) for k in range(0, len(script), size)]
+            for g, tokens in enumerate(groups):
                 await asyncio.sleep(self.step_s + self.per_running_s * (len(self.running) - 1))
                 if self.fail_branch == index or self.fail_all:
                     raise RuntimeError("engine exploded")
-                last = k == len(pieces) - 1
+                last = g == len(groups) - 1
                 top = sampled = None
                 if request.logprobs is not None and (self.confidence is not None or self.token_logprobs is not None):
                     confidence = self.confidence[index] if self.confidence is not None else 1.0
-                    top = [[-confidence] * max(1, request.logprobs)]
-                    sampled = [self.token_logprobs[index][k] if self.token_logprobs is not None else -1 / confidence]
-                yield BranchUpdate(text_delta=piece, num_new_tokens=1, finished=last,
+                    top = [[-confidence] * max(1, request.logprobs) for _ in tokens]
+                    sampled = [self.token_logprobs[index][k] if self.token_logprobs is not None else -1 / confidence
+                               for k in tokens]
+                piece = "".join(script[k] for k in tokens)
+                yield BranchUpdate(text_delta=piece, num_new_tokens=len(tokens), finished=last,
                                    finish_reason=reason if last else None, top_logprobs=top, token_logprobs=sampled)
         finally:
             self.running.discard(request_id)

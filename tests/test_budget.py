@@ -149,3 +149,33 @@ def test_concurrent_steps_share_one_budget(engine_for) -> None:  # type: ignore[
     asyncio.run(llm.abatch(["q"] * 6, configs))  # type: ignore[arg-type]
     llm.batch(["q"] * 6, configs)  # type: ignore[arg-type]  # threads
     assert len(budget.ledger) == 12 and sum(e.tokens for e in budget.ledger) == budget.tokens_spent == 12 * 24
+
+
+def test_multi_token_updates_overshoot_a_call_s_cap_by_at_most_one_update_per_branch(engine_for) -> None:  # type: ignore[no-untyped-def]
+    # Speculation (k = 4) and the fleet stream several tokens per update; the cap is checked per update.
+    engine_for(ScriptedEngine([["x"] * 100] * 3, step_s=0.002, tokens_per_update=5))
+    message = LatencyOptimalTTSLLM(branches=3, seed=0, early_stop=False, token_budget=22, max_tokens=100).invoke("q")
+    tts = message.response_metadata["tts"]
+    assert tts["budget_hit"] and set(tts["branch_finish_reasons"]) == {"budget"}
+    spent = message.usage_metadata["output_tokens"]  # type: ignore[index]
+    assert 22 <= spent <= 22 + 3 * 5, "at most one update of each running branch past the cap"
+    assert all(n % 5 == 0 for n in tts["branch_tokens"]), "whole updates are counted, none is split"
+
+
+def test_concurrent_calls_exhausting_one_small_budget_each_end_one_way(engine_for) -> None:  # type: ignore[no-untyped-def]
+    # 6 calls of 4 branches x 12 tokens (288 in all), two at a time, share 100 tokens: each call either answers
+    # (its branches finished, or it voted over what finished when the budget ran out) or raises
+    # BudgetExhaustedError; the ledger adds up to what was spent, and the overshoot is bounded by
+    # one update of every branch running when the budget ran out.
+    engine_for(ScriptedEngine([["x"] * 10 + ["#### ", "5"]] * 4, step_s=0.002, tokens_per_update=2))
+    llm = LatencyOptimalTTSLLM(branches=4, seed=0, early_stop=False, max_tokens=12)
+    budget = Budget(tokens=100)
+    configs = [{"configurable": {"latts_budget": budget}, "run_name": f"step{i}", "max_concurrency": 2}
+               for i in range(6)]
+    results = asyncio.run(llm.abatch(["q"] * 6, configs, return_exceptions=True))  # type: ignore[arg-type]
+    answered = [r for r in results if not isinstance(r, BaseException)]
+    failed = [r for r in results if isinstance(r, BaseException)]
+    assert all(isinstance(e, BudgetExhaustedError) for e in failed), failed
+    assert answered and failed, "some calls ran before the budget was spent, later ones found it spent"
+    assert sum(e.tokens for e in budget.ledger) == budget.tokens_spent
+    assert 100 <= budget.tokens_spent <= 100 + 2 * 4 * 2

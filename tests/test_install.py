@@ -24,6 +24,7 @@ def test_a_call_without_vllm_names_the_extras(monkeypatch: pytest.MonkeyPatch) -
         vllm_local._ENGINES.pop(llm.engine_config(), None)
 
 
+@pytest.mark.cpu_only
 def test_doctor_reports_platform_engine_arguments_and_fixes() -> None:
     from langchain_latts.doctor import diagnose
 

