@@ -227,8 +227,8 @@ def run_tts_bench(*, problems: int = 200, quick: bool = False, out_dir: Path = P
         one = next(pt for pt in points if pt.method == "1 sample").summary()
         for m in multiples:
             deadline = round(one["p90_s"] * m, 4)
-            for name, options in deadline_methods:
-                run(Point(f"{name} @ {deadline * 1000:.0f} ms", "deadline", deadline),
+            for method, options in deadline_methods:  # not `name`: that is the output files' name
+                run(Point(f"{method} @ {deadline * 1000:.0f} ms", "deadline", deadline),
                     partial(_one_call, package, {**options, "deadline_s": deadline}))
         package.engine.shutdown()
     summaries = [p.summary() for p in points]
