@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from langchain_latts import LatencyOptimalTTSLLM
-from langchain_latts.engines.vllm_local import shutdown_all
+from langchain_latts.engines.registry import shutdown_all
 
 #: Settings of the shared default-model engine used by most tests.
 BASE: dict[str, Any] = {"seed": 0, "max_tokens": 160}

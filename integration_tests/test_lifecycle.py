@@ -14,16 +14,16 @@ SCRIPT = textwrap.dedent(
     """
     import psutil
     from langchain_latts import LatencyOptimalTTSLLM
-    from langchain_latts.engines import vllm_local
+    from langchain_latts.engines.registry import registered
 
     if __name__ == "__main__":
         a = LatencyOptimalTTSLLM(branches=2, seed=0, kv_cache_gib=0.25)
         b = LatencyOptimalTTSLLM(branches=4, seed=1, kv_cache_gib=0.25)
-        assert not vllm_local._ENGINES, "the constructor must not start an engine"
+        assert not registered.engines(), "the constructor must not start an engine"
         assert not psutil.Process().children(), "no engine process before the first call"
         print("answer", a.invoke("Compute 3 + 4 - 2.").response_metadata["tts"]["answer"])
         b.invoke("Compute 1 + 1.")
-        assert a.engine is b.engine and len(vllm_local._ENGINES) == 1, "one engine per config"
+        assert a.engine is b.engine and len(registered.engines()) == 1, "one engine per config"
         print("children", " ".join(str(p.pid) for p in psutil.Process().children(recursive=True)))
     """
 )

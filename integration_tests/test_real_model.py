@@ -115,9 +115,9 @@ def test_confidence_strategies_read_the_model_s_log_probs(smol: LatencyOptimalTT
 
 
 def test_auto_plans_from_a_real_profile_with_graded_prompts(tmp_path: Path, smol: LatencyOptimalTTSLLM) -> None:
+    from langchain_latts.planner.engine_config import forget_cached_profiles
     from langchain_latts.planner.profile import save_profile
     from langchain_latts.planner.profiler import load_calibration, measure_profile
-    from langchain_latts.planner.runtime import forget_cached_profiles
     from langchain_latts.settings import TTSSettings
 
     prompts = tmp_path / "prompts.jsonl"

@@ -52,14 +52,15 @@ from langchain_latts._messages import (
 from langchain_latts._progress import STREAM_RUN, ProgressEmitter
 from langchain_latts._version import __version__
 from langchain_latts.budget import Budget, StepSpend, active_budget, branches_within, least
-from langchain_latts.engines.base import BranchRequest, Engine, EngineStats
-from langchain_latts.engines.vllm_local import engine_exists, get_engine, local_context_length
+from langchain_latts.engines.base import BranchRequest, Engine, EngineConfig, EngineStats
+from langchain_latts.engines.registry import engine_exists, get_engine
+from langchain_latts.engines.vllm_local import local_context_length
 from langchain_latts.errors import BranchesFailedError, DeadlineExceededError, LattsValueError
+from langchain_latts.planner.engine_config import cached_profile, engine_config, speculative_method
 from langchain_latts.planner.plan import DEFAULT_QUANTILE
 from langchain_latts.planner.profile import Profile
 from langchain_latts.planner.runtime import (
     EngineProfile,
-    cached_profile,
     engine_profile,
     lifeline_for,
     plan_for_call,
@@ -192,13 +193,23 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             profile["max_input_tokens"] = context
         return profile
 
+    def engine_config(self) -> EngineConfig:
+        """The engine this model runs on (equal configs share one engine;
+        :func:`~langchain_latts.planner.engine_config.engine_config`)."""
+        return engine_config(self)
+
+    @property
+    def resolved_speculative_method(self) -> str | None:
+        """The speculation method actually used (None: none; ``"auto"`` resolved from the profile)."""
+        return speculative_method(self)
+
     @property
     def _identifying_params(self) -> dict[str, Any]:
         """Every setting that changes the output (tracing and the LLM cache key)."""
         return {
             "model": self.model_name,
             "draft_model": self.draft_model,
-            "speculative_method": self.resolved_speculative_method,
+            "speculative_method": speculative_method(self),
             "num_speculative_tokens": self.num_speculative_tokens,
             "branches": self.branches,
             "max_branches": self.max_branches,
@@ -288,7 +299,7 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
                  progress: ProgressCallback | None = None) -> _Call:
         started = time.monotonic()
         settings = self._settings_for_call(stop, kwargs)
-        config = settings.engine_config()
+        config = engine_config(settings)
         if config != self.engine_config() and not engine_exists(config):
             changed = sorted(k for k in ENGINE_OPTIONS if k in kwargs and kwargs[k] != getattr(self, k))
             logger.warning(

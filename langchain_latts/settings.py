@@ -27,8 +27,6 @@ from pydantic import (
 
 from langchain_latts.engines.base import (
     SPECULATIVE_METHODS,
-    EngineConfig,
-    SpeculativeConfig,
     SpeculativeMethod,
 )
 from langchain_latts.engines.gguf import ALIASES, is_gguf, resolve_model
@@ -613,31 +611,6 @@ class TTSSettings(BaseModel):
         shipped = SHIPPED_DRAFTS.get(self.model)
         return ("draft_model", str(shipped)) if shipped is not None and (shipped / "config.json").is_file() else None
 
-    def speculative_config(self) -> SpeculativeConfig | None:
-        """The engine's speculation (None: none); ``"auto"`` asks the profile
-        (:func:`langchain_latts.planner.runtime.auto_speculation`)."""
-        if self.endpoints is not None:
-            return None  # the servers speculate as they were started
-        if self.num_speculative_tokens == "auto":
-            from langchain_latts.planner.runtime import auto_speculation
-
-            return auto_speculation(self)
-        drafter = self.configured_drafter
-        k = self.num_speculative_tokens
-        if drafter is None or k == 0:
-            return None
-        if isinstance(k, list):
-            schedule = tuple((int(a), int(b), int(c)) for a, b, c in k)
-            return SpeculativeConfig(method=drafter[0], num_speculative_tokens=max(c for _, _, c in schedule),
-                                     model=drafter[1], schedule=schedule)
-        return SpeculativeConfig(method=drafter[0], num_speculative_tokens=k, model=drafter[1])
-
-    @property
-    def resolved_speculative_method(self) -> str | None:
-        """The method actually used (None: no speculation)."""
-        spec = self.speculative_config()
-        return None if spec is None else spec.method
-
     @property
     def model_path(self) -> str:
         """The target to load (the shipped model when ``model`` is None)."""
@@ -647,25 +620,6 @@ class TTSSettings(BaseModel):
     def model_name(self) -> str:
         """The target's name for metadata and traces."""
         return self.model if self.model is not None else DEFAULT_MODEL_NAME
-
-    def engine_config(self) -> EngineConfig:
-        """The engine these settings need (equal configs share one engine)."""
-        speculative = self.speculative_config()
-        return EngineConfig(
-            model=self.model_path,
-            speculative=speculative,
-            max_model_len=self.max_model_len,
-            max_num_seqs=self.max_num_seqs,
-            kv_cache_gib=self.kv_cache_gib,
-            gpu_memory_utilization=self.gpu_memory_utilization,
-            enforce_eager=self.enforce_eager,
-            dtype=self.dtype,
-            extra_json=json.dumps(self.engine_kwargs | ({"reasoning_parser": self.reasoning_parser}
-                                                        if self.reasoning_parser and not self.endpoints else {}),
-                                  sort_keys=True),
-            endpoints=tuple(self.endpoints or ()),
-            api_key=self.api_key if self.endpoints else None,
-        )
 
     @property
     def planned(self) -> bool:

@@ -195,8 +195,8 @@ def _scripts(n: int, answer: str = "7", length: int = 6) -> list[list[str]]:
 
 
 def test_auto_branches_follow_the_cached_profile_and_the_deadline(engine_for) -> None:  # type: ignore[no-untyped-def]
+    from langchain_latts.planner.engine_config import profile_identity
     from langchain_latts.planner.profile import save_profile
-    from langchain_latts.planner.profiler import profile_identity
     from langchain_latts.settings import TTSSettings
     from tests.test_planner import profile as hand_built
 
@@ -214,8 +214,8 @@ def test_auto_branches_follow_the_cached_profile_and_the_deadline(engine_for) ->
 
 
 def test_a_greedy_plan_decodes_one_branch_at_temperature_zero(engine_for) -> None:  # type: ignore[no-untyped-def]
+    from langchain_latts.planner.engine_config import profile_identity
     from langchain_latts.planner.profile import save_profile
-    from langchain_latts.planner.profiler import profile_identity
     from langchain_latts.settings import TTSSettings
     from tests.test_planner import profile as hand_built
 

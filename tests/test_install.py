@@ -9,6 +9,7 @@ import pytest
 
 from langchain_latts import EngineStartError, LatencyOptimalTTSLLM
 from langchain_latts.engines import vllm_local
+from langchain_latts.engines.registry import registered
 
 
 def test_a_call_without_vllm_names_the_extras(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -21,7 +22,7 @@ def test_a_call_without_vllm_names_the_extras(monkeypatch: pytest.MonkeyPatch) -
             llm.invoke("Compute 1 + 2.")
     finally:
         llm.engine.shutdown()
-        vllm_local._ENGINES.pop(llm.engine_config(), None)
+        registered.forget(llm.engine_config())
 
 
 @pytest.mark.cpu_only

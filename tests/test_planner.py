@@ -8,7 +8,15 @@ import math
 import pytest
 
 from langchain_latts.errors import LattsValueError
-from langchain_latts.planner.accuracy import AccuracyModel, fit_accuracy_model, vote_accuracy
+from langchain_latts.planner.accuracy import (
+    AccuracyModel,
+    concentration_for_vote,
+    fit_accuracy_model,
+    observed_vote,
+    paired_standard_error,
+    vote_accuracy,
+)
+from langchain_latts.planner.engine_config import engine_config
 from langchain_latts.planner.latency import (
     SpeculationSetting,
     first_token_seconds,
@@ -125,6 +133,32 @@ def test_fit_recovers_spread_and_concentration() -> None:
     assert model.mean_single_accuracy == pytest.approx(0.625, abs=0.01)
     assert model.concentration == pytest.approx(1.0)
     assert model.alpha + model.beta < 5  # a very spread distribution, not a point mass
+
+
+def test_concentration_is_fitted_to_what_the_calibration_votes_scored() -> None:
+    # Each question: 3 of 8 right, its 5 wrong answers split 3 + 2, so its vote of 8 ties 3-3.
+    correct, main_wrong = [3] * 12, [3] * 12
+    votes = [observed_vote(3, 3, tied_wrong=1)] * 12
+    assert votes[0] == 0.5
+    model = fit_accuracy_model(correct, main_wrong, samples=8, votes=votes)
+    assert model.vote_accuracy(8) == pytest.approx(0.5, abs=0.005)
+    assert "vote of 8 (50.0%)" in model.source
+    # Votes that all went right need wrong answers that never agree; votes that all failed, ones that always do.
+    assert fit_accuracy_model(correct, main_wrong, samples=8, votes=[1.0] * 12).concentration == 0.0
+    assert fit_accuracy_model(correct, main_wrong, samples=8, votes=[0.0] * 12).concentration == 1.0
+
+
+def test_observed_vote_counts_ties_and_losses() -> None:
+    assert observed_vote(5, 3) == 1.0
+    assert observed_vote(3, 5) == 0.0
+    assert observed_vote(0, 0) == 0.0
+    assert observed_vote(2, 2, tied_wrong=2) == pytest.approx(1 / 3)
+
+
+def test_concentration_for_vote_inverts_vote_accuracy() -> None:
+    for c in (0.1, 0.4, 0.8):
+        target = vote_accuracy(8, 2.0, 1.5, c)
+        assert concentration_for_vote(8, 2.0, 1.5, target) == pytest.approx(c, abs=1e-3)
 
 
 # -- plans ---------------------------------------------------------------------------------
@@ -300,8 +334,7 @@ def test_profiles_round_trip_and_refuse_other_setups(tmp_path, monkeypatch) -> N
 
 # -- num_speculative_tokens="auto": the engine's speculation from the cached profile ----------
 def _cache(p: Profile) -> None:
-    from langchain_latts.planner.profiler import profile_identity
-    from langchain_latts.planner.runtime import forget_cached_profiles
+    from langchain_latts.planner.engine_config import forget_cached_profiles, profile_identity
     from langchain_latts.settings import TTSSettings
 
     save_profile(p.model_copy(update={"identity": profile_identity(TTSSettings())}))
@@ -310,22 +343,22 @@ def _cache(p: Profile) -> None:
 
 def test_auto_speculation_follows_the_profile() -> None:
     from langchain_latts.models import DEFAULT_DRAFT
-    from langchain_latts.planner.runtime import forget_cached_profiles
+    from langchain_latts.planner.engine_config import forget_cached_profiles
     from langchain_latts.settings import TTSSettings
 
     forget_cached_profiles()
-    assert TTSSettings().engine_config().speculative is None  # no profile: the built-in draft is not assumed
-    unprofiled = TTSSettings(speculative_method="draft_model").engine_config().speculative
+    assert engine_config(TTSSettings()).speculative is None  # no profile: the built-in draft is not assumed
+    unprofiled = engine_config(TTSSettings(speculative_method="draft_model")).speculative
     assert unprofiled is not None and unprofiled.num_speculative_tokens == 4  # a configured drafter: k = 4
 
     _cache(profile(draft_helps=True))
-    spec = TTSSettings().engine_config().speculative
+    spec = engine_config(TTSSettings()).speculative
     assert spec is not None and (spec.method, spec.num_speculative_tokens, spec.model) == (
         "draft_model", 4, str(DEFAULT_DRAFT))
-    assert TTSSettings(num_speculative_tokens=0).engine_config().speculative is None  # an int pins it
+    assert engine_config(TTSSettings(num_speculative_tokens=0)).speculative is None  # an int pins it
 
     _cache(profile(draft_helps=False))
-    assert TTSSettings().engine_config().speculative is None
+    assert engine_config(TTSSettings()).speculative is None
 
 
 def test_auto_speculation_passes_a_dynamic_schedule_to_vllm() -> None:
@@ -334,7 +367,7 @@ def test_auto_speculation_passes_a_dynamic_schedule_to_vllm() -> None:
     p = profile()
     p.steps["k=4"] = StepCurve(batch_sizes=BATCHES, step_s=[0.014 + 0.003 * b for b in BATCHES], tokens_per_step=3.5)
     _cache(p)
-    spec = TTSSettings().engine_config().speculative
+    spec = engine_config(TTSSettings()).speculative
     assert spec is not None and spec.schedule is not None
     vllm = spec.to_vllm()
     assert vllm["num_speculative_tokens"] == 4
@@ -564,3 +597,22 @@ def test_greedy_accuracy_follows_the_question_s_length_like_the_samples() -> Non
     shift = -2.0 * math.log(2)
     assert hard.greedy_accuracy == pytest.approx(1 / (1 + math.exp(-(math.log(4) + shift))))
     assert model.for_length(50).greedy_accuracy == pytest.approx(0.8)
+
+
+def test_a_vote_gain_the_calibration_cannot_tell_from_noise_plans_greedy() -> None:
+    # The vote of 8 is expected 3 points above greedy: a plan when the calibration measured the
+    # gain to +-1 point, not when its standard error is 5 points.
+    base = profile()
+    vote = base.accuracy.vote_accuracy(8)
+    sure = base.model_copy(update={"accuracy": base.accuracy.model_copy(
+        update={"greedy_accuracy": vote - 0.03, "vote_gain_se": 0.01})})
+    noisy = base.model_copy(update={"accuracy": base.accuracy.model_copy(
+        update={"greedy_accuracy": vote - 0.03, "vote_gain_se": 0.05})})
+    assert not plan_call(sure, prompt_tokens=20, max_tokens=512, max_branches=8).greedy
+    plan = plan_call(noisy, prompt_tokens=20, max_tokens=512, max_branches=8)
+    assert plan.greedy and plan.branches == 1 and plan.limited_by == "greedy"
+
+
+def test_paired_standard_error() -> None:
+    assert paired_standard_error([1, 1, 0, 0], [0, 1, 0, 1]) == pytest.approx(math.sqrt(2 / 3 / 4))
+    assert paired_standard_error([1.0], [0.0]) == 0.0

@@ -11,6 +11,7 @@ from transformers import AutoTokenizer
 
 from langchain_latts import LatencyOptimalTTSLLM, LattsValueError
 from langchain_latts.models import DEFAULT_TARGET
+from langchain_latts.planner.engine_config import engine_config
 from langchain_latts.tts.reasoning import reasoning_splitter, split_answer
 
 from .fakes import ScriptedEngine
@@ -71,11 +72,11 @@ def test_the_engine_applies_grammars_after_the_reasoning_as_vllm_does() -> None:
     from langchain_latts.engines.vllm_local import engine_args
     from langchain_latts.settings import TTSSettings
 
-    config = TTSSettings(reasoning_parser="qwen3", num_speculative_tokens=0).engine_config()
+    config = engine_config(TTSSettings(reasoning_parser="qwen3", num_speculative_tokens=0))
     assert engine_args(config, cpu=True)["reasoning_parser"] == "qwen3"
-    fleet = TTSSettings(reasoning_parser="qwen3", endpoints=["http://127.0.0.1:9/v1"]).engine_config()
+    fleet = engine_config(TTSSettings(reasoning_parser="qwen3", endpoints=["http://127.0.0.1:9/v1"]))
     assert "reasoning_parser" not in fleet.extra_json, "servers parse as they were started; the client splits"
-    assert "reasoning_parser" not in engine_args(TTSSettings(num_speculative_tokens=0).engine_config(), cpu=True)
+    assert "reasoning_parser" not in engine_args(engine_config(TTSSettings(num_speculative_tokens=0)), cpu=True)
 
 
 def test_the_model_profile_says_what_it_supports() -> None:

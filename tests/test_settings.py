@@ -106,11 +106,11 @@ def test_greedy_runs_one_branch() -> None:
 
 
 def test_constructor_starts_nothing() -> None:
-    from langchain_latts.engines import vllm_local
+    from langchain_latts.engines.registry import registered
 
-    before = dict(vllm_local._ENGINES)
+    before = registered.engines()
     LatencyOptimalTTSLLM(branches=3)
-    assert vllm_local._ENGINES == before
+    assert registered.engines() == before
 
 
 @pytest.mark.parametrize("value", [0, -1.0, float("nan"), float("inf")])

@@ -34,8 +34,8 @@ from rich.table import Table
 
 from langchain_latts.chat_models import LatencyOptimalTTSLLM
 from langchain_latts.errors import LattsValueError
+from langchain_latts.planner.engine_config import cached_profile
 from langchain_latts.planner.latency import predict_latency
-from langchain_latts.planner.runtime import cached_profile
 from langchain_latts.settings import TTSSettings
 from langchain_latts.tasks.arithmetic import Problem
 

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from langchain_latts.engines.base import EngineConfig, SpeculativeConfig
 from langchain_latts.engines.vllm_local import VLLMEngine
+from langchain_latts.planner.engine_config import engine_config
 from langchain_latts.planner.latency import SpeculationSetting
 from langchain_latts.planner.profiler import (
     STEP_RUN_TOKENS,
@@ -47,12 +48,12 @@ def run_schedule_bench(*, k: int = 4, schedule: list[tuple[int, int, int]] | Non
     """Measure the three engines (module docstring), print the table, return the numbers."""
     console = console or Console()
     settings = TTSSettings(speculative_method="draft_model")
-    off = replace(settings.engine_config(), speculative=None)
+    off = replace(engine_config(settings), speculative=None)
     drafter = settings.configured_drafter
     assert drafter is not None
     if schedule is None:
+        from langchain_latts.planner.engine_config import cached_profile
         from langchain_latts.planner.plan import derive_schedule
-        from langchain_latts.planner.runtime import cached_profile
 
         profile = cached_profile(TTSSettings())
         setting = derive_schedule(profile, profile.max_batch) if profile is not None else None

@@ -56,8 +56,7 @@ TIGHT_METHODS: dict[str, dict[str, Any]] = {
 
 
 def bench_problems(n: int) -> list[Problem]:
-    from langchain_latts.models.train import HELD_OUT_SEED, HELD_OUT_SIZE
-    from langchain_latts.tasks.arithmetic import generate_problems
+    from langchain_latts.tasks.arithmetic import HELD_OUT_SEED, HELD_OUT_SIZE, generate_problems
 
     if not 1 <= n <= HELD_OUT_SIZE - FIRST_PROBLEM:
         raise LattsValueError.bad("problems", n, f"must be in 1..{HELD_OUT_SIZE - FIRST_PROBLEM} (the unused end of "

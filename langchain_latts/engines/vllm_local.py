@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import atexit
 import gc
 import json
 import logging
 import os
 import re
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tenacity import (
     AsyncRetrying,
@@ -40,7 +38,6 @@ from langchain_latts.engines._prompt import render_chat
 from langchain_latts.engines.base import (
     BranchRequest,
     BranchUpdate,
-    Engine,
     EngineConfig,
     EngineStats,
     LoopEngine,
@@ -48,6 +45,9 @@ from langchain_latts.engines.base import (
 )
 from langchain_latts.engines.gguf import is_gguf, prepare_model
 from langchain_latts.errors import EngineDeadError, EngineStartError, LattsValueError
+
+if TYPE_CHECKING:
+    from langchain_latts.engines.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -287,13 +287,21 @@ def local_context_length(path: str) -> int | None:
 class VLLMEngine(LoopEngine):
     """vLLM ``AsyncLLM`` behind the :class:`Engine` interface (see the module docstring)."""
 
-    def __init__(self, config: EngineConfig) -> None:
+    def __init__(self, config: EngineConfig, *, registry: Registry | None = None) -> None:
         super().__init__(config, f"latts-vllm-{Path(config.model).name}")
+        #: The registry that shares this engine (it knows the GPU shares others hold).
+        self._registry = registry
         self._llm: Any = None
         self._tokenizer: Any = None
         self._generation = 0
         #: The GPU memory share this engine holds while it runs (None on CPU).
         self._gpu_share: float | None = None
+
+    def _claimed_gpu_shares(self) -> list[float]:
+        """GPU shares held by the registry's other running engines."""
+        others = [] if self._registry is None else self._registry.engines()
+        return [e._gpu_share for e in others  # noqa: SLF001
+                if isinstance(e, VLLMEngine) and e is not self and e._gpu_share is not None]
 
     @property
     def started(self) -> bool:
@@ -342,7 +350,7 @@ class VLLMEngine(LoopEngine):
             check_model_dir(draft.weights, parameter="draft_model", cpu=cpu)
         if not is_gguf(target.weights):
             check_model_dir(target.weights, parameter="model", cpu=cpu)
-        share = None if cpu else gpu_share(self.config.gpu_memory_utilization, _claimed_gpu_shares(self))
+        share = None if cpu else gpu_share(self.config.gpu_memory_utilization, self._claimed_gpu_shares())
         args = engine_args(config, cpu=cpu, verbose=dependency_log_level() == "INFO", gpu_memory_utilization=share)
         if target.tokenizer != target.weights:
             args["tokenizer"] = target.tokenizer
@@ -376,7 +384,8 @@ class VLLMEngine(LoopEngine):
         self._gpu_share = share
         self._tokenizer = tokenizer
         self._llm = llm
-        _register_shutdown_at_exit()
+        if self._registry is not None:
+            self._registry.shut_down_at_exit()
         self._max_model_len = max_model_len
         self._generation += 1
         self._stats = EngineStats(start_s=time.perf_counter() - started, max_num_seqs=max_num_seqs)
@@ -502,68 +511,3 @@ def _spec_stats(metrics: Any) -> SpecDecodeStats | None:
         num_draft_tokens=int(metrics.num_draft_tokens),
         num_accepted_tokens=sum(j * count for j, count in enumerate(histogram)),
     )
-
-
-#: Every engine of this process, in-process and server fleets alike, by config.
-_ENGINES: dict[EngineConfig, Engine] = {}
-_ENGINES_LOCK = threading.Lock()
-_AT_EXIT_REGISTERED = False
-
-
-def _register_shutdown_at_exit() -> None:
-    # atexit runs handlers last-in first-out: registering after vLLM (and with it
-    # multiprocessing, which terminates child processes at exit) has been imported makes
-    # our orderly shutdown run first, before the engine processes are killed under it.
-    with _ENGINES_LOCK:
-        _register_shutdown_at_exit_locked()
-
-
-def _register_shutdown_at_exit_locked() -> None:
-    global _AT_EXIT_REGISTERED
-    if not _AT_EXIT_REGISTERED:
-        atexit.register(shutdown_all)
-        _AT_EXIT_REGISTERED = True
-
-
-def _claimed_gpu_shares(starting: VLLMEngine) -> list[float]:
-    """GPU shares held by this process's other running engines."""
-    with _ENGINES_LOCK:
-        engines = list(_ENGINES.values())
-    return [e._gpu_share for e in engines  # noqa: SLF001
-            if isinstance(e, VLLMEngine) and e is not starting and e._gpu_share is not None]
-
-
-def engine_exists(config: EngineConfig) -> bool:
-    """Whether this process already has an engine for ``config`` (started or not)."""
-    with _ENGINES_LOCK:
-        return config in _ENGINES
-
-
-def get_engine(config: EngineConfig) -> Engine:
-    """The process-wide engine for ``config`` (created, not started: it starts on first use):
-    a fleet of servers (:class:`~langchain_latts.engines.vllm_server.VLLMServerEngine`)
-    when ``config.endpoints`` lists any, else an in-process :class:`VLLMEngine`."""
-    with _ENGINES_LOCK:
-        engine = _ENGINES.get(config)
-        if engine is None:
-            if config.endpoints:
-                from langchain_latts.engines.vllm_server import VLLMServerEngine
-
-                engine = VLLMServerEngine(config)
-                _register_shutdown_at_exit_locked()
-            else:
-                engine = VLLMEngine(config)
-            _ENGINES[config] = engine
-        return engine
-
-
-def shutdown_all() -> None:
-    """Shut down every engine of this process (registered to run at interpreter exit)."""
-    with _ENGINES_LOCK:
-        engines = list(_ENGINES.values())
-        _ENGINES.clear()
-    for engine in engines:
-        try:
-            engine.shutdown()
-        except Exception:  # noqa: BLE001 - never fail interpreter exit
-            logger.debug("error while shutting down an engine", exc_info=True)

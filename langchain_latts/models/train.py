@@ -27,14 +27,17 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from langchain_latts.models.tokenizer import build_tokenizer
-from langchain_latts.tasks.arithmetic import LEVELS, generate_problem, generate_problems
+from langchain_latts.tasks.arithmetic import (
+    HELD_OUT_SEED,
+    HELD_OUT_SIZE,
+    LEVELS,
+    generate_problem,
+    generate_problems,
+)
 from langchain_latts.tasks.formats import Conversation, Format, make_conversation
 
 logger = logging.getLogger(__name__)
 
-#: Seed of the held-out split (the model card's numbers); training never sees it.
-HELD_OUT_SEED = 20251
-HELD_OUT_SIZE = 1000
 #: Share of training steps whose written result carries a slip (see tasks.arithmetic).
 SLIP_RATE = 0.15
 #: How often each conversation format appears in training (see tasks.formats).

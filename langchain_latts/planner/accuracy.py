@@ -18,9 +18,10 @@ answer and ``t - 1`` others counts ``1 / t`` (the lowest-branch-index tie-break 
 
 :func:`vote_accuracy` sums the multinomial outcomes, each integrated over the Beta
 distribution exactly (``E[p^x (1-p)^n] = B(alpha + x, beta + n) / B(alpha, beta)``: no
-grid, right even where a calibrated ``beta < 1`` piles the density up at ``p = 1``). :func:`fit_accuracy_model` fits ``alpha``, ``beta`` and ``c`` from
-calibration samples (``latts profile --calibrate``): per question, how many of ``k``
-samples were correct and how many gave the most common wrong answer.
+grid, right even where a calibrated ``beta < 1`` piles the density up at ``p = 1``).
+:func:`fit_accuracy_model` fits ``alpha`` and ``beta`` from calibration samples (``latts
+profile``: per question, how many of ``k`` samples were correct) and ``c`` so that the
+model's vote of ``k`` scores what the calibration questions' own votes of ``k`` scored.
 
 Without calibration :data:`DEFAULT_ACCURACY_MODEL` is used: ``Beta(1, 1)`` (no idea
 how hard the questions are: single-sample accuracy uniform on [0, 1]) and ``c = 0.5``.
@@ -35,7 +36,10 @@ from functools import lru_cache
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["DEFAULT_ACCURACY_MODEL", "AccuracyModel", "fit_accuracy_model", "fit_length_slope", "vote_accuracy"]
+__all__ = [
+    "DEFAULT_ACCURACY_MODEL", "AccuracyModel", "concentration_for_vote", "fit_accuracy_model", "fit_length_slope",
+    "observed_vote", "paired_standard_error", "vote_accuracy",
+]
 
 
 
@@ -57,6 +61,11 @@ class AccuracyModel(BaseModel):
     #: Accuracy of one greedy (temperature 0) answer on the calibration questions (None:
     #: not measured). The planner weighs greedy decoding against the vote with it.
     greedy_accuracy: float | None = Field(default=None, ge=0, le=1)
+    #: Standard error of the calibration's mean gain of the vote of ``k`` over greedy,
+    #: paired per question (0: not measured). A vote must beat greedy by more than this to
+    #: be planned over it: a gain the calibration cannot tell from noise does not justify
+    #: a sampled vote that may lose to greedy on the user's questions.
+    vote_gain_se: float = Field(default=0.0, ge=0)
 
     @property
     def mean_single_accuracy(self) -> float:
@@ -126,18 +135,26 @@ def vote_accuracy(branches: int, alpha: float, beta: float, concentration: float
     return min(1.0, max(0.0, total))
 
 
-def fit_accuracy_model(correct: Sequence[int], main_wrong: Sequence[int], samples: int) -> AccuracyModel:
+def fit_accuracy_model(correct: Sequence[int], main_wrong: Sequence[int], samples: int,
+                       votes: Sequence[float] | None = None) -> AccuracyModel:
     """Fit :class:`AccuracyModel` to calibration counts.
 
     ``correct[i]`` and ``main_wrong[i]`` are, for question ``i``, how many of its
     ``samples`` answers were correct and how many gave its most common wrong answer.
     ``alpha`` and ``beta`` come from the method of moments of the beta-binomial
-    distribution (clipped to a spread the data can support); ``c`` is the share of wrong
-    answers that went to the main wrong answer, beyond the one a single wrong answer
-    always contributes.
+    distribution (clipped to a spread the data can support).
+
+    ``c`` is fitted to what the vote did: given ``votes[i]``, the plurality vote of
+    question ``i``'s ``samples`` answers (1 right, 0 wrong, ``1/t`` for a ``t``-way tie:
+    :func:`observed_vote`), ``c`` is the concentration at which the model's
+    ``vote_accuracy(samples)`` equals their mean (bisection; clipped to [0, 1]). Without
+    ``votes``, ``c`` is the share of wrong answers that went to the main wrong answer,
+    beyond the one a single wrong answer always contributes -- an estimate that ignores
+    how wrong answers bunch on the hard questions, and on both models we measured it
+    predicted the vote of 8 several points off (README, "The planner").
     """
     n = len(correct)
-    if n < 2 or samples < 2 or len(main_wrong) != n:
+    if n < 2 or samples < 2 or len(main_wrong) != n or (votes is not None and len(votes) != n):
         raise ValueError("calibration needs >= 2 questions with >= 2 samples each")
     shares = [c / samples for c in correct]
     mean = sum(shares) / n
@@ -148,16 +165,57 @@ def fit_accuracy_model(correct: Sequence[int], main_wrong: Sequence[int], sample
     rho = (var - binomial) / (mean * (1 - mean) - binomial) if mean * (1 - mean) > binomial else 1.0
     rho = min(max(rho, 0.01), 0.99)
     strength = 1.0 / rho - 1.0
+    alpha, beta = mean * strength, (1 - mean) * strength
     wrong = sum(samples - c for c in correct)
-    # A question with w >= 2 wrong answers puts main_wrong of them on one answer; under the
-    # model main_wrong - 1 of the other w - 1 joined it with probability c.
-    joined = sum(m - 1 for c, m in zip(correct, main_wrong) if samples - c >= 2)
-    chances = sum(samples - c - 1 for c in correct if samples - c >= 2)
-    concentration = joined / chances if chances else 0.5
-    return AccuracyModel(
-        alpha=mean * strength, beta=(1 - mean) * strength, concentration=min(max(concentration, 0.0), 1.0),
-        source=f"calibrated on {n} questions x {samples} samples ({wrong} wrong answers)",
-    )
+    source = f"calibrated on {n} questions x {samples} samples ({wrong} wrong answers)"
+    if votes is not None:
+        concentration = concentration_for_vote(samples, alpha, beta, sum(votes) / n)
+        source += f"; c fitted to their vote of {samples} ({sum(votes) / n:.1%})"
+    else:
+        # A question with w >= 2 wrong answers puts main_wrong of them on one answer; under the
+        # model main_wrong - 1 of the other w - 1 joined it with probability c.
+        joined = sum(m - 1 for c, m in zip(correct, main_wrong) if samples - c >= 2)
+        chances = sum(samples - c - 1 for c in correct if samples - c >= 2)
+        concentration = joined / chances if chances else 0.5
+    return AccuracyModel(alpha=alpha, beta=beta, concentration=min(max(concentration, 0.0), 1.0), source=source)
+
+
+def paired_standard_error(first: Sequence[float], second: Sequence[float]) -> float:
+    """Standard error of ``mean(first - second)``, paired item by item (0 for < 2 items)."""
+    if len(first) != len(second):
+        raise ValueError("paired samples must have equal lengths")
+    gaps = [a - b for a, b in zip(first, second)]
+    if len(gaps) < 2:
+        return 0.0
+    mean = sum(gaps) / len(gaps)
+    return math.sqrt(sum((g - mean) ** 2 for g in gaps) / (len(gaps) - 1) / len(gaps))
+
+
+def observed_vote(correct: int, main_wrong: int, tied_wrong: int = 1) -> float:
+    """What one question's plurality vote scored: 1 when the correct answer has more votes
+    than any wrong one, ``1 / (1 + tied_wrong)`` when ``tied_wrong`` wrong answers have as
+    many (the tie-break is a uniform choice under exchangeable branches), else 0."""
+    if correct == 0 or correct < main_wrong:
+        return 0.0
+    return 1.0 if correct > main_wrong else 1.0 / (1 + max(1, tied_wrong))
+
+
+def concentration_for_vote(samples: int, alpha: float, beta: float, target: float) -> float:
+    """The concentration ``c`` at which ``vote_accuracy(samples, alpha, beta, c)`` is
+    ``target`` (bisection: the vote only gets worse as wrong answers agree more; an
+    unreachable target gives the nearer end, 0 or 1)."""
+    low, high = 0.0, 1.0
+    if vote_accuracy(samples, alpha, beta, low) <= target:
+        return low
+    if vote_accuracy(samples, alpha, beta, high) >= target:
+        return high
+    for _ in range(30):
+        middle = (low + high) / 2
+        if vote_accuracy(samples, alpha, beta, middle) > target:
+            low = middle
+        else:
+            high = middle
+    return (low + high) / 2
 
 
 def fit_length_slope(correct: Sequence[int], samples: int, lengths: Sequence[float]) -> tuple[float, float]:

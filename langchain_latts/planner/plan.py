@@ -17,7 +17,9 @@ Per call (:func:`plan_call`), for ``B = 1 .. max_branches``:
 The plan is the **smallest** ``B`` whose expected accuracy is within ``tolerance`` (half a
 point) of the best: no branch is spent on a plateau, and a plan that would only just make
 the deadline loses to a smaller one that surely does (a near miss returns nothing). Greedy is chosen
-when its expected accuracy is within ``tolerance`` of that plan's (it costs one branch). Among
+when its expected accuracy is within ``tolerance`` of that plan's (it costs one branch), or within
+the calibration's standard error of the vote's gain over greedy (``AccuracyModel.vote_gain_se``):
+a vote is planned over greedy only where the calibration measured it to be better. Among
 the plans whose chance of finishing *no* branch is at most one branch's plus
 :data:`NONE_SLACK`: a caller with a deadline would rather have a less ambitious answer on
 time than a better one that may not come.
@@ -159,7 +161,7 @@ def plan_call(profile: Profile, *, prompt_tokens: int, max_tokens: int, max_bran
             1, seconds_per_token=timing[1][1], first_token_s=timing[1][0], deadline_s=deadline_s, length=length,
             vote_accuracy=lambda _: model.greedy_accuracy or 0.0, timing_bias=error.bias_at(1),
             timing_sigma=error.sigma, free_slots=slots - (max(load, peers) - load), max_tokens=max_tokens)
-        if one.expected_accuracy >= outcome.expected_accuracy - tolerance:
+        if one.expected_accuracy >= outcome.expected_accuracy - max(tolerance, model.vote_gain_se):
             latency = slowdown * predict_latency(profile, lengths=[length.median], prompt_tokens=prompt_tokens,
                                                  load=max(load, peers), speculation=speculation, max_num_seqs=max_num_seqs)
             return Plan(1, speculation.name, latency, one.expected_accuracy, round(length.median),

@@ -57,15 +57,20 @@ from langchain_latts.engines.base import (
 )
 from langchain_latts.engines.vllm_local import VLLMEngine
 from langchain_latts.errors import LattsValueError
-from langchain_latts.planner.accuracy import DEFAULT_ACCURACY_MODEL, fit_accuracy_model, fit_length_slope
+from langchain_latts.planner.accuracy import (
+    DEFAULT_ACCURACY_MODEL,
+    fit_accuracy_model,
+    fit_length_slope,
+    observed_vote,
+    paired_standard_error,
+)
+from langchain_latts.planner.engine_config import engine_config, profile_identity
 from langchain_latts.planner.lengths import MIN_QUESTIONS, LengthModel, fit_length_model
 from langchain_latts.planner.profile import (
     ConfidenceCalibration,
-    Identity,
     Prefill,
     Profile,
     StepCurve,
-    model_identity,
     monotone,
 )
 from langchain_latts.settings import TTSSettings
@@ -111,8 +116,7 @@ class CalibrationPrompt:
 
 def builtin_calibration() -> list[CalibrationPrompt]:
     """Held-out arithmetic problems of the built-in task, with their answers."""
-    from langchain_latts.models.train import HELD_OUT_SEED, HELD_OUT_SIZE
-    from langchain_latts.tasks.arithmetic import generate_problems
+    from langchain_latts.tasks.arithmetic import HELD_OUT_SEED, HELD_OUT_SIZE, generate_problems
 
     problems = generate_problems(HELD_OUT_SIZE, seed=HELD_OUT_SEED)[BUILTIN_CALIBRATION]
     return [CalibrationPrompt(messages=(("user", p.question),), answer=str(p.answer)) for p in problems]
@@ -144,17 +148,10 @@ def load_calibration(prompts: Sequence[str] | str | Path) -> list[CalibrationPro
     return items
 
 
-def profile_identity(settings: TTSSettings) -> Identity:
-    """The identity a profile for ``settings`` is measured and looked up under."""
-    method, draft = settings.candidate_drafter or (None, None)
-    return model_identity(target=settings.model_path, draft=draft, speculative_method=method, dtype=settings.dtype,
-                          max_num_seqs=settings.max_num_seqs or 0, enforce_eager=settings.enforce_eager)
-
-
 def _engine_configs(settings: TTSSettings, lengths: Sequence[int] = SPECULATIVE_LENGTHS) -> dict[str, EngineConfig]:
     """Name -> engine config of every setting to profile (no drafter, the candidate drafter
     at each of ``lengths`` and at k = 0; only no drafter when ``lengths`` is empty)."""
-    off = settings.model_copy(update={"num_speculative_tokens": 0}).engine_config()
+    off = engine_config(settings.model_copy(update={"num_speculative_tokens": 0}))
     configs = {"off": off}
     if settings.candidate_drafter is None or not lengths:
         return configs
@@ -367,23 +364,26 @@ async def graded_samples(engine: Engine, calibration: Sequence[CalibrationPrompt
     return [list(zip(runs, grade_runs(runs, p.answer or "", extractor))) for runs, p in zip(natural, answered)]
 
 
-async def greedy_accuracy(engine: Engine, prompts: Sequence[Sequence[int]], answered: Sequence[CalibrationPrompt],
-                          max_tokens: int, extractor: Callable[[str], str | None]) -> float:
-    """The share of ``answered`` calibration questions one greedy (temperature 0) answer gets
-    right: what the planner weighs greedy decoding with (``AccuracyModel.greedy_accuracy``)."""
+async def greedy_answers(engine: Engine, prompts: Sequence[Sequence[int]], answered: Sequence[CalibrationPrompt],
+                         max_tokens: int, extractor: Callable[[str], str | None]) -> list[bool]:
+    """Whether one greedy (temperature 0) answer gets each of the ``answered`` calibration
+    questions right: what the planner weighs greedy decoding with
+    (``AccuracyModel.greedy_accuracy`` and ``vote_gain_se``)."""
     runs = await natural_samples(engine, prompts, 1, max_tokens, 0.0)
-    right = [ok for q, p in zip(runs, answered) for ok in grade_runs(q, p.answer or "", extractor)]
-    return sum(right) / len(right)
+    return [ok for q, p in zip(runs, answered) for ok in grade_runs(q, p.answer or "", extractor)]
 
 
-def _grade(runs: Sequence[dict[str, Any]], answer: str, extractor: Callable[[str], str | None]) -> tuple[int, int]:
-    """(correct, votes of the most common wrong answer) among one question's samples."""
+def _grade(runs: Sequence[dict[str, Any]], answer: str, extractor: Callable[[str], str | None]) -> tuple[int, int, float]:
+    """(correct, votes of the most common wrong answer, what the plurality vote of all of
+    them scored) among one question's samples."""
     truth = normalize_answer(answer)
     given = [extractor(r["text"]) for r in runs]
     correct = sum(1 for g in given if g is not None and normalize_answer(g) == truth)
-    wrong = Counter(normalize_answer(g) if g is not None else f"none-{i}" for i, g in enumerate(given)
-                    if g is None or normalize_answer(g) != truth)
-    return correct, max(wrong.values(), default=0)
+    # An answer-less sample votes for nothing (as in tts.voting): it never joins a wrong answer.
+    wrong = Counter(normalize_answer(g) for g in given if g is not None and normalize_answer(g) != truth)
+    main = max(wrong.values(), default=0)
+    vote = observed_vote(correct, main, sum(1 for v in wrong.values() if v == main))
+    return correct, max(main, 1 if len(given) > correct else 0), vote
 
 
 def _question_of(prompt: CalibrationPrompt) -> str:
@@ -485,15 +485,17 @@ def measure_profile(settings: TTSSettings, calibration: Sequence[CalibrationProm
                     else [ok for q, p in zip(natural, calibration) for ok in grade_runs(q, p.answer or "", extractor)])
                 graded = [_grade(q, p.answer or "", extractor) for q, p in answered]
                 if calibrating and len(graded) >= 2:
-                    accuracy = fit_accuracy_model([c for c, _ in graded], [w for _, w in graded], samples)
-                    harder, reference = fit_length_slope([c for c, _ in graded], samples,
+                    accuracy = fit_accuracy_model([c for c, _, _ in graded], [w for _, w, _ in graded], samples,
+                                                  votes=[v for _, _, v in graded])
+                    harder, reference = fit_length_slope([c for c, _, _ in graded], samples,
                                                          [statistics.median(r["tokens"] for r in q) for q, _ in answered])
-                    accuracy = accuracy.model_copy(update={"length_slope": harder, "reference_length": reference,
-                                                           "greedy_accuracy": engine.run_sync(greedy_accuracy(
-                                                               engine, [prompts[i] for i, p in enumerate(calibration)
-                                                                        if p.answer is not None],
-                                                               [p for p in calibration if p.answer is not None],
-                                                               settings.max_tokens, extractor))})
+                    greedy = engine.run_sync(greedy_answers(engine, [prompts[i] for i, p in enumerate(calibration)
+                                                                     if p.answer is not None],
+                                                            [p for _, p in answered], settings.max_tokens, extractor))
+                    accuracy = accuracy.model_copy(update={
+                        "length_slope": harder, "reference_length": reference,
+                        "greedy_accuracy": sum(greedy) / len(greedy),
+                        "vote_gain_se": paired_standard_error([v for _, _, v in graded], [float(g) for g in greedy])})
                 report("output lengths and accuracy", 1)
                 prefill = engine.run_sync(_prefill(engine, len(engine._tokenizer), engine.max_model_len, report))
                 slowdown = engine.run_sync(logprobs_slowdown(engine, prompts, min(16, sizes[-1]),

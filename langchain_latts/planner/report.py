@@ -9,14 +9,13 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from langchain_latts.planner.engine_config import forget_cached_profiles, profile_identity
 from langchain_latts.planner.profile import Profile, load_profile, save_profile
 from langchain_latts.planner.profiler import (
     load_calibration,
     measure_profile,
-    profile_identity,
     profile_steps,
 )
-from langchain_latts.planner.runtime import forget_cached_profiles
 from langchain_latts.settings import TTSSettings
 
 __all__ = ["plot_steps", "print_profile", "run_profile"]
@@ -81,7 +80,9 @@ def print_profile(profile: Profile, console: Console) -> None:
     console.print(f"vote accuracy model ({acc.source}): single sample {acc.mean_single_accuracy:.1%}, "
                   f"Beta({acc.alpha:.2f}, {acc.beta:.2f}), wrong-answer concentration {acc.concentration:.2f}; "
                   + ", ".join(f"vote of {b}: {acc.vote_accuracy(b):.1%}" for b in (1, 4, 8, 16))
-                  + ("" if acc.greedy_accuracy is None else f"; greedy {acc.greedy_accuracy:.1%}"))
+                  + ("" if acc.greedy_accuracy is None else f"; greedy {acc.greedy_accuracy:.1%}")
+                  + (f" (a vote is planned over greedy when it gains more than {acc.vote_gain_se:.1%}, the "
+                     "standard error of the vote of 8's measured gain)" if acc.vote_gain_se else ""))
 
 
 def plot_steps(profile: Profile, path: Path) -> None:

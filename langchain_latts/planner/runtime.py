@@ -40,20 +40,18 @@ from typing import Any
 from langchain_latts.engines.base import (
     Engine,
     EngineConfig,
-    SpeculativeConfig,
-    SpeculativeMethod,
 )
 from langchain_latts.planner.calibration import MIN_PACE_TOKENS, adjusted_error, timing_observation
 from langchain_latts.planner.calibration import WINDOW as TIMING_WINDOW
+from langchain_latts.planner.engine_config import profile_identity
 from langchain_latts.planner.latency import SpeculationSetting, seconds_per_token
 from langchain_latts.planner.lengths import fit_length_model
-from langchain_latts.planner.plan import Plan, choose_speculation, derive_schedule, plan_call
+from langchain_latts.planner.plan import Plan, plan_call
 from langchain_latts.planner.profile import (
     Identity,
     Prefill,
     Profile,
     StepCurve,
-    cache_dir,
     load_profile,
     monotone,
 )
@@ -63,7 +61,6 @@ from langchain_latts.planner.profiler import (
     graded_samples,
     logprobs_slowdown,
     natural_samples,
-    profile_identity,
     timed_batch,
 )
 from langchain_latts.settings import TTSSettings
@@ -71,8 +68,8 @@ from langchain_latts.tts.lifeline import Lifeline
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EngineProfile", "Reservations", "auto_speculation", "cached_profile", "engine_profile",
-           "forget_cached_profiles", "lifeline_for", "plan_for_call", "reservations", "speculation_of", "to_speculative_config"]
+__all__ = ["EngineProfile", "Reservations", "engine_profile", "lifeline_for", "plan_for_call", "reservations",
+           "speculation_of"]
 
 #: How long the planner remembers how many calls ran together, in seconds (a decay constant).
 PEERS_MEMORY_S = 3.0
@@ -364,60 +361,3 @@ def lifeline_for(state: EngineProfile, settings: TTSSettings, plan: Plan, *, que
                     tick_s=min(0.05, max(0.005, time_left_s / 20)))
 
 
-# -- the engine's speculation (num_speculative_tokens="auto") -----------------------------------
-#: Speculative length used for a configured drafter when no profile is cached.
-UNPROFILED_K = 4
-#: Prompt tokens assumed when speculation settings are compared (prefill is the same for all).
-_COMPARE_PROMPT = 32
-_CACHED: dict[tuple[Any, ...], Profile | None] = {}
-
-
-def cached_profile(settings: TTSSettings) -> Profile | None:
-    """The profile of ``settings``' setup (``latency_profile`` or the cache), read once per process."""
-    key = (str(cache_dir()), settings.model_path, settings.draft_model, settings.speculative_method, settings.dtype,
-           settings.max_num_seqs, settings.enforce_eager, settings.latency_profile)
-    if key not in _CACHED:
-        _CACHED[key] = load_profile(profile_identity(settings), settings.latency_profile)
-    return _CACHED[key]
-
-
-def forget_cached_profiles() -> None:
-    """Drop profiles read so far (after ``latts profile`` wrote a new one)."""
-    _CACHED.clear()
-
-
-def auto_speculation(settings: TTSSettings) -> SpeculativeConfig | None:
-    """The engine's speculation for ``num_speculative_tokens="auto"``.
-
-    With a profile that timed a drafter: among no speculation, each profiled fixed length
-    and the derived per-batch-size schedule (:func:`~langchain_latts.planner.plan.derive_schedule`),
-    the one :func:`~langchain_latts.planner.plan.choose_speculation` predicts fastest over
-    the branch counts the planner may use. Without one: ``UNPROFILED_K`` tokens when the
-    user configured a drafter, else none (the built-in draft is used only when measured
-    to help).
-    """
-    configured = settings.configured_drafter
-    profile = cached_profile(settings)
-    if profile is None or not profile.speculative_lengths():
-        if configured is None:
-            return None
-        return SpeculativeConfig(method=configured[0], num_speculative_tokens=UNPROFILED_K, model=configured[1])
-    assert settings.candidate_drafter is not None  # the profile timed one
-    method, draft = settings.candidate_drafter
-    allowed = [SpeculationSetting.off(), *(SpeculationSetting.fixed(k) for k in profile.speculative_lengths()),
-               derive_schedule(profile, profile.max_batch)]
-    chosen, _ = choose_speculation(profile, allowed, prompt_tokens=_COMPARE_PROMPT, max_tokens=settings.max_tokens,
-                                max_branches=settings.max_branches)
-    return to_speculative_config(chosen, method, draft)
-
-
-def to_speculative_config(setting: SpeculationSetting, method: SpeculativeMethod,
-                          draft: str | None) -> SpeculativeConfig | None:
-    """The engine config of a speculation setting (None: no drafter)."""
-    if not setting.drafter or setting.max_k == 0:
-        return None
-    model = None if method == "ngram" else draft
-    if setting.dynamic:
-        return SpeculativeConfig(method=method, num_speculative_tokens=setting.max_k, model=model,
-                                 schedule=setting.schedule)
-    return SpeculativeConfig(method=method, num_speculative_tokens=setting.max_k, model=model)

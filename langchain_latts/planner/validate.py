@@ -32,11 +32,11 @@ from rich.table import Table
 from langchain_latts.engines.base import BranchRequest
 from langchain_latts.engines.vllm_local import VLLMEngine
 from langchain_latts.errors import LattsValueError
+from langchain_latts.planner.engine_config import engine_config, profile_identity
 from langchain_latts.planner.latency import predict_latency
 from langchain_latts.planner.profile import LatencyError, Profile, load_profile, save_profile
 from langchain_latts.planner.profiler import (
     builtin_calibration,
-    profile_identity,
     run_requests,
 )
 from langchain_latts.planner.runtime import speculation_of
@@ -92,7 +92,7 @@ def validate_latency_model(settings: dict[str, Any] | None = None, *, repeats: i
     if profile is None:
         raise LattsValueError.bad("profile", None, "must exist before it can be validated",
                                   "Run `latts profile` first.")
-    config = tts.engine_config()  # the speculation the planner's calls run with
+    config = engine_config(tts)  # the speculation the planner's calls run with
     speculation = speculation_of(config)
     engine = VLLMEngine(config)
     rows: list[dict[str, Any]] = []

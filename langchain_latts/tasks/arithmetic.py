@@ -60,6 +60,10 @@ _TERM_RE = re.compile(r"([+-])\s*(\d+)")
 LEVELS: tuple[int, ...] = (1, 2, 3, 4, 5)
 #: Operands are non-negative integers below this.
 MAX_OPERAND = 1000
+#: Seed and size of the held-out split (the model card's numbers, the profiler's calibration
+#: questions); training never sees it.
+HELD_OUT_SEED = 20251
+HELD_OUT_SIZE = 1000
 
 #: How questions are asked (``{e}`` is the expression as typed). The first is canonical.
 PHRASINGS: tuple[str, ...] = (
