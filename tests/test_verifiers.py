@@ -226,7 +226,8 @@ async def test_a_spent_token_budget_stops_every_branch_and_selects_over_the_fini
 
 
 def test_the_bench_reads_strategies_from_the_shared_literal() -> None:
-    from langchain_latts.bench.verifier import parse_strategies, wilson_interval
+    from langchain_latts.bench.stats import wilson_interval
+    from langchain_latts.bench.verifier import parse_strategies
 
     assert parse_strategies("majority, best_of_n") == ["majority", "best_of_n"]
     with pytest.raises(LattsValueError, match=r"^strategies must name strategies among majority, "

@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from langchain_latts.bench.stats import summarize
 from langchain_latts.bench.tts import Item, bench_items
 from langchain_latts.chat_models import LatencyOptimalTTSLLM
 from langchain_latts.tts.answers import AnswerExtractor
@@ -44,13 +44,6 @@ MULTIPLES = (1.0, 1.5, 2.0)
 
 def _row(correct: bool, elapsed: float, tokens: int) -> dict[str, Any]:
     return {"correct": correct, "elapsed_s": elapsed, "tokens": tokens}
-
-
-def _summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    latencies = sorted(r["elapsed_s"] for r in rows)
-    return {"accuracy": sum(r["correct"] for r in rows) / len(rows), "median_s": statistics.median(latencies),
-            "p90_s": latencies[min(len(latencies) - 1, int(0.9 * len(latencies)))],
-            "tokens": statistics.fmean(r["tokens"] for r in rows), "problems": len(rows)}
 
 
 async def _its_hub(endpoint: str, model: str, item: Item, n: int, extract: AnswerExtractor, settings: dict[str, Any],
@@ -111,7 +104,7 @@ def run_peers_bench(*, settings: dict[str, Any], dataset: str = "rg:gcd", datase
 
     def measure(name: str, call: Callable[[Item, int], dict[str, Any]]) -> None:
         with console.status(f"{name}..."):
-            results[name] = _summary([call(item, i) for i, item in enumerate(items)])
+            results[name] = summarize([call(item, i) for i, item in enumerate(items)])
 
     inproc = LatencyOptimalTTSLLM(**settings)
     inproc.warmup()
@@ -133,16 +126,16 @@ def run_peers_bench(*, settings: dict[str, Any], dataset: str = "rg:gcd", datase
             async with httpx.AsyncClient(timeout=120) as client:
                 for n in SIZES:
                     rows = [await _its_hub(endpoint, model, item, n, extract, settings, None) for item in items]
-                    results[f"its-hub SelfConsistency, N={n}"] = _summary(rows)
+                    results[f"its-hub SelfConsistency, N={n}"] = summarize(rows)
                     rows = [await _plain_n(client, endpoint, model, item, n, extract, settings, i, None)
                             for i, item in enumerate(items)]
-                    results[f"plain n={n} (one request)"] = _summary(rows)
+                    results[f"plain n={n} (one request)"] = summarize(rows)
                 for d in deadlines:
                     rows = [await _its_hub(endpoint, model, item, 8, extract, settings, d) for item in items]
-                    results[f"its-hub N=8 cut @ {d * 1000:.0f} ms"] = _summary(rows)
+                    results[f"its-hub N=8 cut @ {d * 1000:.0f} ms"] = summarize(rows)
                     rows = [await _plain_n(client, endpoint, model, item, 8, extract, settings, i, d)
                             for i, item in enumerate(items)]
-                    results[f"plain n=8 cut @ {d * 1000:.0f} ms"] = _summary(rows)
+                    results[f"plain n=8 cut @ {d * 1000:.0f} ms"] = summarize(rows)
 
         with console.status("its-hub and plain n=N over the server..."):
             asyncio.run(http_methods())

@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from langchain_latts.bench.stats import summarize
 from langchain_latts.chat_models import LatencyOptimalTTSLLM
 from langchain_latts.errors import LattsValueError
 from langchain_latts.planner.runtime import engine_profile
@@ -81,14 +82,7 @@ def _row(problem: Problem, message: Any, elapsed: float) -> dict[str, Any]:
 
 
 def _summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    latencies = sorted(r["elapsed_s"] for r in rows)
-    return {"accuracy": sum(r["correct"] for r in rows) / len(rows),
-            "none": sum(r["none"] for r in rows) / len(rows),
-            "median_s": statistics.median(latencies),
-            "p90_s": latencies[min(len(latencies) - 1, int(0.9 * len(latencies)))],
-            "branches": statistics.fmean(r["branches"] for r in rows),
-            "greedy": sum(r.get("greedy", False) for r in rows) / len(rows),
-            "tokens": statistics.fmean(r["tokens"] for r in rows), "calls": len(rows)}
+    return summarize(rows, "none", "branches", "greedy")
 
 
 def _one_at_a_time(llm: LatencyOptimalTTSLLM, problems: Sequence[Problem], deadline: float | None,

@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from langchain_latts.bench.stats import summarize
 from langchain_latts.chat_models import LatencyOptimalTTSLLM
 from langchain_latts.errors import LattsValueError
 from langchain_latts.planner.engine_config import cached_profile
@@ -88,11 +89,7 @@ def _call(llm: LatencyOptimalTTSLLM, problem: Problem, deadline: float | None, *
 
 
 def _summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    return {"accuracy": sum(r["correct"] for r in rows) / len(rows),
-            "on_time": sum(r["on_time"] for r in rows) / len(rows),
-            "median_s": statistics.median(r["elapsed_s"] for r in rows),
-            "tokens": sum(r["tokens"] for r in rows) / len(rows),
-            "branches": statistics.mean(r["branches"] for r in rows)}
+    return summarize(rows, "on_time", "branches")
 
 
 def _sweep(llm: LatencyOptimalTTSLLM, items: Sequence[Problem], deadlines: Sequence[float | None],

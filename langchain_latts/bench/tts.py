@@ -35,7 +35,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from langchain_latts.bench.verifier import wilson_interval
+from langchain_latts.bench.stats import nearest_rank, wilson_interval
 from langchain_latts.chat_models import LatencyOptimalTTSLLM
 from langchain_latts.errors import LattsValueError
 from langchain_latts.tasks.arithmetic import Problem
@@ -109,7 +109,7 @@ class Point:
         return {
             "method": self.method, "family": self.family, "deadline_s": self.deadline_s, "problems": n,
             "accuracy": right / n, "ci95_low": low, "ci95_high": high,
-            "median_s": statistics.median(latencies), "p90_s": latencies[int(0.9 * (n - 1))],
+            "median_s": statistics.median(latencies), "p90_s": nearest_rank(latencies, 0.9),
             "tokens": statistics.mean(self.tokens), "tokens_per_correct": sum(self.tokens) / right if right else None,
             "acceptance": statistics.mean(self.acceptance) if self.acceptance else None,
         }

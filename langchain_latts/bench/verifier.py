@@ -22,8 +22,6 @@ respawned branches per call, and the differences the issue asks for.
 from __future__ import annotations
 
 import json
-import math
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -34,12 +32,13 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from langchain_latts.bench.stats import summarize
 from langchain_latts.chat_models import LatencyOptimalTTSLLM
 from langchain_latts.errors import LattsValueError
 from langchain_latts.tasks.arithmetic import Problem
 from langchain_latts.tts.selection import Strategy
 
-__all__ = ["run_verifier_bench", "wilson_interval"]
+__all__ = ["run_verifier_bench"]
 
 #: Where this benchmark's problems start in the held-out split (the last 200).
 FIRST_PROBLEM = 800
@@ -64,16 +63,6 @@ def bench_problems(n: int) -> list[Problem]:
     return generate_problems(HELD_OUT_SIZE, seed=HELD_OUT_SEED)[FIRST_PROBLEM:FIRST_PROBLEM + n]
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The 95% Wilson score interval of a proportion."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def _call(llm: LatencyOptimalTTSLLM, problem: Problem, **options: Any) -> dict[str, Any]:
     started = time.monotonic()
     message = llm.invoke(problem.question, **options)
@@ -86,14 +75,7 @@ def _call(llm: LatencyOptimalTTSLLM, problem: Problem, **options: Any) -> dict[s
 
 
 def _summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    correct = sum(r["correct"] for r in rows)
-    low, high = wilson_interval(correct, len(rows))
-    return {"accuracy": correct / len(rows), "ci95": [low, high], "correct": correct, "n": len(rows),
-            "median_s": statistics.median(r["elapsed_s"] for r in rows),
-            "tokens": statistics.mean(r["tokens"] for r in rows),
-            "pruned": statistics.mean(r["pruned"] for r in rows),
-            "respawned": statistics.mean(r["respawned"] for r in rows),
-            "finished": statistics.mean(r["finished"] for r in rows)}
+    return summarize(rows, "pruned", "respawned", "finished")
 
 
 def _sweep(llm: LatencyOptimalTTSLLM, items: Sequence[Problem], options: dict[str, Any],
