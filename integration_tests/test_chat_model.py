@@ -98,8 +98,16 @@ def test_chain_with_prompt_and_parser(llm: LatencyOptimalTTSLLM) -> None:
 
 
 def test_consecutive_same_role_messages_are_merged(llm: LatencyOptimalTTSLLM) -> None:
-    message = llm.invoke([SystemMessage("a"), SystemMessage("b"), HumanMessage("Compute 3 + 4"), HumanMessage("- 2.")])
-    assert message.response_metadata["tts"]["branches_launched"] == 8
+    from langchain_latts._messages import to_chat_messages
+
+    messages = [SystemMessage("a"), SystemMessage("b"), HumanMessage("Compute 3 + 4"), HumanMessage("- 2.")]
+    chat = to_chat_messages(messages)
+    assert [m["role"] for m in chat] == ["system", "user"]
+    assert chat[0]["content"] == "a\nb" and chat[1]["content"] == "Compute 3 + 4\n- 2."
+    # The engine renders the merged conversation: the same prompt tokens as writing it merged.
+    assert llm.engine.render_prompt(chat) == llm.engine.render_prompt(
+        [{"role": "system", "content": "a\nb"}, {"role": "user", "content": "Compute 3 + 4\n- 2."}])
+    assert llm.invoke(messages).response_metadata["tts"]["branches_launched"] == 8
 
 
 def test_stop_sequences_per_call_and_in_constructor(llm: LatencyOptimalTTSLLM) -> None:

@@ -70,6 +70,19 @@ def test_a_confidence_weighted_call_on_the_real_engine(llm: LatencyOptimalTTSLLM
     assert sum(tts["weights"].values()) > 0
 
 
+def test_the_confidence_cut_off_cuts_branches_below_its_threshold(llm: LatencyOptimalTTSLLM) -> None:
+    from langchain_latts.tts.branches import MIN_UNCUT
+
+    # A threshold almost every sampled token falls below: branches are cut, but
+    # never so many that fewer than MIN_UNCUT are left.
+    message = llm.invoke("Compute 48 + 17 - 23 + 15 - 30 + 12.", branches=8, prune="confidence",
+                         confidence_threshold=-1e-4, max_respawns=0, early_stop=False)
+    tts = message.response_metadata["tts"]
+    cut = [r for r in tts["branch_finish_reasons"] if r not in ("stop", "length")]
+    assert 1 <= tts["branches_pruned"] == len(cut) <= 8 - MIN_UNCUT, tts["branch_finish_reasons"]
+    assert tts["branches_respawned"] == 0 and tts["answer"] is not None
+
+
 def test_the_first_confidence_call_calibrates_the_cut_off_and_prices_log_probs(llm: LatencyOptimalTTSLLM) -> None:
     from langchain_latts.planner.runtime import engine_profile
 

@@ -15,11 +15,12 @@ from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.messages.utils import convert_to_openai_messages, merge_message_runs
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
+from langchain_latts.engines.base import EngineConfig
 from langchain_latts.errors import LattsValueError
 from langchain_latts.tools import CALL_PREFIX, calls_from_key
 from langchain_latts.tts.branches import Branch, BranchRun
 
-__all__ = ["build_chat_result", "result_to_chunks", "to_chat_messages", "with_instruction"]
+__all__ = ["build_chat_result", "result_to_chunks", "speculation_metadata", "to_chat_messages", "with_instruction"]
 
 #: Content blocks of an assistant message that repeat its tool calls (Anthropic, OpenAI).
 _CALL_BLOCKS = frozenset({"tool_use", "tool_call", "function_call"})
@@ -151,6 +152,17 @@ def select_branch(run: BranchRun) -> tuple[int, bool]:
         return finished[0].index, False
     best = max(run.branches, key=lambda b: (b.num_tokens, -b.index))
     return best.index, True
+
+
+def speculation_metadata(config: EngineConfig, run: BranchRun) -> dict[str, Any] | None:
+    """The ``tts.speculative`` entry: the engine's speculation as configured (None: none)."""
+    if config.endpoints:  # the servers speculate as they were started; they report it or not
+        return {"method": "configured on the servers", "reported": run.spec is not None}
+    spec = config.speculative
+    if spec is None:
+        return None
+    return {"method": spec.method, "num_speculative_tokens": spec.num_speculative_tokens,
+            "schedule": None if spec.schedule is None else [list(r) for r in spec.schedule]}
 
 
 def build_chat_result(run: BranchRun, *, prompt_tokens: int, model_name: str, latency_s: float,

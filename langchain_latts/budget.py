@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextvars
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Self, TypeVar
@@ -44,7 +44,9 @@ from langchain_latts.errors import BudgetExhaustedError, LattsValueError
 #: A number type (limits are ints or floats).
 N = TypeVar("N", int, float)
 
-__all__ = ["Budget", "BudgetExhaustedError", "StepSpend", "active_budget", "branches_within", "latts_budget", "least"]
+__all__ = [
+    "Budget", "BudgetExhaustedError", "StepSpend", "active_budget", "branches_within", "latts_budget", "least", "spender",
+]
 
 #: The key of a budget in a ``RunnableConfig``'s ``configurable``.
 CONFIG_KEY = "latts_budget"
@@ -213,6 +215,23 @@ def branches_within(branches: int, tokens_left: int | None, branch_tokens: int) 
     if tokens_left is None:
         return branches
     return max(1, min(branches, tokens_left // max(1, branch_tokens)))
+
+
+def spender(capped: bool, call_cap: int | None, budget: Budget | None) -> Callable[[int], bool] | None:
+    """Charges a call's tokens to its own cap and the run's budget; False once either is
+    spent (None: nothing to charge)."""
+    if not capped and budget is None:
+        return None
+    spent = 0
+
+    def spend(tokens: int) -> bool:
+        nonlocal spent
+        spent += tokens
+        within_call = call_cap is None or spent < call_cap
+        within_run = budget.charge(tokens) if budget is not None else True
+        return within_call and within_run
+
+    return spend
 
 
 def least(a: N | None, b: N | None) -> N | None:

@@ -1,28 +1,26 @@
-"""``LatencyOptimalTTSLLM``: the LangChain surface (messages in, ``AIMessage`` out).
+"""``LatencyOptimalTTSLLM``: the LangChain adapter (messages in, ``AIMessage`` out).
 
-Everything else lives in its own module: settings (:mod:`langchain_latts.settings`),
-message shaping (:mod:`langchain_latts._messages`), the engine
-(:mod:`langchain_latts.engines`) and branches and voting (:mod:`langchain_latts.tts`).
+It validates a call's arguments into a :class:`~langchain_latts.call.Call` and hands it to
+:func:`~langchain_latts.call.run_call`, where the call happens. Everything else lives in its
+own module: settings (:mod:`langchain_latts.settings`), message shaping
+(:mod:`langchain_latts._messages`), structured output (:mod:`langchain_latts.structured`),
+the engine (:mod:`langchain_latts.engines`), the planner (:mod:`langchain_latts.planner`)
+and branches and voting (:mod:`langchain_latts.tts`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import statistics
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import suppress
 from contextvars import ContextVar
-from dataclasses import dataclass, replace
 from functools import partial
-from operator import itemgetter
 from typing import Any, ClassVar, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.exceptions import OutputParserException
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.language_models.model_profile import ModelProfile
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
@@ -32,41 +30,28 @@ from langchain_core.runnables import (
     Runnable,
     RunnableConfig,
     RunnableLambda,
-    RunnableMap,
-    RunnablePassthrough,
     ensure_config,
 )
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ValidationError, model_validator
 from pydantic.v1 import BaseModel as BaseModelV1
-from pydantic.v1 import ValidationError as ValidationErrorV1
 
 from langchain_latts._messages import (
     PROVIDER,
-    build_chat_result,
     result_to_chunks,
     to_chat_messages,
     with_instruction,
 )
 from langchain_latts._progress import STREAM_RUN, ProgressEmitter
 from langchain_latts._version import __version__
-from langchain_latts.budget import Budget, StepSpend, active_budget, branches_within, least
-from langchain_latts.engines.base import BranchRequest, Engine, EngineConfig, EngineStats
+from langchain_latts.budget import active_budget
+from langchain_latts.call import Call, make_ready, run_call
+from langchain_latts.engines.base import Engine, EngineConfig
 from langchain_latts.engines.registry import engine_exists, get_engine
 from langchain_latts.engines.vllm_local import local_context_length
-from langchain_latts.errors import BranchesFailedError, DeadlineExceededError, LattsValueError
-from langchain_latts.planner.engine_config import cached_profile, engine_config, speculative_method
-from langchain_latts.planner.plan import DEFAULT_QUANTILE
-from langchain_latts.planner.profile import Profile
-from langchain_latts.planner.runtime import (
-    EngineProfile,
-    engine_profile,
-    lifeline_for,
-    plan_for_call,
-    price_confidence,
-    reservations,
-)
+from langchain_latts.errors import LattsValueError
+from langchain_latts.planner.engine_config import engine_config, speculative_method
 from langchain_latts.settings import CALL_OPTIONS, ENGINE_OPTIONS, TTSSettings, as_latts_error
 from langchain_latts.structured import (
     ANY_OBJECT,
@@ -74,26 +59,18 @@ from langchain_latts.structured import (
     answer_grammar,
     json_instruction,
     json_schema_of,
-    last_json_object,
-    object_extractor,
+    parse_structured,
+    response_schema,
+    with_raw,
 )
 from langchain_latts.tools import (
-    call_grammar,
-    constrained_calls,
-    parser_calls,
     resolve_tool_choice,
-    tool_extractor,
     tool_specs,
 )
-from langchain_latts.tts.answers import AnswerExtractor, answer_detector, extractor_name
+from langchain_latts.tts.answers import extractor_name
 from langchain_latts.tts.branches import (
     ProgressCallback,
-    SpendCallback,
-    Verification,
-    branch_seeds,
-    run_branches,
 )
-from langchain_latts.tts.reasoning import reasoning_splitter
 from langchain_latts.tts.verifiers import verifier_name
 
 logger = logging.getLogger(__name__)
@@ -108,28 +85,6 @@ _OUTPUT_KWARGS = frozenset({"response_format", "tools", "tool_choice"})
 #: The config of the ``invoke``/``stream`` call running in this context (LangChain does
 #: not hand ``configurable`` to ``_generate``; chains and graphs set it for their steps).
 _CALL_CONFIG: ContextVar[RunnableConfig | None] = ContextVar("latts_call_config", default=None)
-
-
-@dataclass(frozen=True)
-class _Call:
-    """One call, prepared: validated settings, the engine, the messages and the clock."""
-
-    settings: TTSSettings
-    engine: Engine
-    messages: list[dict[str, Any]]
-    stop: tuple[str, ...]
-    #: ``time.monotonic()`` when the call started.
-    started: float
-    call_id: str
-    progress: ProgressCallback | None = None
-    #: The run's shared budget (None: none) and this call's name in its ledger.
-    budget: Budget | None = None
-    step: str = "call"
-    #: The JSON schema every branch's output must match (None: free text).
-    schema: dict[str, Any] | None = None
-    #: Tools offered (OpenAI specs; empty: none) and the resolved tool choice.
-    tools: tuple[dict[str, Any], ...] = ()
-    tool_choice: str = "auto"
 
 
 class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
@@ -296,7 +251,7 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             raise as_latts_error(e, overrides) from None
 
     def _prepare(self, messages: Sequence[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any],
-                 progress: ProgressCallback | None = None) -> _Call:
+                 progress: ProgressCallback | None = None) -> Call:
         started = time.monotonic()
         settings = self._settings_for_call(stop, kwargs)
         config = engine_config(settings)
@@ -310,13 +265,13 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
         step = _step_name(run_config)
         if budget is not None:
             budget.check(step)
-        schema = _response_schema(kwargs.get("response_format"))
+        schema = response_schema(kwargs.get("response_format"))
         tools = tuple(tool_specs(kwargs.get("tools") or ()))
         tool_choice = resolve_tool_choice(kwargs.get("tool_choice"), [t["function"]["name"] for t in tools])
         chat = to_chat_messages(messages)
         if schema is not None:
             chat = with_instruction(chat, json_instruction(schema))
-        return _Call(
+        return Call(
             settings=settings,
             engine=get_engine(config),
             messages=chat,
@@ -331,153 +286,18 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             tool_choice=tool_choice,
         )
 
-    async def _execute(self, call: _Call) -> ChatResult:
-        """The whole call, on the engine's loop: start, render, branch, vote, shape."""
-        settings, engine = call.settings, call.engine
-        stats, state, started, engine_start_s = await _wait_for_engine(call)
-        deadline = None if settings.deadline_s is None else started + settings.deadline_s
-        if settings.deadline_s is not None and settings.deadline_s < stats.min_step_s:
-            raise LattsValueError.bad(
-                "deadline_s", settings.deadline_s,
-                f"must be at least this engine's fastest decode step ({stats.min_step_s:.4f} s, measured "
-                "at start-up): no branch could produce a token",
-                f"Use deadline_s >= {stats.min_step_s:.3f}, or None for no deadline.",
-            )
-        shown = list(call.tools) if call.tools and call.tool_choice != "none" else None
-        prompt = engine.render_prompt(call.messages, shown, settings.chat_template_kwargs)
-        room = engine.max_model_len - len(prompt)
-        if room < 1:
-            raise LattsValueError.bad(
-                "messages", f"{len(prompt)} prompt tokens",
-                f"must fit the model's context of {engine.max_model_len} tokens with room to answer",
-                "Shorten the conversation or raise max_model_len.",
-            )
-        budget = call.budget
-        if budget is not None and budget.seconds_left is not None:
-            budget_end = time.monotonic() + budget.seconds_left
-            deadline = budget_end if deadline is None else min(deadline, budget_end)
-        token_cap = least(settings.token_budget, None if budget is None else budget.tokens_left)
-        branches, plan, lifeline = settings.effective_branches, None, None
-        if state is not None:
-            time_left = None if deadline is None else deadline - time.monotonic()
-            question = _question(call.messages)
-            plan = plan_for_call(state, settings, engine, prompt_tokens=len(prompt), time_left_s=time_left,
-                                 question=question, call_id=call.call_id, token_budget=token_cap)
-            lifeline = lifeline_for(state, settings, plan, question=question, time_left_s=time_left,
-                                    prompt_tokens=len(prompt))
-            branches = plan.branches
-        elif token_cap is not None:
-            profile = cached_profile(settings)
-            typical = settings.max_tokens if profile is None else min(settings.max_tokens, profile.output_length(DEFAULT_QUANTILE))
-            branches = branches_within(branches, token_cap, typical)
-
-        profiled = _profile_of(settings, engine, state)
-        grammar, extractor = _output_rules(call, None if profiled is None else profiled.extractor)
-
-        temperature = 0.0 if plan is not None and plan.greedy else settings.temperature
-
-        def request(seed: int | None) -> BranchRequest:
-            return BranchRequest(prompt_token_ids=tuple(prompt), max_tokens=min(settings.max_tokens, room),
-                                 temperature=temperature, top_p=settings.top_p, seed=seed, stop=call.stop,
-                                 grammar=grammar, deadline=deadline,
-                                 logprobs=settings.logprobs)
-
-        def respawn(index: int, prefix: str) -> BranchRequest:
-            """A replacement for a pruned branch: a fresh sample continuing its verified steps."""
-            head = engine.tokenize(prefix) if prefix else []
-            seed = branch_seeds(settings.seed, prompt, index + 1)[index]
-            return replace(request(seed), prompt_token_ids=(*prompt, *head),
-                           max_tokens=max(1, min(settings.max_tokens, room) - len(head)))
-
-        verification = Verification(
-            verifier=settings.resolved_verifier(), question=_question(call.messages),
-            strategy=settings.selection_strategy, aggregation=settings.step_aggregation, prune=settings.prune is True,
-            prune_threshold=settings.prune_threshold, step_delimiter=settings.step_delimiter,
-            max_respawns=branches if settings.max_respawns is None else settings.max_respawns,
-            confidence_measure=settings.confidence_measure, confidence_keep=settings.confidence_keep,
-            confidence_prune=settings.prune == "confidence",
-            answered=answer_detector(profiled.extractor if profiled is not None and profiled.extractor is not None
-                                     and settings.answer_extractor == "auto" else settings.answer_extractor)
-            if settings.stop_at_answer and call.schema is None and not call.tools else None,
-            reasoning=None if settings.reasoning_parser is None else reasoning_splitter(settings.reasoning_parser,
-                                                                                        engine.tokenizer),
-            **(_cut_off_calibration(settings, engine, state) if settings.prune == "confidence" else {}),
-        )
-        book = reservations(engine)
-        # The sequences the engine ran during the call, sampled at its start and as each branch ends.
-        running = [] if plan is None else [plan.load + plan.branches]
-
-        def progress(event: dict[str, Any]) -> None:
-            book.hold(call.call_id, event["running"])  # ended branches free their reservation
-            running.append(engine.num_unfinished_requests())
-            if call.progress is not None:
-                call.progress(event)
-
-        try:
-            run = await run_branches(
-                engine, [request(seed) for seed in branch_seeds(settings.seed, prompt, branches)],
-                call_id=call.call_id, extractor=extractor,
-                started=started, deadline=deadline, early_stop=settings.early_stop,
-                early_stop_threshold=settings.early_stop_threshold, on_progress=progress,
-                verification=verification, respawn=respawn,
-                spend=_spender(token_cap is not None, settings.token_budget, budget), lifeline=lifeline,
-            )
-        finally:
-            book.release(call.call_id)
-        if budget is not None:
-            budget.record(StepSpend(
-                step=call.step, tokens=run.num_output_tokens, seconds=time.monotonic() - started,
-                branches=len(run.branches), answer=run.answer, started_at_s=started - budget.started))
-            if not run.finished and (budget.exhausted or run.budget_hit):
-                raise budget.exhausted_error(f"the budget ran out during step {call.step!r} before any branch finished")
-        if not run.finished and run.branches and all(b.error is not None for b in run.branches):
-            raise BranchesFailedError(
-                f"every branch of this call failed in the engine ({len(run.branches)} branches); the first: "
-                f"{run.branches[0].error}", errors=[b.error or "" for b in run.branches])
-        if run.deadline_hit and not run.finished and settings.on_deadline == "raise":
-            elapsed = time.monotonic() - started
-            raise DeadlineExceededError(
-                f"no branch finished within deadline_s={settings.deadline_s} (elapsed {elapsed:.3f} s, "
-                f"{run.num_output_tokens} tokens generated over {len(run.branches)} branches, all aborted). "
-                "Raise deadline_s, lower max_tokens, or use on_deadline='best_partial' to get the most "
-                "advanced partial answer.",
-                deadline_s=settings.deadline_s or 0.0, elapsed_s=elapsed, tokens=run.num_output_tokens,
-            )
-        plan_meta, typical_lengths = None, None
-        if state is not None and plan is not None:
-            state.observe([b.num_tokens for b in run.finished])
-            state.observe_timing(plan, run.branches, run.decided_at_s, running=statistics.fmean(running),
-                                 prompt_tokens=len(prompt), slowdown=state.current().slowdown(settings.logprobs))
-            plan_meta = plan.as_metadata() | {"profile": state.source}
-            typical_lengths = state.current().output_lengths
-        spec_config = engine.config.speculative
-        speculative = None
-        if engine.config.endpoints:  # the servers speculate as they were started; they report it or not
-            speculative = {"method": "configured on the servers", "reported": run.spec is not None}
-        elif spec_config is not None:
-            speculative = {"method": spec_config.method, "num_speculative_tokens": spec_config.num_speculative_tokens,
-                           "schedule": None if spec_config.schedule is None else [list(r) for r in spec_config.schedule]}
-        return build_chat_result(
-            run, prompt_tokens=len(prompt), model_name=settings.model_name,
-            latency_s=time.monotonic() - started, speculative=speculative,
-            deadline_s=settings.deadline_s, engine_start_s=engine_start_s,
-            plan=plan_meta, typical_lengths=typical_lengths,
-            extra={"verifier": verification.verifier.name if verification.verifier else None,
-                   "token_budget": token_cap, "budget": None if budget is None else budget.as_metadata()},
-        )
-
     # -- the BaseChatModel hooks: sync wraps async, one code path ------------------------
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         call = self._prepare(messages, stop, kwargs, ProgressEmitter.create(run_manager, model_callbacks=self.callbacks))
-        return call.engine.run_sync(self._execute(call))
+        return call.engine.run_sync(run_call(call))
 
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                          run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         progress = ProgressEmitter.create(run_manager, asyncio.get_running_loop(), model_callbacks=self.callbacks)
         call = self._prepare(messages, stop, kwargs, progress)
         try:
-            return await call.engine.run(self._execute(call))
+            return await call.engine.run(run_call(call))
         finally:
             if progress is not None:
                 await progress.flush()
@@ -579,7 +399,7 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             parser = (PydanticToolsParser(tools=[schema], first_tool_only=True)
                       if isinstance(schema, type) and issubclass(schema, (BaseModel, BaseModelV1))
                       else JsonOutputKeyToolsParser(key_name=name, first_tool_only=True))
-            return _with_raw(llm, parser) if include_raw else llm | parser
+            return with_raw(llm, parser) if include_raw else llm | parser
         if method == "json_mode" and schema is None:
             json_schema = ANY_OBJECT
         else:
@@ -591,85 +411,24 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
         llm = self.bind(response_format={"method": method, "schema": json_schema},
                         ls_structured_output_format={"kwargs": {"method": method}, "schema": json_schema})
         parser = RunnableLambda(partial(parse_structured, schema=schema), name="LattsStructuredOutputParser")
-        return _with_raw(llm, parser) if include_raw else llm | parser
+        return with_raw(llm, parser) if include_raw else llm | parser
 
     # -- engine lifecycle ------------------------------------------------------------------
     def warmup(self) -> None:
         """Start the engine now, with its planning profile (it otherwise starts on the
         first call, ~20 s on CPU)."""
         engine = get_engine(self.engine_config())
-        engine.run_sync(_make_ready(engine, self))
+        engine.run_sync(make_ready(engine, self))
 
     async def awarmup(self) -> None:
         """Async :meth:`warmup`."""
         engine = get_engine(self.engine_config())
-        await engine.run(_make_ready(engine, self))
+        await engine.run(make_ready(engine, self))
 
     @property
     def engine(self) -> Engine:
         """The (shared) engine of this model's settings; it starts on first use."""
         return get_engine(self.engine_config())
-
-
-def _with_raw(llm: Runnable[Any, Any], parser: Runnable[Any, Any]) -> Runnable[Any, Any]:
-    """``{"raw": message, "parsed": ..., "parsing_error": ...}`` (LangChain's include_raw shape)."""
-    parse_raw = RunnablePassthrough.assign(parsed=itemgetter("raw") | parser, parsing_error=lambda _: None)
-    no_parse = RunnablePassthrough.assign(parsed=lambda _: None)
-    return RunnableMap(raw=llm) | parse_raw.with_fallbacks([no_parse], exception_key="parsing_error")
-
-
-def _profile_of(settings: TTSSettings, engine: Engine, state: EngineProfile | None) -> Profile | None:
-    """The profile a call reads its measured choices from: the planner's (``branches="auto"``:
-    cached or measured at start-up), else the cached profile of this setup (in-process
-    engines), else None."""
-    if state is not None:
-        return state.current()
-    return None if engine.config.endpoints else cached_profile(settings)
-
-
-def _output_rules(call: _Call, profiled_extractor: str | None = None) -> tuple[str | None, AnswerExtractor]:
-    """The grammar branches decode under (None: free text) and how a branch votes, for a
-    call's structured output or tools; ``profiled_extractor`` is the extractor a profile
-    chose for ``answer_extractor="auto"``."""
-    settings = call.settings
-    if call.schema is not None:
-        return answer_grammar(call.schema, settings.max_tokens // 2), object_extractor(call.schema)
-    if not call.tools:
-        return None, settings.extractor(profiled_extractor)
-    names = [t["function"]["name"] for t in call.tools]
-    constrained = settings.tool_calling == "constrained" and call.tool_choice != "none"
-    read = constrained_calls if constrained else parser_calls(settings.tool_parser, call.tools)
-    grammar = call_grammar(call.tools, call.tool_choice) if constrained else None
-    return grammar, tool_extractor(read, names, call.tool_choice, settings.extractor(profiled_extractor))
-
-
-def _response_schema(response_format: Any) -> dict[str, Any] | None:
-    """The JSON schema of a ``response_format`` call option (None: free text)."""
-    if response_format is None:
-        return None
-    if not isinstance(response_format, dict) or not isinstance(response_format.get("schema"), dict):
-        raise LattsValueError.bad("response_format", response_format,
-                                  "must be {'method': ..., 'schema': <JSON schema>}",
-                                  "Use llm.with_structured_output(schema) rather than passing it yourself.")
-    return response_format["schema"]
-
-
-def parse_structured(message: BaseMessage, *, schema: Any = None) -> Any:
-    """The voted object of a structured-output message: a pydantic instance for a pydantic
-    ``schema``, else the JSON object (OutputParserException when no branch produced one)."""
-    answer = (message.response_metadata.get("tts") or {}).get("answer")
-    value = json.loads(answer) if answer else last_json_object(str(message.content))
-    if value is None or (not answer and "tts" in message.response_metadata):
-        raise OutputParserException(
-            "no branch produced a complete JSON object of the schema (cut by max_tokens or the deadline?); the "
-            f"selected branch ends {str(message.content)[-200:]!r}", llm_output=str(message.content))
-    if isinstance(schema, type) and issubclass(schema, (BaseModel, BaseModelV1)):
-        try:
-            return schema.model_validate(value) if issubclass(schema, BaseModel) else schema.parse_obj(value)
-        except (ValidationError, ValidationErrorV1) as e:
-            raise OutputParserException(f"the JSON object does not match {schema.__name__}: {e}",
-                                        llm_output=str(message.content)) from e
-    return value
 
 
 def _current_config() -> RunnableConfig:
@@ -684,80 +443,9 @@ def _step_name(config: RunnableConfig) -> str:
     return str(config.get("run_name") or metadata.get("langgraph_node") or (tags[0] if tags else "call"))
 
 
-def _question(messages: Sequence[dict[str, Any]]) -> str:
-    """What a verifier is asked about: the text of the last user message."""
-    return next((str(m["content"]) for m in reversed(messages) if m["role"] == "user"), "")
-
-
-def _cut_off_calibration(settings: TTSSettings, engine: Engine, state: EngineProfile | None) -> dict[str, Any]:
-    """The confidence cut-off's threshold and a branch's typical length: as given, else
-    from the planner's profile (``branches="auto"``: cached or measured at start-up) or
-    the cached profile of this setup (in-process engines), else None (learned in the
-    call) and ``max_tokens``."""
-    profile = _profile_of(settings, engine, state)
-    threshold = settings.confidence_threshold
-    if threshold is None and profile is not None and profile.confidence is not None:
-        threshold = profile.confidence.threshold(settings.confidence_measure)
-    typical = settings.max_tokens if profile is None else min(settings.max_tokens, profile.output_length(0.5))
-    return {"confidence_threshold": threshold, "typical_tokens": typical}
-
-
-def _spender(capped: bool, call_cap: int | None, budget: Budget | None) -> SpendCallback | None:
-    """Charges a call's tokens to its own cap and the run's budget; False once either is spent."""
-    if not capped and budget is None:
-        return None
-    spent = 0
-
-    def spend(tokens: int) -> bool:
-        nonlocal spent
-        spent += tokens
-        within_call = call_cap is None or spent < call_cap
-        within_run = budget.charge(tokens) if budget is not None else True
-        return within_call and within_run
-
-    return spend
-
-
 def _with_run_id(config: RunnableConfig | None) -> RunnableConfig:
     """``config`` with a ``run_id`` (LangChain uses it as the id of the model's run)."""
     config = ensure_config(config)
     if config.get("run_id") is None:
         config["run_id"] = uuid.uuid4()
     return config
-
-
-async def _make_ready(engine: Engine, settings: TTSSettings) -> None:
-    stats = await engine.ensure_started()
-    if settings.planned:
-        await price_confidence(await engine_profile(engine, settings, stats.max_num_seqs), engine, settings)
-
-
-async def _wait_for_engine(call: _Call) -> tuple[EngineStats, EngineProfile | None, float, float]:
-    """Wait for the engine to be ready; returns its start-up measurements, the profile it
-    plans with (None when the branches are pinned), when the deadline clock starts and how
-    long this call waited for the engine to start.
-
-    Ready means started and, for planned calls, with its profile loaded or measured (a
-    start-up profile is a one-time cost too). By default the clock starts once the engine
-    is ready; with ``deadline_includes_start`` it started with the call, and a deadline
-    that passes during the start raises :class:`DeadlineExceededError`.
-    """
-    settings = call.settings
-    strict = settings.deadline_includes_start and settings.deadline_s is not None
-    try:
-        stats = await call.engine.ensure_started(
-            deadline=call.started + settings.deadline_s if strict and settings.deadline_s else None)
-    except TimeoutError:
-        elapsed = time.monotonic() - call.started
-        raise DeadlineExceededError(
-            f"deadline_s={settings.deadline_s} passed after {elapsed:.2f} s while the engine was still starting "
-            "(deadline_includes_start=True); it keeps starting in the background. Call llm.warmup() before "
-            "deadline-bound calls, or leave deadline_includes_start=False so the deadline starts once the "
-            "engine is ready.",
-            deadline_s=settings.deadline_s or 0.0, elapsed_s=elapsed, tokens=0,
-        ) from None
-    state = await engine_profile(call.engine, settings, stats.max_num_seqs) if settings.planned else None
-    if state is not None:  # measured once, like the start-up profile: not against the deadline
-        await price_confidence(state, call.engine, settings)
-    ready = time.monotonic()
-    return stats, state, (call.started if strict else ready), ready - call.started

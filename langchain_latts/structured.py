@@ -21,9 +21,16 @@ from __future__ import annotations
 import json
 import re
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any, Literal
 
+from langchain_core.exceptions import OutputParserException
+from langchain_core.messages import BaseMessage
+from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.utils.function_calling import convert_to_json_schema
+from pydantic import BaseModel, ValidationError
+from pydantic.v1 import BaseModel as BaseModelV1
+from pydantic.v1 import ValidationError as ValidationErrorV1
 
 from langchain_latts.errors import LattsValueError
 
@@ -35,6 +42,9 @@ __all__ = [
     "json_schema_of",
     "last_json_object",
     "object_extractor",
+    "parse_structured",
+    "response_schema",
+    "with_raw",
 ]
 
 StructuredMethod = Literal["json_schema", "json_mode", "function_calling"]
@@ -135,3 +145,39 @@ def object_extractor(schema: dict[str, Any]) -> Any:
         return canonical_json(value)
 
     return extract
+
+
+def response_schema(response_format: Any) -> dict[str, Any] | None:
+    """The JSON schema of a ``response_format`` call option (None: free text)."""
+    if response_format is None:
+        return None
+    if not isinstance(response_format, dict) or not isinstance(response_format.get("schema"), dict):
+        raise LattsValueError.bad("response_format", response_format,
+                                  "must be {'method': ..., 'schema': <JSON schema>}",
+                                  "Use llm.with_structured_output(schema) rather than passing it yourself.")
+    return response_format["schema"]
+
+
+def parse_structured(message: BaseMessage, *, schema: Any = None) -> Any:
+    """The voted object of a structured-output message: a pydantic instance for a pydantic
+    ``schema``, else the JSON object (OutputParserException when no branch produced one)."""
+    answer = (message.response_metadata.get("tts") or {}).get("answer")
+    value = json.loads(answer) if answer else last_json_object(str(message.content))
+    if value is None or (not answer and "tts" in message.response_metadata):
+        raise OutputParserException(
+            "no branch produced a complete JSON object of the schema (cut by max_tokens or the deadline?); the "
+            f"selected branch ends {str(message.content)[-200:]!r}", llm_output=str(message.content))
+    if isinstance(schema, type) and issubclass(schema, (BaseModel, BaseModelV1)):
+        try:
+            return schema.model_validate(value) if issubclass(schema, BaseModel) else schema.parse_obj(value)
+        except (ValidationError, ValidationErrorV1) as e:
+            raise OutputParserException(f"the JSON object does not match {schema.__name__}: {e}",
+                                        llm_output=str(message.content)) from e
+    return value
+
+
+def with_raw(llm: Runnable[Any, Any], parser: Runnable[Any, Any]) -> Runnable[Any, Any]:
+    """``{"raw": message, "parsed": ..., "parsing_error": ...}`` (LangChain's include_raw shape)."""
+    parse_raw = RunnablePassthrough.assign(parsed=itemgetter("raw") | parser, parsing_error=lambda _: None)
+    no_parse = RunnablePassthrough.assign(parsed=lambda _: None)
+    return RunnableMap(raw=llm) | parse_raw.with_fallbacks([no_parse], exception_key="parsing_error")

@@ -1,4 +1,4 @@
-"""The whole call (``_execute``) on a scripted engine: deadlines, errors, requests and metadata.
+"""The whole call (:func:`langchain_latts.call.run_call`) on a scripted engine: deadlines, errors, requests and metadata.
 
 The scripted engine streams one piece per token every ``step_s`` seconds, so token counts,
 votes and which branches finish before a deadline are exact.
@@ -375,13 +375,13 @@ def test_no_replacement_starts_that_cannot_finish_before_the_deadline(engine_for
 def test_the_cut_off_threshold_comes_from_the_profiles_calibration(engine_for: Any, monkeypatch: Any) -> None:
     from types import SimpleNamespace
 
-    from langchain_latts import chat_models as chat_models_module
+    from langchain_latts import call as call_module
     from langchain_latts.planner.profile import ConfidenceCalibration
 
     calibration = ConfidenceCalibration(lowest_logprob=[-4.0, -3.5, -0.5, -0.2], lowest_group=[1.0, 2.0, 3.0, 4.0],
                                         right_lowest_logprob=[-0.5, -0.3, -0.2, -0.1], right_lowest_group=[3.0, 4.0])
     assert calibration.threshold("lowest_logprob") == -0.5 and calibration.threshold("tail") == 3.0
-    monkeypatch.setattr(chat_models_module, "cached_profile",
+    monkeypatch.setattr(call_module, "cached_profile",
                         lambda settings: SimpleNamespace(confidence=calibration, output_length=lambda q: 4,
                                                          extractor=None))
     good, slip = ["a", "b", "#### ", "5"], ["a", "X", "#### ", "6"]

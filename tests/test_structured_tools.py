@@ -231,3 +231,29 @@ def test_a_tool_history_is_rendered_with_its_calls(engine_for) -> None:  # type:
     assert [m["role"] for m in messages] == ["user", "assistant", "tool"]
     assert json.loads(messages[1]["tool_calls"][0]["function"]["arguments"]) == {"expression": "12 + 35 - 7"}
     assert messages[2]["tool_call_id"] == "call_1" and tools[0]["function"]["name"] == "calculator"
+
+
+def test_function_calling_structured_output_is_the_voted_tool_call_parsed(engine_for) -> None:  # type: ignore[no-untyped-def]
+    call = '<tool_call>{"name": "Total", "arguments": {"total": 3}}</tool_call>'
+    other = '<tool_call>{"name": "Total", "arguments": {"total": 4}}</tool_call>'
+    engine = engine_for(ScriptedEngine([[call], [other], [call]]))
+    llm = LatencyOptimalTTSLLM(branches=3, seed=0, early_stop=False)
+    assert llm.with_structured_output(Total, method="function_calling").invoke("Compute 1 + 2.") == Total(total=3)
+    raw = llm.with_structured_output(Total, method="function_calling", include_raw=True).invoke("q")
+    assert raw["parsed"] == Total(total=3) and raw["raw"].tool_calls[0]["args"] == {"total": 3}
+    # Under the call grammar, tool_choice names the schema's tool: the grammar forces a call to it.
+    constrained = LatencyOptimalTTSLLM(branches=3, seed=0, early_stop=False, tool_calling="constrained")
+    assert constrained.with_structured_output(Total, method="function_calling").invoke("q") == Total(total=3)
+    grammar = engine.requests[-1].grammar
+    assert grammar is not None and "Total" in grammar
+
+
+def test_tool_choice_none_shows_no_tools_and_answers_in_text(engine_for) -> None:  # type: ignore[no-untyped-def]
+    seen: list[Any] = []
+    engine = engine_for(ScriptedEngine([[CANNED], ["#### ", "40"], ["#### ", "40"]]))
+    engine.render_prompt = lambda messages, tools=None, template_kwargs=None: seen.append(tools) or [1, 2, 3]  # type: ignore[method-assign]
+    message = LatencyOptimalTTSLLM(branches=3, seed=0, early_stop=False).bind_tools(
+        [calculator], tool_choice="none").invoke("Compute 12 + 35 - 7.")
+    assert seen == [None], "the template is not shown the tools"
+    assert engine.requests[0].grammar is None, "no call grammar"
+    assert message.tool_calls == [] and message.response_metadata["tts"]["answer"] == "40"

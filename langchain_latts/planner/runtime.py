@@ -68,8 +68,8 @@ from langchain_latts.tts.lifeline import Lifeline
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EngineProfile", "Reservations", "engine_profile", "lifeline_for", "plan_for_call", "reservations",
-           "speculation_of"]
+__all__ = ["EngineProfile", "Reservations", "cut_off_calibration", "engine_profile", "lifeline_for", "plan_for_call",
+           "reservations", "speculation_of"]
 
 #: How long the planner remembers how many calls ran together, in seconds (a decay constant).
 PEERS_MEMORY_S = 3.0
@@ -361,3 +361,12 @@ def lifeline_for(state: EngineProfile, settings: TTSSettings, plan: Plan, *, que
                     tick_s=min(0.05, max(0.005, time_left_s / 20)))
 
 
+def cut_off_calibration(settings: TTSSettings, profile: Profile | None) -> dict[str, Any]:
+    """The confidence cut-off's threshold and a branch's typical length: as given, else
+    from ``profile`` (the planner's, or the cached one of this setup), else None (learned
+    in the call) and ``max_tokens``. Pinned and planned calls read the same profile."""
+    threshold = settings.confidence_threshold
+    if threshold is None and profile is not None and profile.confidence is not None:
+        threshold = profile.confidence.threshold(settings.confidence_measure)
+    typical = settings.max_tokens if profile is None else min(settings.max_tokens, profile.output_length(0.5))
+    return {"confidence_threshold": threshold, "typical_tokens": typical}
