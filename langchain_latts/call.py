@@ -93,6 +93,9 @@ class Ready:
     state: EngineProfile | None
     started: float
     engine_start_s: float
+    #: The profile the call reads measured choices from (extractor, cut-off): the planner's,
+    #: or for a pinned confidence-pruned call the one calibrated at start-up (None: the cached one).
+    calibrated: Profile | None = None
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,7 @@ async def run_call(call: Call) -> ChatResult:
     deadline = call_deadline(call, ready)
     prompt, room = render(call)
     branching = plan_branches(call, ready.state, prompt, deadline)
-    profiled = _profile_of(settings, engine, ready.state)
+    profiled = ready.calibrated or _profile_of(settings, engine)
     branches = branch_requests(call, branching, prompt, room, deadline, profiled)
     book = reservations(engine)
     # The sequences the engine ran during the call, sampled at its start and as each branch ends.
@@ -189,8 +192,23 @@ async def wait_for_engine(call: Call) -> Ready:
     state = await engine_profile(call.engine, settings, stats.max_num_seqs) if settings.planned else None
     if state is not None:  # measured once, like the start-up profile: not against the deadline
         await price_confidence(state, call.engine, settings)
+    calibrated = state
+    if state is None and _needs_cut_off_calibration(call):
+        # Pinned branches calibrate the confidence cut-off as planned calls do (once per engine).
+        calibrated = await engine_profile(call.engine, settings, stats.max_num_seqs)
+        await price_confidence(calibrated, call.engine, settings)
     ready = time.monotonic()
-    return Ready(stats, state, call.started if strict else ready, ready - call.started)
+    return Ready(stats, state, call.started if strict else ready, ready - call.started,
+                 calibrated=None if calibrated is None else calibrated.current(settings.max_tokens))
+
+
+def _needs_cut_off_calibration(call: Call) -> bool:
+    """A pinned ``prune="confidence"`` call with no threshold given and none in the cached profile."""
+    settings = call.settings
+    if settings.prune != "confidence" or settings.confidence_threshold is not None or settings.planned:
+        return False
+    cached = None if call.engine.config.endpoints else cached_profile(settings)
+    return cached is None or cached.confidence is None
 
 
 def call_deadline(call: Call, ready: Ready) -> float | None:
@@ -320,12 +338,8 @@ def output_rules(call: Call, profiled: Profile | None = None) -> tuple[str | Non
     return grammar, tool_extractor(read, names, call.tool_choice, settings.extractor(chosen))
 
 
-def _profile_of(settings: TTSSettings, engine: Engine, state: EngineProfile | None) -> Profile | None:
-    """The profile a call reads its measured choices from: the planner's (``branches="auto"``:
-    cached or measured at start-up), else the cached profile of this setup (in-process
-    engines), else None."""
-    if state is not None:
-        return state.current()
+def _profile_of(settings: TTSSettings, engine: Engine) -> Profile | None:
+    """The cached profile of this setup (in-process engines; None: none or a fleet)."""
     return None if engine.config.endpoints else cached_profile(settings)
 
 

@@ -308,6 +308,28 @@ def test_confidence_strategies_ask_for_log_probs_and_report_each_branchs_confide
     assert llm.invoke("q", strategy="confidence_filtered", confidence_keep=0.4).response_metadata["tts"]["answer"] == "5"
 
 
+@pytest.fixture
+def uncalibrated(monkeypatch: Any) -> None:
+    """No cut-off calibration anywhere: none cached, and the engine's start-up profile has
+    none (a model the start-up calibration cannot grade), so the in-call warm-up decides."""
+    from types import SimpleNamespace
+
+    from langchain_latts import call as call_module
+
+    startup = SimpleNamespace(confidence=None, extractor=None, output_length=lambda q: 512)
+
+    async def engine_profile(engine: Any, settings: Any, max_num_seqs: int) -> Any:
+        return SimpleNamespace(current=lambda max_tokens=None: startup)
+
+    async def price_confidence(state: Any, engine: Any, settings: Any) -> None:
+        return None
+
+    monkeypatch.setattr(call_module, "cached_profile", lambda settings: None)
+    monkeypatch.setattr(call_module, "engine_profile", engine_profile)
+    monkeypatch.setattr(call_module, "price_confidence", price_confidence)
+
+
+@pytest.mark.usefixtures("uncalibrated")
 @pytest.mark.parametrize(("measure", "k"), [("lowest_logprob", 0), ("lowest_group", 5)])
 def test_confidence_prune_cuts_running_branches_below_the_warmup_threshold(engine_for: Any, measure: str,
                                                                            k: int) -> None:
@@ -322,6 +344,7 @@ def test_confidence_prune_cuts_running_branches_below_the_warmup_threshold(engin
     assert {r.logprobs for r in engine.requests} == {k}
 
 
+@pytest.mark.usefixtures("uncalibrated")
 def test_nothing_is_cut_before_the_warmup_branches_finish(engine_for: Any) -> None:
     shaky = ["y"] * 30 + ["#### ", "7"]
     engine_for(ScriptedEngine([shaky] * 4, step_s=0.001, confidence=[1.0, 2.0, 3.0, 4.0]))
@@ -448,3 +471,35 @@ def test_stopping_at_the_answer_never_cuts_a_step_by_step_solution_at_its_first_
     tts = LatencyOptimalTTSLLM(branches=1, seed=0, stop_at_answer=True).invoke("q").response_metadata["tts"]
     # auto waits for an explicit final answer (####), then stops at the line break after it.
     assert tts["branch_finish_reasons"] == ["answered"] and tts["branch_tokens"] == [7] and tts["answer"] == "40"
+
+
+def test_pinned_branches_calibrate_the_cut_off_like_planned_calls(engine_for: Any, monkeypatch: Any) -> None:
+    """No threshold given, none cached: a pinned prune='confidence' call asks the engine's
+    start-up profile for its calibration (once per engine), as branches='auto' calls do."""
+    from types import SimpleNamespace
+
+    from langchain_latts import call as call_module
+    from langchain_latts.planner.profile import ConfidenceCalibration
+
+    calibration = ConfidenceCalibration(lowest_logprob=[-4.0, -3.5, -0.5, -0.2], lowest_group=[1.0, 2.0, 3.0, 4.0],
+                                        right_lowest_logprob=[-0.5, -0.3, -0.2, -0.1], right_lowest_group=[3.0, 4.0])
+    profiled = SimpleNamespace(confidence=calibration, output_length=lambda q: 4, extractor=None)
+    asked: list[str] = []
+
+    async def engine_profile(engine: Any, settings: Any, max_num_seqs: int) -> Any:
+        asked.append("profile")
+        return SimpleNamespace(current=lambda max_tokens=None: profiled)
+
+    async def price_confidence(state: Any, engine: Any, settings: Any) -> None:
+        asked.append("calibrate")
+
+    monkeypatch.setattr(call_module, "cached_profile", lambda settings: None)
+    monkeypatch.setattr(call_module, "engine_profile", engine_profile)
+    monkeypatch.setattr(call_module, "price_confidence", price_confidence)
+    good, slip = ["a", "b", "#### ", "5"], ["a", "X", "#### ", "6"]
+    engine_for(ScriptedEngine([good, good, slip], step_s=0.002,
+                              token_logprobs=[_steady(good), _steady(good), [-0.1, -1.0, -0.1, -0.1]]))
+    tts = LatencyOptimalTTSLLM(branches=3, seed=0, prune="confidence", max_respawns=0,
+                               early_stop=False).invoke("q").response_metadata["tts"]
+    assert asked == ["profile", "calibrate"]
+    assert tts["branch_finish_reasons"] == ["stop", "stop", "pruned"] and "plan" not in tts or tts["plan"] is None
