@@ -18,8 +18,9 @@ from pydantic import BaseModel
 
 from langchain_latts import FleetUnavailableError, LatencyOptimalTTSLLM
 from langchain_latts.engines import vllm_server
+from langchain_latts.engines.fleet_protocol import parse_prometheus, server_root
 from langchain_latts.engines.launch import ServerProcess, free_port, running_fleet
-from langchain_latts.engines.vllm_server import VLLMServerEngine, parse_prometheus, server_root
+from langchain_latts.engines.vllm_server import VLLMServerEngine
 
 EASY, EASY_ANSWER = "Compute 3 + 4 - 2.", "5"
 HARD, HARD_ANSWER = "Compute 591 + 78 - 364 + 85 - 233 + 557.", "714"  # ~100 tokens per branch

@@ -457,7 +457,7 @@ class TTSSettings(BaseModel):
     def _check_endpoints(cls, value: list[str] | None) -> list[str] | None:
         if value is None:
             return None
-        from langchain_latts.engines.vllm_server import normalize_endpoint
+        from langchain_latts.engines.fleet_protocol import normalize_endpoint
 
         if not value:
             raise LattsValueError.bad("endpoints", value, "must list at least one server, or be None",

@@ -22,19 +22,19 @@ from pydantic import SecretStr
 from langchain_latts import BranchesFailedError, FleetUnavailableError, LatencyOptimalTTSLLM, LattsValueError
 from langchain_latts.engines import vllm_server
 from langchain_latts.engines.base import BranchRequest, BranchUpdate, EngineConfig
-from langchain_latts.engines.launch import server_command
-from langchain_latts.engines.vllm_server import (
+from langchain_latts.engines.fleet_protocol import (
+    MAX_EVENT_BYTES,
     BranchFailure,
-    Replica,
     ReplicaError,
-    VLLMServerEngine,
     completion_body,
     normalize_endpoint,
     parse_prometheus,
-    pick_replica,
     read_chunk,
     server_root,
 )
+from langchain_latts.engines.fleet_replicas import PROBE_INTERVAL_S, Replica, pick_replica
+from langchain_latts.engines.launch import server_command
+from langchain_latts.engines.vllm_server import VLLMServerEngine
 from langchain_latts.models import DEFAULT_TARGET
 
 A, B = "http://a:8001/v1", "http://b:8002/v1"
@@ -82,9 +82,9 @@ def test_a_replica_leaves_the_rotation_after_failures_in_a_row_and_comes_back_wh
     replica.failed("ConnectError", now=11.0)
     assert replica.in_rotation, "a success resets the count"
     replica.failed("ConnectError", now=12.0)
-    assert not replica.in_rotation and replica.probe_at == 12.0 + vllm_server.PROBE_INTERVAL_S
+    assert not replica.in_rotation and replica.probe_at == 12.0 + PROBE_INTERVAL_S
     replica.probed(False, now=13.0, error="refused")
-    assert replica.probe_interval == 2 * vllm_server.PROBE_INTERVAL_S and replica.last_error == "refused"
+    assert replica.probe_interval == 2 * PROBE_INTERVAL_S and replica.last_error == "refused"
     replica.probed(True, now=14.0)
     assert replica.in_rotation and replica.failures == 0
 
@@ -332,7 +332,7 @@ async def test_a_fleet_that_never_answers_fails_the_start_naming_every_endpoint(
     (lambda body: sse(_event("4", [1, 2, 3], "stop"), json.dumps({"choices": [], "usage": {"completion_tokens": 9}})),
      "counted 9 tokens but sent 3"),
     (lambda body: sse(_event("x" * 10, list(range(40)))), "sent 40 tokens where at most 16"),
-    (lambda body: b"data: " + b"x" * (vllm_server.MAX_EVENT_BYTES + 10), "longer than"),
+    (lambda body: b"data: " + b"x" * (MAX_EVENT_BYTES + 10), "longer than"),
     (lambda body: sse(_event("4", [1], "stop"), _event("5", [2])), "output after the branch finished"),
 ])
 async def test_a_malformed_or_hostile_answer_fails_only_that_branch(answer: Callable[[dict[str, Any]], bytes],

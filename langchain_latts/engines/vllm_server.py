@@ -34,13 +34,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 from tenacity import (
@@ -59,287 +56,37 @@ from langchain_latts.engines.base import (
     EngineConfig,
     EngineStats,
     LoopEngine,
-    SpecDecodeStats,
 )
+from langchain_latts.engines.fleet_protocol import (
+    MAX_BYTES_PER_TOKEN,
+    MAX_EVENT_BYTES,
+    BranchFailure,
+    Chunk,
+    ReplicaError,
+    completion_body,
+    describe,
+    events,
+    parse_prometheus,
+    read_chunk,
+    server_root,
+)
+from langchain_latts.engines.fleet_replicas import FAILURES_TO_EVICT, PROBE_INTERVAL_S, Replica, pick_replica
 from langchain_latts.errors import EngineStartError, FleetUnavailableError, LattsValueError
 
 logger = logging.getLogger(__name__)
 
 
-__all__ = ["BranchFailure", "Replica", "ReplicaError", "VLLMServerEngine", "completion_body", "normalize_endpoint",
-           "parse_prometheus", "pick_replica", "read_chunk", "server_root"]
+__all__ = ["VLLMServerEngine"]
 
 #: Seconds to connect to a server, and the longest silence of a running stream.
 CONNECT_TIMEOUT_S = 2.0
 READ_TIMEOUT_S = 30.0
-#: Consecutive failures after which a replica leaves the rotation.
-FAILURES_TO_EVICT = 2
-#: Seconds before an evicted replica's first health probe; doubles per failed probe.
-PROBE_INTERVAL_S = 0.5
-PROBE_INTERVAL_MAX_S = 15.0
 #: Attempts to open one branch's stream (over all replicas), within its deadline.
 OPEN_ATTEMPTS = 6
 #: Times one branch may move to another replica after its stream broke.
 MAX_FAILOVERS = 4
-#: Largest server-sent event, and body bytes allowed per requested token (plus one event).
-MAX_EVENT_BYTES = 1 << 20
-MAX_BYTES_PER_TOKEN = 4096
 #: How long a start waits for at least one server to answer (servers may still be starting).
 START_WAIT_S = 120.0
-
-
-class ReplicaError(Exception):
-    """A replica failed to serve (connection error, timeout, 5xx, a stream cut short):
-    worth retrying, on another replica if there is one."""
-
-
-class BranchFailure(Exception):
-    """A replica answered something unusable for this branch (malformed, hostile, or a 4xx
-    for this request): the branch ends with this error; retrying would not help."""
-
-
-# -- pure pieces ---------------------------------------------------------------------------
-def normalize_endpoint(url: str) -> str:
-    """``url`` as the base URL of an OpenAI-compatible server, ending in ``/v1`` (pure).
-
-    A bad URL (no http(s) scheme or host, credentials in it, a query) is a
-    :class:`LattsValueError` naming ``endpoints``.
-    """
-    fix = "Give base URLs of vLLM OpenAI servers, e.g. endpoints=['http://127.0.0.1:8001/v1']."
-    if not isinstance(url, str):
-        raise LattsValueError.bad("endpoints", url, "must hold URL strings", fix)
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise LattsValueError.bad("endpoints", url, "must hold http:// or https:// URLs with a host", fix)
-    if parts.username or parts.password:
-        raise LattsValueError.bad("endpoints", url, "must not carry credentials",
-                                  "Give the servers' key as api_key= (or $VLLM_API_KEY), never in the URL.")
-    if parts.query or parts.fragment:
-        raise LattsValueError.bad("endpoints", url, "must not carry a query or fragment", fix)
-    path = parts.path.rstrip("/")
-    if not path.endswith("/v1"):
-        path += "/v1"
-    return f"{parts.scheme}://{parts.netloc}{path}"
-
-
-def server_root(endpoint: str) -> str:
-    """The server's root URL (where ``/health`` and ``/metrics`` live) of a ``.../v1`` endpoint."""
-    return endpoint.removesuffix("/v1")
-
-
-@dataclass
-class Replica:
-    """One server and what this client knows of it."""
-
-    url: str
-    #: Branches this client is streaming from it now.
-    outstanding: int = 0
-    #: Branch segments it served to the end.
-    served: int = 0
-    #: Consecutive failures (reset by a success or a passed health probe).
-    failures: int = 0
-    in_rotation: bool = True
-    last_error: str | None = None
-    #: ``time.monotonic()`` of the next health probe while out of rotation.
-    probe_at: float = 0.0
-    probe_interval: float = PROBE_INTERVAL_S
-
-    def failed(self, error: str, now: float) -> None:
-        """Record a failure; the ``FAILURES_TO_EVICT``-th in a row takes it out of rotation."""
-        self.failures += 1
-        self.last_error = error
-        if self.in_rotation and self.failures >= FAILURES_TO_EVICT:
-            self.in_rotation = False
-            self.probe_interval = PROBE_INTERVAL_S
-            self.probe_at = now + self.probe_interval
-            logger.warning("server %s left the rotation after %d failures in a row: %s", self.url,
-                           self.failures, error)
-
-    def succeeded(self) -> None:
-        self.failures = 0
-        self.served += 1
-
-    def probed(self, healthy: bool, now: float, error: str | None = None) -> None:
-        """A health probe's result: back in rotation, or the next probe later."""
-        if healthy:
-            if not self.in_rotation:
-                logger.warning("server %s is healthy again and back in the rotation", self.url)
-            self.in_rotation, self.failures = True, 0
-            return
-        self.last_error = error or self.last_error
-        self.probe_interval = min(self.probe_interval * 2, PROBE_INTERVAL_MAX_S)
-        self.probe_at = now + self.probe_interval
-
-
-def pick_replica(replicas: Sequence[Replica], avoid: Sequence[str] = ()) -> Replica | None:
-    """The replica for the next branch (pure): in rotation, not in ``avoid`` when another
-    is, with the fewest outstanding branches, then the fewest served, then listed first."""
-    live = [r for r in replicas if r.in_rotation]
-    preferred = [r for r in live if r.url not in avoid] or live
-    if not preferred:
-        return None
-    return min(preferred, key=lambda r: (r.outstanding, r.served, replicas.index(r)))
-
-
-def completion_body(model: str, request: BranchRequest, produced: Sequence[int], *,
-                    request_id: str) -> dict[str, Any]:
-    """The ``/v1/completions`` request of one branch that already has ``produced`` tokens (pure)."""
-    body: dict[str, Any] = {
-        "model": model,
-        "prompt": [*request.prompt_token_ids, *produced],
-        "max_tokens": request.max_tokens - len(produced),
-        "temperature": request.temperature,
-        "top_p": request.top_p,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-        "return_token_ids": True,
-        "add_special_tokens": False,
-        "request_id": request_id,
-    }
-    if request.seed is not None:
-        body["seed"] = request.seed + len(produced)  # a continuation samples afresh
-    if request.stop:
-        body["stop"] = list(request.stop)
-    if request.ignore_eos:
-        body["ignore_eos"] = True
-    if request.priority:
-        body["priority"] = request.priority
-    if request.grammar is not None:
-        body["structured_outputs"] = {"grammar": request.grammar}
-    if request.logprobs is not None:
-        body["logprobs"] = request.logprobs
-    return body
-
-
-@dataclass
-class Chunk:
-    """What one server-sent event of a completion stream says."""
-
-    text: str = ""
-    token_ids: list[int] = field(default_factory=list)
-    finish_reason: str | None = None
-    stop_reason: str | int | None = None
-    #: ``usage.completion_tokens`` of the usage chunk (None on content chunks).
-    completion_tokens: int | None = None
-    spec: SpecDecodeStats | None = None
-    num_cached_tokens: int = 0
-    #: Per token of this chunk, its candidates' log-probs (when asked for).
-    top_logprobs: list[list[float]] | None = None
-    #: Per token of this chunk, the sampled token's log-prob (when asked for).
-    token_logprobs: list[float] | None = None
-
-
-def read_chunk(payload: str) -> Chunk:
-    """One ``data:`` payload of a vLLM completion stream, checked (pure).
-
-    Anything that is not what vLLM sends raises :class:`BranchFailure`; an error event
-    raises :class:`ReplicaError` for a server-side (5xx) error, else :class:`BranchFailure`.
-    """
-    try:
-        data = json.loads(payload)
-    except ValueError as e:
-        raise BranchFailure(f"the server sent an event that is not JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise BranchFailure(f"the server sent a {type(data).__name__} where an object was expected")
-    if "error" in data:
-        error = data["error"] if isinstance(data["error"], dict) else {"message": data["error"]}
-        message = str(error.get("message"))[:300]
-        code = error.get("code")
-        if isinstance(code, int) and code < 500:
-            raise BranchFailure(f"the server refused the request ({code}): {message}")
-        raise ReplicaError(f"the server failed during generation ({code}): {message}")
-    chunk = Chunk()
-    choices = data.get("choices")
-    if not isinstance(choices, list) or len(choices) > 1:
-        raise BranchFailure("the server sent an event without a single choice")
-    if choices:
-        choice = choices[0]
-        if not isinstance(choice, dict) or not isinstance(choice.get("text", ""), str):
-            raise BranchFailure("the server sent a choice without text")
-        ids = choice.get("token_ids")
-        if not isinstance(ids, list) or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0
-                                                 for t in ids):
-            raise BranchFailure("the server sent no token ids (it must be vLLM >= 0.10, which returns them "
-                                "with return_token_ids)")
-        chunk.text, chunk.token_ids = choice.get("text", ""), ids
-        chunk.top_logprobs, chunk.token_logprobs = _logprobs(choice.get("logprobs"), len(ids))
-        chunk.finish_reason = choice.get("finish_reason")
-        chunk.stop_reason = choice.get("stop_reason")
-        if chunk.finish_reason is not None and not isinstance(chunk.finish_reason, str):
-            raise BranchFailure("the server sent a finish reason that is not a string")
-    usage = data.get("usage")
-    if isinstance(usage, dict):
-        tokens = usage.get("completion_tokens")
-        if not isinstance(tokens, int) or tokens < 0:
-            raise BranchFailure("the server sent a usage without a token count")
-        chunk.completion_tokens = tokens
-        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
-        chunk.num_cached_tokens = cached if isinstance(cached, int) else 0
-        chunk.spec = _spec_of(data.get("metrics"))
-    return chunk
-
-
-def _logprobs(logprobs: Any, tokens: int) -> tuple[list[list[float]] | None, list[float] | None]:
-    """The completions API's ``logprobs``: its ``top_logprobs`` (a ``{token: logprob}`` per
-    token) as log-prob lists and its ``token_logprobs`` (the sampled tokens'); (None, None)
-    when absent; a wrong shape is a :class:`BranchFailure`."""
-    if logprobs is None:
-        return None, None
-    top = logprobs.get("top_logprobs") if isinstance(logprobs, dict) else None
-    sampled = logprobs.get("token_logprobs") if isinstance(logprobs, dict) else None
-    if not isinstance(top, list) or len(top) != tokens or not all(
-            isinstance(p, dict) and all(_is_logprob(v) for v in p.values()) for p in top):
-        raise BranchFailure("the server sent log-probs that are not one {token: log-prob <= 0} per token")
-    if not isinstance(sampled, list) or len(sampled) != tokens or not all(_is_logprob(v) for v in sampled):
-        raise BranchFailure("the server sent token_logprobs that are not one log-prob <= 0 per token")
-    return [[float(v) for v in p.values()] for p in top], [float(v) for v in sampled]
-
-
-def _is_logprob(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0
-
-
-def _spec_of(metrics: Any) -> SpecDecodeStats | None:
-    """The speculative-decoding counts of vLLM's per-request metrics (None when absent)."""
-    spec = metrics.get("speculative_decoding") if isinstance(metrics, dict) else None
-    if not isinstance(spec, dict):
-        return None
-    try:
-        return SpecDecodeStats(num_drafts=int(spec["num_spec_steps"]), num_draft_tokens=int(spec["num_draft_tokens"]),
-                               num_accepted_tokens=int(spec["num_accepted_draft_tokens"]))
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def parse_prometheus(text: str) -> dict[str, float]:
-    """Prometheus text exposition as ``{sample name: value}``, summed over label sets (pure)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    values: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            values[sample.name] = values.get(sample.name, 0.0) + float(sample.value)
-    return values
-
-
-async def _events(response: httpx.Response, max_bytes: int) -> AsyncIterator[str]:
-    """The ``data:`` payloads of a server-sent event stream, within size limits."""
-    buffer, total = b"", 0
-    async for piece in response.aiter_bytes():
-        total += len(piece)
-        if total > max_bytes:
-            raise BranchFailure(f"the server's answer exceeded {max_bytes} bytes for this branch")
-        buffer += piece
-        *lines, buffer = buffer.split(b"\n")
-        if len(buffer) > MAX_EVENT_BYTES:
-            raise BranchFailure(f"the server sent an event longer than {MAX_EVENT_BYTES} bytes")
-        for line in lines:
-            if line.startswith(b"data:"):
-                yield line[5:].strip().decode("utf-8", errors="replace")
-
-
-def _describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"[:300] if str(error) else type(error).__name__
 
 
 # -- the engine ----------------------------------------------------------------------------
@@ -379,7 +126,7 @@ class VLLMServerEngine(LoopEngine):
             tokenizer = await asyncio.to_thread(_load_tokenizer, self.config.model)
         except Exception as e:
             raise EngineStartError(
-                f"could not load the tokenizer of model={self.config.model!r} ({_describe(e)}); with endpoints, "
+                f"could not load the tokenizer of model={self.config.model!r} ({describe(e)}); with endpoints, "
                 "model must name what the servers serve (vllm serve MODEL) and be loadable here for the chat "
                 "template: a local directory or a Hugging Face id.") from e
         cards = await self._describe_servers()
@@ -397,14 +144,14 @@ class VLLMServerEngine(LoopEngine):
         assert self._client is not None
         cards: dict[str, int] = {}
 
-        async def describe(replica: Replica) -> None:
+        async def ask(replica: Replica) -> None:
             try:
                 response = await self._client.get(f"{replica.url}/models")  # type: ignore[union-attr]
                 self._check_auth(replica, response)
                 response.raise_for_status()
                 models = {m.get("id"): m for m in response.json().get("data", []) if isinstance(m, dict)}
             except (httpx.HTTPError, ValueError, AttributeError) as e:
-                replica.failed(_describe(e), time.monotonic())
+                replica.failed(describe(e), time.monotonic())
                 return
             card = models.get(self.config.model)
             if card is None:
@@ -416,7 +163,7 @@ class VLLMServerEngine(LoopEngine):
             cards[replica.url] = int(card.get("max_model_len") or 1 << 30)
 
         async def until_one_answers() -> None:
-            await asyncio.gather(*(describe(r) for r in self.replicas if r.url not in cards))
+            await asyncio.gather(*(ask(r) for r in self.replicas if r.url not in cards))
             if not cards:
                 raise ReplicaError("no server answered")
 
@@ -444,7 +191,7 @@ class VLLMServerEngine(LoopEngine):
                     if chunk.token_ids:
                         stamps.append(time.perf_counter())
             except (ReplicaError, BranchFailure) as e:
-                replica.failed(_describe(e), time.monotonic())
+                replica.failed(describe(e), time.monotonic())
                 continue
             steps += [b - a for a, b in itertools.pairwise(stamps)]
         return min(steps, default=0.0)
@@ -455,7 +202,7 @@ class VLLMServerEngine(LoopEngine):
             response = await self._client.get(f"{server_root(replica.url)}/health", timeout=CONNECT_TIMEOUT_S)
             replica.probed(response.status_code == 200, time.monotonic(), f"/health answered {response.status_code}")
         except httpx.HTTPError as e:
-            replica.probed(False, time.monotonic(), _describe(e))
+            replica.probed(False, time.monotonic(), describe(e))
 
     async def _probe_forever(self) -> None:
         while True:
@@ -546,12 +293,12 @@ class VLLMServerEngine(LoopEngine):
                     detail = (await response.aread())[:300].decode("utf-8", errors="replace")
                     raise BranchFailure(f"{replica.url} refused the request ({response.status_code}): {detail}")
                 self._open[request_id] = response
-                async for payload in _events(response, limit):
+                async for payload in events(response, limit):
                     if payload == "[DONE]":
                         return
                     yield read_chunk(payload)
         except httpx.HTTPError as e:  # connect, read, protocol errors and timeouts
-            raise ReplicaError(f"{replica.url}: {_describe(e)}") from e
+            raise ReplicaError(f"{replica.url}: {describe(e)}") from e
         finally:
             self._open.pop(request_id, None)
 
