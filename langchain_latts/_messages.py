@@ -116,6 +116,8 @@ def _tts_metadata(run: BranchRun, *, selected: int, latency_s: float, speculativ
                                   else "abort" for b in branches],
         "no_branch_finished": not run.finished,
         "kept_alone": run.kept_alone,
+        "quorum": run.quorum,
+        "quorum_reached": run.quorum_reached,
         "branch_scores": [None if b.score is None else round(b.score, 6) for b in branches],
         "score_errors": sum(1 for b in branches if b.score_error is not None),
         "branches_pruned": sum(1 for b in branches if b.pruned),

@@ -33,8 +33,9 @@ from langchain_latts._messages import build_chat_result, speculation_metadata
 from langchain_latts.budget import Budget, StepSpend, branches_within, least, spender
 from langchain_latts.engines.base import BranchRequest, Engine, EngineStats
 from langchain_latts.errors import BranchesFailedError, DeadlineExceededError, LattsValueError
+from langchain_latts.planner.accuracy import quorum_size
 from langchain_latts.planner.engine_config import cached_profile
-from langchain_latts.planner.plan import DEFAULT_QUANTILE, Plan
+from langchain_latts.planner.plan import DEFAULT_QUANTILE, DEFAULT_TOLERANCE, Plan
 from langchain_latts.planner.profile import Profile
 from langchain_latts.planner.runtime import (
     EngineProfile,
@@ -107,6 +108,8 @@ class Branching:
     lifeline: Lifeline | None
     #: The call's token cap: its ``token_budget`` and what the run's budget has left (None: none).
     token_cap: int | None
+    #: The finished branches the call decides on (None: all of them).
+    quorum: int | None = None
 
 
 async def run_call(call: Call) -> ChatResult:
@@ -136,7 +139,7 @@ async def run_call(call: Call) -> ChatResult:
             early_stop_threshold=settings.early_stop_threshold, on_progress=progress,
             verification=branches.policy, respawn=branches.respawn,
             spend=spender(branching.token_cap is not None, settings.token_budget, call.budget),
-            lifeline=branching.lifeline,
+            lifeline=branching.lifeline, quorum=branching.quorum,
         )
     finally:
         book.release(call.call_id)
@@ -259,14 +262,23 @@ def plan_branches(call: Call, state: EngineProfile | None, prompt: Sequence[int]
                              question=call.question, call_id=call.call_id, token_budget=token_cap)
         lifeline = lifeline_for(state, settings, plan, question=call.question, time_left_s=time_left,
                                 prompt_tokens=len(prompt))
-        return Branching(plan.branches, plan, lifeline, token_cap)
+        quorum = plan.quorum if settings.quorum == "auto" else settings.quorum
+        return Branching(plan.branches, plan, lifeline, token_cap, _quorum_of(quorum, plan.branches))
     branches = settings.effective_branches
+    profile = cached_profile(settings) if token_cap is not None or settings.quorum == "auto" else None
     if token_cap is not None:
-        profile = cached_profile(settings)
         typical = settings.max_tokens if profile is None else min(settings.max_tokens,
                                                                   profile.output_length(DEFAULT_QUANTILE))
         branches = branches_within(branches, token_cap, typical)
-    return Branching(branches, None, None, token_cap)
+    quorum = settings.quorum
+    if quorum == "auto":
+        quorum = None if profile is None else quorum_size(profile.accuracy, branches, DEFAULT_TOLERANCE)
+    return Branching(branches, None, None, token_cap, _quorum_of(quorum, branches))
+
+
+def _quorum_of(quorum: int | str | None, branches: int) -> int | None:
+    """A quorum that decides anything: fewer than the call's branches (else None)."""
+    return quorum if isinstance(quorum, int) and quorum < branches else None
 
 
 # -- 4. requests ------------------------------------------------------------------------------

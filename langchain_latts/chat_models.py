@@ -199,6 +199,7 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
             "endpoints": self.endpoints,
             "step_delimiter": self.step_delimiter,
             "max_respawns": self.max_respawns,
+            "quorum": self.quorum,
             "engine_kwargs": self.engine_kwargs,
             "latency_profile": None if self.latency_profile is None else str(self.latency_profile),
         }

@@ -186,6 +186,25 @@ def bench_stop_at_answer(
                    problems=problems, branches=branches, out=Path(out) if out else None)
 
 
+@bench_app.command("quorum")
+def bench_quorum(
+    settings: str = typer.Option("{}", help='Model settings as JSON, e.g. \'{"model": "smollm2-135m", '
+                                 '"max_tokens": 64}\' (default: the built-in pair).'),
+    dataset: str = typer.Option("arithmetic", help="'arithmetic' or a reasoning-gym task, e.g. 'rg:products'."),
+    dataset_options: str = typer.Option("{}", help="The task generator's options as JSON."),
+    problems: int = typer.Option(24, help="Questions."),
+    branches: int = typer.Option(8, help="Branches per call (fixed; no early stop)."),
+    quorums: str = typer.Option("4,6,auto", help="Quorums compared with every branch, comma-separated."),
+    out: str = typer.Option("bench-quorum.json", help="Where to save the numbers ('' to skip)."),
+) -> None:
+    """Deciding on the first M of B branches: accuracy, latency and tokens, and the predicted M-th finish."""
+    from langchain_latts.bench.quorum import run_quorum_bench
+
+    parsed = [q.strip() if q.strip() == "auto" else int(q) for q in quorums.split(",") if q.strip()]
+    run_quorum_bench(settings=json.loads(settings), dataset=dataset, dataset_options=json.loads(dataset_options),
+                     problems=problems, branches=branches, quorums=parsed, out=Path(out) if out else None)
+
+
 @bench_app.command("prompts")
 def bench_prompts(
     tasks: str = typer.Argument(..., help='reasoning-gym tasks and their generator options as JSON, e.g. '

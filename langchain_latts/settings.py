@@ -144,6 +144,16 @@ class TTSSettings(BaseModel):
     """Posterior probability at which ``early_stop="adaptive"`` stops, in (0.5, 1).
     Default: 0.95."""
 
+    quorum: int | Literal["auto"] | None = None
+    """Decide on the first branches to finish: once this many have, the call votes over
+    them and aborts the rest (the stragglers that run into ``max_tokens`` decide a call's
+    latency on real models). ``"auto"``: the fewest whose vote the profile expects within
+    half a point of the vote of all branches the call launches
+    (:func:`langchain_latts.planner.accuracy.quorum_size`; no profile: all of them); an int
+    of at least 1 (more than the branches: all of them); None: every branch (default).
+    The vote over the first finishers favours short answers, which may be more or less
+    often right than long ones: ``latts bench quorum`` measures what it costs."""
+
     # -- verifiers and selection ---------------------------------------------------------
     verifier: Any = None
     """Scores candidates: a shipped verifier's name (``"arithmetic_steps"``, the built-in
@@ -398,6 +408,15 @@ class TTSSettings(BaseModel):
                 "deadline_s", value, "must be a finite number of seconds > 0 (or None for no deadline)",
                 "Use e.g. deadline_s=2.0, or deadline_s=None.",
             )
+        return value
+
+    @field_validator("quorum", mode="before")
+    @classmethod
+    def _check_quorum(cls, value: Any) -> Any:
+        if value is not None and value != "auto" and (not isinstance(value, int) or isinstance(value, bool)
+                                                      or value < 1):
+            raise LattsValueError.bad("quorum", value, "must be a number of branches >= 1, 'auto' or None",
+                                      "Use e.g. quorum=6 with branches=8, quorum='auto', or None for every branch.")
         return value
 
     @field_validator("early_stop_threshold")

@@ -107,3 +107,21 @@ async def test_adaptive_stop_aborts_earlier_than_the_exact_rule() -> None:
     adaptive = await _run(engine, 8, early_stop="adaptive")
     assert adaptive.stopped_early and adaptive.vote.answer == "3" and len(adaptive.finished) == 4
     assert sorted(engine.aborted) == ["c-4", "c-5", "c-6", "c-7"]
+
+
+async def test_a_quorum_decides_on_the_first_branches_to_answer_and_aborts_the_stragglers() -> None:
+    # Three branches answer quickly (two "3", one "4"); two ramble. A quorum of 3 votes over
+    # the three answers, although the exact early-stop rule (off here) could not decide yet.
+    fast3, fast4, slow = ["#### ", "3"], ["x", "#### ", "4"], ["x"] * 50 + ["#### 4"]
+    engine = ScriptedEngine([fast3, slow, fast4, slow, fast3])
+    run = await _run(engine, 5, early_stop=False, quorum=3)
+    assert run.quorum == 3 and run.quorum_reached and run.stopped_early
+    assert run.vote.counts == {"3": 2, "4": 1} and run.answer == "3"
+    assert sorted(engine.aborted) == ["c-1", "c-3"] and engine.num_unfinished_requests() == 0
+
+
+async def test_a_branch_without_an_answer_does_not_count_towards_the_quorum() -> None:
+    engine = ScriptedEngine([["no answer"], ["x", "#### ", "7"], ["x", "x", "#### ", "7"]])
+    run = await _run(engine, 3, early_stop=False, quorum=2)
+    assert run.quorum_reached and [b.finished for b in run.branches] == [True, True, True]
+    assert run.vote.counts == {"7": 2}

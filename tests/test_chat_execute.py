@@ -125,7 +125,7 @@ def test_exact_tts_metadata_of_a_complete_call(engine_for) -> None:  # type: ign
         "strategy": "majority", "weights": {"5": 2.0, "4": 1.0}, "branch_scores": [None, None, None],
         "score_errors": 0, "branches_pruned": 0, "branches_respawned": 0, "budget_hit": False,
         "verifier": None, "token_budget": None, "budget": None, "branch_errors": [], "servers": None,
-        "branch_confidences": None, "no_branch_finished": False, "kept_alone": False,
+        "branch_confidences": None, "no_branch_finished": False, "kept_alone": False, "quorum": None, "quorum_reached": False,
     }
     assert message.content == "#### 5"
     assert message.usage_metadata == {"input_tokens": 3, "output_tokens": 6, "total_tokens": 9}
@@ -503,3 +503,15 @@ def test_pinned_branches_calibrate_the_cut_off_like_planned_calls(engine_for: An
                                early_stop=False).invoke("q").response_metadata["tts"]
     assert asked == ["profile", "calibrate"]
     assert tts["branch_finish_reasons"] == ["stop", "stop", "pruned"] and "plan" not in tts or tts["plan"] is None
+
+
+def test_a_pinned_quorum_decides_on_the_first_answers(engine_for: Any) -> None:
+    fast, slow = ["#### ", "5"], ["x"] * 200 + ["#### ", "6"]
+    engine_for(ScriptedEngine([fast, slow, fast, slow, fast], step_s=0.002))
+    tts = LatencyOptimalTTSLLM(branches=5, seed=0, early_stop=False, quorum=3).invoke("q").response_metadata["tts"]
+    assert tts["quorum"] == 3 and tts["quorum_reached"] and tts["answer"] == "5"
+    assert tts["branches_finished"] == 3 and tts["branch_finish_reasons"] == ["stop", "abort", "stop", "abort", "stop"]
+    # A quorum of at least the branches decides nothing.
+    engine_for(ScriptedEngine([fast, fast], step_s=0.002))
+    whole = LatencyOptimalTTSLLM(branches=2, seed=0, quorum=5).invoke("q").response_metadata["tts"]
+    assert whole["quorum"] is None and not whole["quorum_reached"]

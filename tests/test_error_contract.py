@@ -29,6 +29,7 @@ BAD: dict[str, list[object]] = {
     "stop_at_answer": ["maybe", {}],
     "early_stop": ["maybe", "sometimes"],
     "early_stop_threshold": ["high", 0.3],
+    "quorum": ["half", 0],
     "deadline_s": ["soon", float("nan")],
     "deadline_includes_start": ["maybe", {}],
     "on_deadline": [0, "ignore"],

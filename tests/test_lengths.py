@@ -73,3 +73,31 @@ def test_too_few_questions_are_refused() -> None:
         fit_length_model(["a", "b"], [[1], [2]])
     with pytest.raises(ValueError, match="at least one length"):
         marginal_length_model([])
+
+
+def test_order_statistic_z_matches_simulated_normal_order_statistics() -> None:
+    import random
+    import statistics as st
+
+    from langchain_latts.planner.lengths import order_statistic_z
+
+    assert order_statistic_z(4, 7) == pytest.approx(0.0, abs=1e-12)  # the median of an odd sample
+    assert order_statistic_z(1, 8) == pytest.approx(-order_statistic_z(8, 8))
+    zs = [order_statistic_z(m, 8) for m in range(1, 9)]
+    assert zs == sorted(zs)
+    rng = random.Random(0)
+    draws = [sorted(rng.gauss(0, 1) for _ in range(8)) for _ in range(20000)]
+    for m in (1, 3, 6, 8):
+        assert order_statistic_z(m, 8) == pytest.approx(st.fmean(d[m - 1] for d in draws), abs=0.03)
+    with pytest.raises(ValueError, match="1 <= m <= b"):
+        order_statistic_z(9, 8)
+
+
+def test_the_mth_of_b_branches_moves_with_the_branch_spread_only() -> None:
+    from langchain_latts.planner.lengths import LengthEstimate
+
+    shared = LengthEstimate(median=100.0, sigma_question=0.5, sigma_branch=0.0)
+    assert shared.mth_of(1, 8) == shared.mth_of(8, 8) == 100.0  # branches of one question agree
+    spread = LengthEstimate(median=100.0, sigma_question=0.0, sigma_branch=0.6)
+    assert spread.mth_of(6, 8) < spread.mth_of(8, 8) and spread.mth_of(8, 8) == pytest.approx(
+        100.0 * math.exp(0.6 * 1.4236), rel=0.01)

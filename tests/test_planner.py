@@ -616,3 +616,28 @@ def test_a_vote_gain_the_calibration_cannot_tell_from_noise_plans_greedy() -> No
 def test_paired_standard_error() -> None:
     assert paired_standard_error([1, 1, 0, 0], [0, 1, 0, 1]) == pytest.approx(math.sqrt(2 / 3 / 4))
     assert paired_standard_error([1.0], [0.0]) == 0.0
+
+
+def test_the_quorum_is_the_fewest_finishers_whose_vote_is_within_tolerance() -> None:
+    from langchain_latts.planner.accuracy import quorum_size
+
+    flat = AccuracyModel(alpha=4.0, beta=1.0, concentration=0.9)  # the vote hardly grows
+    steep = AccuracyModel(alpha=1.0, beta=1.0, concentration=0.0)
+    assert quorum_size(flat, 8, 0.005) < quorum_size(steep, 8, 0.005) <= 8
+    m = quorum_size(steep, 8, 0.005)
+    assert steep.vote_accuracy(m) >= steep.vote_accuracy(8) - 0.005 > steep.vote_accuracy(m - 1)
+    assert quorum_size(steep, 1, 0.005) == 1
+
+
+def test_a_quorum_plan_predicts_the_time_until_its_mth_branch_finishes() -> None:
+    from langchain_latts.planner.lengths import LengthEstimate
+
+    p = profile()
+    length = LengthEstimate(median=60.0, sigma_question=0.1, sigma_branch=0.5)
+    base = plan_call(p, prompt_tokens=20, max_tokens=512, max_branches=16, length=length, greedy=False)
+    plan = plan_call(p, prompt_tokens=20, max_tokens=512, max_branches=16, length=length, greedy=False, quorum=True)
+    assert base.quorum is None and plan.branches == base.branches > 1
+    assert plan.quorum is not None and 1 <= plan.quorum <= plan.branches
+    expected = plan.first_token_s + length.mth_of(plan.quorum, plan.branches) * plan.seconds_per_token
+    assert plan.quorum_latency_s == pytest.approx(expected)
+    assert plan.as_metadata()["quorum"] == plan.quorum

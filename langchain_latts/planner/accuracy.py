@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "DEFAULT_ACCURACY_MODEL", "AccuracyModel", "concentration_for_vote", "fit_accuracy_model", "fit_length_slope",
-    "observed_vote", "paired_standard_error", "vote_accuracy",
+    "observed_vote", "paired_standard_error", "quorum_size", "vote_accuracy",
 ]
 
 
@@ -87,6 +87,14 @@ class AccuracyModel(BaseModel):
     def vote_accuracy(self, branches: int) -> float:
         """Expected accuracy of the plurality vote of ``branches`` samples."""
         return vote_accuracy(branches, self.alpha, self.beta, self.concentration)
+
+
+def quorum_size(model: AccuracyModel, branches: int, tolerance: float) -> int:
+    """The fewest finished branches whose vote is expected within ``tolerance`` of the vote
+    of all ``branches``: a call that launches ``branches`` can decide on the first that
+    many to finish and abort the stragglers (``quorum="auto"``)."""
+    full = model.vote_accuracy(branches)
+    return next(m for m in range(1, branches + 1) if model.vote_accuracy(m) >= full - tolerance)
 
 
 def _shift(p: float, logit: float) -> float:

@@ -44,7 +44,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from langchain_latts.planner.accuracy import AccuracyModel
+from langchain_latts.planner.accuracy import AccuracyModel, quorum_size
 from langchain_latts.planner.latency import (
     NO_SPECULATION,
     SpeculationSetting,
@@ -104,11 +104,16 @@ class Plan:
     greedy: bool = False
     #: The best sampled plan's branches and expected accuracy, when greedy was chosen over it.
     sampled: tuple[int, float] | None = None
+    #: Branches whose finishing decides the call (``quorum="auto"``; None: all of them),
+    #: and the latency predicted until that many have finished.
+    quorum: int | None = None
+    quorum_latency_s: float | None = None
 
     def as_metadata(self) -> dict[str, Any]:
         data = asdict(self)
-        for key in ("predicted_latency_s", "expected_accuracy", "p_complete", "p_none", "first_token_s"):
-            data[key] = round(data[key], 4)
+        for key in ("predicted_latency_s", "expected_accuracy", "p_complete", "p_none", "first_token_s",
+                    "quorum_latency_s"):
+            data[key] = None if data[key] is None else round(data[key], 4)
         data["seconds_per_token"] = round(self.seconds_per_token, 6)
         return data
 
@@ -118,7 +123,7 @@ def plan_call(profile: Profile, *, prompt_tokens: int, max_tokens: int, max_bran
               token_budget: int | None = None, load: int = 0, accuracy: AccuracyModel | None = None,
               length: LengthEstimate | None = None, tolerance: float = DEFAULT_TOLERANCE,
               max_num_seqs: int | None = None, slowdown: float = 1.0, peers: int = 0,
-              greedy: bool = True) -> Plan:
+              greedy: bool = True, quorum: bool = False) -> Plan:
     """Choose the branches of one call (module docstring). ``deadline_s`` is the time left;
     ``length`` the question's predicted output length (None: the profile's length
     distribution); ``load`` the sequences other calls run or reserved; ``peers`` the other
@@ -126,7 +131,10 @@ def plan_call(profile: Profile, *, prompt_tokens: int, max_tokens: int, max_bran
     (a fair share: ``B`` branches are timed at ``max(load, peers * B) + B`` sequences);
     ``slowdown`` scales every step time (the call asks for log-probs:
     :meth:`~langchain_latts.planner.profile.Profile.slowdown`); ``greedy``: whether greedy
-    decoding may be chosen (when the accuracy model measured it)."""
+    decoding may be chosen (when the accuracy model measured it); ``quorum``: whether the
+    call decides on the first :func:`~langchain_latts.planner.accuracy.quorum_size` branches
+    to finish (the plan then predicts the time until that many have: the order statistic
+    of the question's branch lengths, :meth:`~langchain_latts.planner.lengths.LengthEstimate.mth_of`)."""
     if length is None:
         length = marginal_length_model(profile.output_lengths).estimate("", max_tokens=max_tokens)
     model = (accuracy or profile.accuracy).for_length(length.median)  # longer questions may be harder
@@ -181,8 +189,12 @@ def plan_call(profile: Profile, *, prompt_tokens: int, max_tokens: int, max_bran
         limited_by = "plateau"
     latency = slowdown * predict_latency(profile, lengths=[length.median] * b, prompt_tokens=prompt_tokens,
                                          load=max(load, peers * b), speculation=speculation, max_num_seqs=max_num_seqs)
+    m = quorum_size(model, b, tolerance) if quorum and b > 1 else None
+    quorum_latency = None if m is None else (
+        timing[b][0] + min(float(max_tokens), length.mth_of(m, b)) * timing[b][1])
     return Plan(b, speculation.name, latency, outcome.expected_accuracy, round(length.median), profile.profile_id,
-                limited_by, load, outcome.p_complete, outcome.p_none, *timing[b], peers=peers)
+                limited_by, load, outcome.p_complete, outcome.p_none, *timing[b], peers=peers,
+                quorum=m, quorum_latency_s=quorum_latency)
 
 
 def derive_schedule(profile: Profile, max_batch: int) -> SpeculationSetting:

@@ -336,6 +336,7 @@ def plan_for_call(state: EngineProfile, settings: TTSSettings, engine: Engine, *
             speculation=state.lookup, deadline_s=time_left_s,
             token_budget=token_budget, load=load, peers=peers, length=length,
             slowdown=profile.slowdown(settings.logprobs), greedy=settings.plans_greedy,
+            quorum=settings.quorum == "auto",
         )
 
     plan = reservations(engine).plan(call_id, engine.num_unfinished_requests(), make)

@@ -148,6 +148,10 @@ class BranchRun:
     #: The lifeline kept one branch alone: the others were aborted so that it could
     #: finish by the deadline (:mod:`~langchain_latts.tts.lifeline`).
     kept_alone: bool = False
+    #: The call decided on its first finished branches (None: on all of them), and
+    #: whether that many answered before the others were aborted.
+    quorum: int | None = None
+    quorum_reached: bool = False
 
     @property
     def winner_index(self) -> int | None:
@@ -458,6 +462,7 @@ async def run_branches(
     respawn: Callable[[int, str], BranchRequest] | None = None,
     spend: SpendCallback | None = None,
     lifeline: Lifeline | None = None,
+    quorum: int | None = None,
 ) -> BranchRun:
     """Run one branch per request, score the finished ones and select an answer.
 
@@ -479,7 +484,8 @@ async def run_branches(
     (finish reason ``"budget"``) and the selection runs over what finished. With a
     ``lifeline`` and a deadline, a call with no finished branch that would finish none
     keeps its leading branch alone (:func:`~langchain_latts.tts.lifeline.keep_alone`; the
-    others end with finish reason ``"lifeline"``).
+    others end with finish reason ``"lifeline"``). With a ``quorum``, the call decides as
+    soon as that many branches have finished with an answer, and aborts the rest.
 
     An engine error in any branch aborts the others and is raised (once: the other
     branches' errors are retrieved, so asyncio logs no "exception was never retrieved").
@@ -522,7 +528,7 @@ async def run_branches(
 
     for request in requests:
         launch(request)
-    stopped_early = deadline_hit = kept_alone = False
+    stopped_early = deadline_hit = kept_alone = quorum_reached = False
     try:
         while generating or scoring:
             timeout = None if deadline is None else deadline - time.monotonic()
@@ -573,8 +579,10 @@ async def run_branches(
             if on_progress is not None:
                 on_progress(progress_event(branches, call_id=call_id, started=started))
             remaining = len(generating) + (len(scoring) if strategy != "majority" else 0)
-            if not stopped_early and generating and is_decided(branches, remaining, strategy, early_stop,
-                                                                early_stop_threshold):
+            if quorum is not None and not quorum_reached:
+                quorum_reached = sum(1 for b in branches if b.finished and b.answer is not None) >= quorum
+            if not stopped_early and generating and (quorum_reached or is_decided(
+                    branches, remaining, strategy, early_stop, early_stop_threshold)):
                 stopped_early = True
                 await _cancel(generating, engine)
                 generating.clear()
@@ -611,4 +619,5 @@ async def run_branches(
             spec = b.spec if spec is None else spec + b.spec
     return BranchRun(branches=branches, vote=vote, decided_at_s=decided_at, stopped_early=stopped_early,
                      deadline_hit=deadline_hit, spec=spec, selection=selection, strategy=strategy,
-                     budget_hit=any(b.finish_reason == "budget" for b in branches), kept_alone=kept_alone)
+                     budget_hit=any(b.finish_reason == "budget" for b in branches), kept_alone=kept_alone,
+                     quorum=quorum, quorum_reached=quorum_reached)
