@@ -158,57 +158,26 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
         """The speculation method actually used (None: none; ``"auto"`` resolved from the profile)."""
         return speculative_method(self)
 
-    @property
-    def _identifying_params(self) -> dict[str, Any]:
-        """Every setting that changes the output (tracing and the LLM cache key)."""
-        return {
-            "model": self.model_name,
-            "draft_model": self.draft_model,
-            "speculative_method": speculative_method(self),
-            "num_speculative_tokens": self.num_speculative_tokens,
-            "branches": self.branches,
-            "max_branches": self.max_branches,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "max_tokens": self.max_tokens,
-            "stop": self.stop,
-            "seed": self.seed,
-            "answer_extractor": extractor_name(self.answer_extractor),
-            "early_stop": self.early_stop,
-            "stop_at_answer": self.stop_at_answer,
-            "chat_template_kwargs": self.chat_template_kwargs,
-            "reasoning_parser": self.reasoning_parser,
-            "early_stop_threshold": self.early_stop_threshold,
-            "verifier": verifier_name(self.verifier),
-            "strategy": self.selection_strategy,
-            "step_aggregation": self.step_aggregation,
-            "confidence_measure": self.confidence_measure,
-            "confidence_keep": self.confidence_keep,
-            "confidence_threshold": self.confidence_threshold,
-            "prune": self.prune,
-            "prune_threshold": self.prune_threshold,
-            "token_budget": self.token_budget,
-            "tool_calling": self.tool_calling,
-            "tool_parser": self.tool_parser,
-            "deadline_s": self.deadline_s,
-            "on_deadline": self.on_deadline,
-            "deadline_includes_start": self.deadline_includes_start,
-            "max_model_len": self.max_model_len,
-            "max_num_seqs": self.max_num_seqs,
-            "dtype": self.dtype,
-            "endpoints": self.endpoints,
-            "step_delimiter": self.step_delimiter,
-            "max_respawns": self.max_respawns,
-            "quorum": self.quorum,
-            "engine_kwargs": self.engine_kwargs,
-            "latency_profile": None if self.latency_profile is None else str(self.latency_profile),
-        }
-
     #: Settings that do not change what a call answers, so they stay out of
     #: ``_identifying_params`` (LangChain's cache key): how much memory the engine may use,
     #: eager mode (timing only), and the servers' secret.
     NOT_IDENTIFYING: ClassVar[frozenset[str]] = frozenset(
         {"kv_cache_gib", "gpu_memory_utilization", "enforce_eager", "api_key"})
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        """Every setting that changes the output (tracing and the LLM cache key): each field
+        but :attr:`NOT_IDENTIFYING`, with callables and paths by name and speculation as resolved."""
+        params: dict[str, Any] = {name: getattr(self, name) for name in TTSSettings.model_fields
+                                  if name not in self.NOT_IDENTIFYING}
+        return params | {
+            "model": self.model_name,
+            "speculative_method": speculative_method(self),
+            "answer_extractor": extractor_name(self.answer_extractor),
+            "verifier": verifier_name(self.verifier),
+            "strategy": self.selection_strategy,
+            "latency_profile": None if self.latency_profile is None else str(self.latency_profile),
+        }
 
     @property
     def lc_secrets(self) -> dict[str, str]:

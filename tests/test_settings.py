@@ -91,12 +91,17 @@ def test_identifying_params_cover_output_settings_and_ls_params() -> None:
 
 
 def test_every_setting_is_in_the_cache_key_or_excluded_on_purpose() -> None:
-    # A new setting fails here until it is added to _identifying_params or, when it cannot
-    # change an answer, to NOT_IDENTIFYING (with the reason in its comment).
+    # The key is derived from the fields: a new setting is in it unless NOT_IDENTIFYING names
+    # it (with the reason in its comment), and every value is plain JSON (a stable cache key).
+    import json
+
     from langchain_latts.settings import TTSSettings
 
-    params = set(LatencyOptimalTTSLLM()._identifying_params)
-    assert set(TTSSettings.model_fields) - params == set(LatencyOptimalTTSLLM.NOT_IDENTIFYING)
+    params = LatencyOptimalTTSLLM(verifier=lambda question, text: 1.0, quorum="auto")._identifying_params
+    assert set(TTSSettings.model_fields) - set(params) == set(LatencyOptimalTTSLLM.NOT_IDENTIFYING)
+    assert params["quorum"] == "auto" and isinstance(params["verifier"], str)
+    json.dumps(params)  # no callables, paths or secrets
+    assert LatencyOptimalTTSLLM(seed=3)._identifying_params == LatencyOptimalTTSLLM(seed=3)._identifying_params
 
 
 def test_greedy_runs_one_branch() -> None:
