@@ -50,7 +50,7 @@ from langchain_latts.settings import TTSSettings
 from langchain_latts.structured import answer_grammar, object_extractor
 from langchain_latts.tools import call_grammar, constrained_calls, parser_calls, tool_extractor
 from langchain_latts.tts.answers import AnswerExtractor, answer_detector
-from langchain_latts.tts.branches import BranchRun, ProgressCallback, Verification, branch_seeds, run_branches
+from langchain_latts.tts.branches import BranchPolicy, BranchRun, ProgressCallback, branch_seeds, run_branches
 from langchain_latts.tts.lifeline import Lifeline
 from langchain_latts.tts.reasoning import reasoning_splitter
 
@@ -137,7 +137,7 @@ async def run_call(call: Call) -> ChatResult:
             engine, branches.requests, call_id=call.call_id, extractor=branches.extractor,
             started=ready.started, deadline=deadline, early_stop=settings.early_stop,
             early_stop_threshold=settings.early_stop_threshold, on_progress=progress,
-            verification=branches.policy, respawn=branches.respawn,
+            policy=branches.policy, respawn=branches.respawn,
             spend=spender(branching.token_cap is not None, settings.token_budget, call.budget),
             lifeline=branching.lifeline, quorum=branching.quorum,
         )
@@ -290,7 +290,7 @@ class Requests:
     #: A replacement for a pruned branch: (branch index, its verified text) -> request.
     respawn: Callable[[int, str], BranchRequest]
     #: The branch policy: verifier, pruning, confidence cut-off, stop at the answer.
-    policy: Verification
+    policy: BranchPolicy
     #: How a branch votes.
     extractor: AnswerExtractor
 
@@ -317,13 +317,13 @@ def branch_requests(call: Call, branching: Branching, prompt: Sequence[int], roo
 
     extractor_choice = (profiled.extractor if profiled is not None and profiled.extractor is not None
                         and settings.answer_extractor == "auto" else settings.answer_extractor)
-    policy = Verification(
+    policy = BranchPolicy(
         verifier=settings.resolved_verifier(), question=call.question,
-        strategy=settings.selection_strategy, aggregation=settings.step_aggregation, prune=settings.prune is True,
+        strategy=settings.selection_strategy, aggregation=settings.step_aggregation,
+        prune="verifier" if settings.prune is True else (settings.prune or None),
         prune_threshold=settings.prune_threshold, step_delimiter=settings.step_delimiter,
         max_respawns=branching.branches if settings.max_respawns is None else settings.max_respawns,
         confidence_measure=settings.confidence_measure, confidence_keep=settings.confidence_keep,
-        confidence_prune=settings.prune == "confidence",
         answered=answer_detector(extractor_choice)
         if settings.stop_at_answer and call.schema is None and not call.tools else None,
         reasoning=None if settings.reasoning_parser is None else reasoning_splitter(settings.reasoning_parser,

@@ -13,7 +13,7 @@ from langchain_core.runnables import RunnableLambda
 from langchain_latts import LattsValueError
 from langchain_latts.engines.base import BranchRequest
 from langchain_latts.tts.answers import extract_hash
-from langchain_latts.tts.branches import Verification, run_branches
+from langchain_latts.tts.branches import BranchPolicy, run_branches
 from langchain_latts.tts.verifiers import completed_steps, resolve_verifier, score_candidate, verifier_name
 
 from .fakes import ScriptedEngine
@@ -90,13 +90,13 @@ def _requests(n: int) -> list[BranchRequest]:
     return [BranchRequest(prompt_token_ids=(1,), max_tokens=64, seed=i) for i in range(n)]
 
 
-async def _run(engine: ScriptedEngine, n: int, verification: Verification, **kwargs):  # type: ignore[no-untyped-def]
+async def _run(engine: ScriptedEngine, n: int, policy: BranchPolicy, **kwargs):  # type: ignore[no-untyped-def]
     return await run_branches(engine, _requests(n), call_id="c", extractor=extract_hash,
-                              started=time.monotonic(), verification=verification, **kwargs)
+                              started=time.monotonic(), policy=policy, **kwargs)
 
 
-def _check(strategy: str = "best_of_n", **kwargs: object) -> Verification:
-    return Verification(verifier=resolve_verifier("arithmetic_steps"), question=QUESTION,
+def _check(strategy: str = "best_of_n", **kwargs: object) -> BranchPolicy:
+    return BranchPolicy(verifier=resolve_verifier("arithmetic_steps"), question=QUESTION,
                         strategy=strategy, **kwargs)  # type: ignore[arg-type]
 
 
@@ -120,7 +120,7 @@ async def test_branches_are_scored_while_others_still_run() -> None:
 
     slow = ["x"] * 30 + ["#### 5"]
     engine = ScriptedEngine([["#### ", "5"], slow], step_s=0.01)
-    run = await _run(engine, 2, Verification(verifier=resolve_verifier(verifier), strategy="best_of_n"),
+    run = await _run(engine, 2, BranchPolicy(verifier=resolve_verifier(verifier), strategy="best_of_n"),
                      early_stop=False)
     assert len(scored_at) == 2 and scored_at[0] < 0.15 < run.branches[1].ended_at_s  # type: ignore[operator]
 
@@ -135,7 +135,7 @@ async def test_a_verifier_past_the_deadline_scores_lowest_with_a_warning(caplog:
     with caplog.at_level(logging.WARNING, logger="langchain_latts.tts.branches"):
         run = await run_branches(engine, _requests(2), call_id="c", extractor=extract_hash, started=started,
                                  deadline=started + 0.2, early_stop=False,
-                                 verification=Verification(verifier=resolve_verifier(slow), strategy="best_of_n"))
+                                 policy=BranchPolicy(verifier=resolve_verifier(slow), strategy="best_of_n"))
     assert time.monotonic() - started < 1.0 and run.deadline_hit
     assert [b.score for b in run.branches] == [None, None] and run.answer == "5"  # tie -> lowest branch
     assert all("deadline" in (b.score_error or "") for b in run.branches)
@@ -148,7 +148,7 @@ async def test_a_raising_verifier_never_fails_the_call(caplog: pytest.LogCapture
 
     with caplog.at_level(logging.WARNING, logger="langchain_latts.tts.branches"):
         run = await _run(ScriptedEngine([["#### ", "5"]] * 2), 2,
-                         Verification(verifier=resolve_verifier(boom), strategy="weighted_majority"),
+                         BranchPolicy(verifier=resolve_verifier(boom), strategy="weighted_majority"),
                          early_stop=False)
     assert run.answer == "5" and "reward model offline" in caplog.text
 
@@ -168,7 +168,7 @@ async def test_weighted_early_stop_waits_for_scores_and_stops_when_decided() -> 
 async def test_prune_aborts_a_branch_at_its_first_wrong_step_and_respawns() -> None:
     long_wrong = ["48 + 17 = 66\n"] + ["x"] * 100  # wrong first step, then a long tail
     engine = ScriptedEngine([long_wrong, RIGHT, RIGHT], step_s=0.01)
-    run = await _run(engine, 2, _check("best_of_n", prune=True, max_respawns=1), early_stop=False,
+    run = await _run(engine, 2, _check("best_of_n", prune="verifier", max_respawns=1), early_stop=False,
                      respawn=lambda i, prefix: _requests(i + 1)[i])
     first = run.branches[0]
     assert first.pruned and first.finish_reason == "pruned" and first.num_tokens == 1
@@ -187,7 +187,7 @@ async def test_a_replacement_continues_the_pruned_branch_from_its_last_verified_
         prefixes.append(prefix)
         return BranchRequest(prompt_token_ids=(1, *engine.tokenize(prefix)), max_tokens=64, seed=index)
 
-    run = await _run(engine, 1, _check("best_of_n", prune=True, max_respawns=1), early_stop=False, respawn=respawn)
+    run = await _run(engine, 1, _check("best_of_n", prune="verifier", max_respawns=1), early_stop=False, respawn=respawn)
     assert prefixes == ["48 + 17 = 65\n"] and run.branches[0].pruned
     replacement = run.branches[1]
     assert replacement.respawned and replacement.text == "48 + 17 = 65\n65 - 23 = 42\n#### 42"
@@ -197,7 +197,7 @@ async def test_a_replacement_continues_the_pruned_branch_from_its_last_verified_
 async def test_prune_respawns_at_most_max_respawns_and_not_past_the_deadline() -> None:
     wrong = ["48 + 17 = 66\n"] + ["x"] * 50
     engine = ScriptedEngine([wrong] * 6, step_s=0.01)
-    run = await _run(engine, 2, _check("best_of_n", prune=True, max_respawns=2), early_stop=False,
+    run = await _run(engine, 2, _check("best_of_n", prune="verifier", max_respawns=2), early_stop=False,
                      respawn=lambda i, prefix: _requests(i + 1)[i])
     assert len(run.branches) == 4 and all(b.pruned for b in run.branches) and run.answer is None
     # Pruned at 0.21 s after one slow step, with 0.09 s left: less than a step, no respawn.
@@ -205,7 +205,7 @@ async def test_prune_respawns_at_most_max_respawns_and_not_past_the_deadline() -
     engine = ScriptedEngine([slow_wrong] * 4, step_s=0.01)
     started = time.monotonic()
     run = await run_branches(engine, _requests(1), call_id="c", extractor=extract_hash, started=started,
-                             deadline=started + 0.3, verification=_check("best_of_n", prune=True, max_respawns=2),
+                             deadline=started + 0.3, policy=_check("best_of_n", prune="verifier", max_respawns=2),
                              respawn=lambda i, prefix: _requests(i + 1)[i])
     assert len(run.branches) == 1 and run.branches[0].pruned
 
@@ -218,7 +218,7 @@ async def test_a_spent_token_budget_stops_every_branch_and_selects_over_the_fini
         return sum(charged) < 10
 
     engine = ScriptedEngine([["#### ", "5"], ["x"] * 100, ["x"] * 100], step_s=0.01)
-    run = await _run(engine, 3, Verification(), early_stop=False, spend=spend)
+    run = await _run(engine, 3, BranchPolicy(), early_stop=False, spend=spend)
     assert run.budget_hit and run.answer == "5"
     assert [b.finish_reason for b in run.branches] == ["stop", "budget", "budget"]
     assert run.num_output_tokens == sum(charged) and 10 <= sum(charged) <= 12  # one step per branch over

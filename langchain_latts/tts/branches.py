@@ -23,7 +23,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from langchain_latts.engines.base import BranchRequest, Engine, SpecDecodeStats
 from langchain_latts.tts.answers import AnswerExtractor, explicit_answer
@@ -54,8 +54,11 @@ from langchain_latts.tts.voting import Vote, majority_vote
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Branch", "BranchRun", "ProgressCallback", "answered_prefix", "branch_answer", "branch_seeds",
-           "progress_event", "run_branches"]
+#: How running branches are pruned (``BranchPolicy.prune``).
+PruneMode = Literal["verifier", "confidence"]
+
+__all__ = ["Branch", "BranchPolicy", "BranchRun", "ProgressCallback", "PruneMode", "answered_prefix", "branch_answer",
+           "branch_seeds", "progress_event", "run_branches"]
 
 #: Called on the engine's loop each time a branch ends, with :func:`progress_event`'s dict.
 ProgressCallback = Callable[[dict[str, Any]], None]
@@ -197,16 +200,18 @@ class BranchRun:
 
 
 @dataclass(frozen=True)
-class Verification:
-    """How one call scores, prunes and selects its branches (see :mod:`.verifiers`)."""
+class BranchPolicy:
+    """How one call scores, prunes, cuts, stops and selects its branches (see :mod:`.verifiers`)."""
 
     verifier: Verifier | None = None
     #: The question the verifier is asked about (the last human message's text).
     question: str = ""
     strategy: Strategy = "majority"
     aggregation: Aggregation = "min"
-    #: Abort a running branch whose completed steps score below ``prune_threshold``.
-    prune: bool = False
+    #: Abort running branches: ``"verifier"`` when their completed steps score below
+    #: ``prune_threshold``, ``"confidence"`` when their running confidence falls below the
+    #: cut-off's threshold; None: never.
+    prune: PruneMode | None = None
     prune_threshold: float = 0.5
     #: What ends a step of a running branch's text.
     step_delimiter: str = "\n"
@@ -216,8 +221,6 @@ class Verification:
     confidence_measure: ConfidenceMeasure = "lowest_logprob"  # the setting's default
     #: The share of answering branches a ``confidence_filtered`` vote keeps.
     confidence_keep: float = 0.25
-    #: Abort a running branch whose running confidence falls below the threshold.
-    confidence_prune: bool = False
     #: The cut-off's threshold from a calibration (the profile's, or given); None: learned
     #: from this call's first finished branches.
     confidence_threshold: float | None = None
@@ -276,11 +279,11 @@ SpendCallback = Callable[[int], bool]
 
 
 async def _consume(engine: Engine, branch: Branch, request: BranchRequest, started: float,
-                   extractor: AnswerExtractor, verification: Verification, spend: SpendCallback | None,
+                   extractor: AnswerExtractor, policy: BranchPolicy, spend: SpendCallback | None,
                    gate: ConfidenceGate | None = None) -> None:
     pieces: list[str] = [branch.prefix]
     stopped: str | None = None
-    running = RunningConfidence(verification.confidence_measure)
+    running = RunningConfidence(policy.confidence_measure)
     updates = engine.branch(request, branch.request_id)
     try:
         async for update in updates:
@@ -313,16 +316,16 @@ async def _consume(engine: Engine, branch: Branch, request: BranchRequest, start
                 branch.finish_reason = update.finish_reason
                 branch.finished = update.finish_reason not in (None, "abort", "error")
                 break
-            if verification.prune and verification.step_delimiter in update.text_delta:
+            if policy.prune == "verifier" and policy.step_delimiter in update.text_delta:
                 branch.text = "".join(pieces)
-                if await _step_fails(branch, verification):
+                if await _step_fails(branch, policy):
                     stopped = "pruned"
                     break
-            if verification.answered is not None and request.grammar is None and any(
+            if policy.answered is not None and request.grammar is None and any(
                     c.isspace() for c in update.text_delta):
                 text = "".join(pieces)
-                _, answer_part = split_answer(text, verification.reasoning)  # never cut inside the reasoning
-                head = answered_prefix(answer_part, verification.answered) if text.endswith(answer_part) else None
+                _, answer_part = split_answer(text, policy.reasoning)  # never cut inside the reasoning
+                head = answered_prefix(answer_part, policy.answered) if text.endswith(answer_part) else None
                 if head is not None:
                     pieces, stopped = [text[:len(text) - len(answer_part) + len(head)]], "answered"
                     branch.finished = True
@@ -337,26 +340,26 @@ async def _consume(engine: Engine, branch: Branch, request: BranchRequest, start
         branch.finish_reason = stopped
         branch.pruned = stopped == "pruned"
         await engine.abort([branch.request_id])
-    if verification.reasoning is not None:  # only the answer is extracted, voted on and returned
-        branch.reasoning, branch.text = split_answer(branch.text, verification.reasoning)
+    if policy.reasoning is not None:  # only the answer is extracted, voted on and returned
+        branch.reasoning, branch.text = split_answer(branch.text, policy.reasoning)
     if branch.finished:
         branch.answer = branch_answer(branch.text, branch.finish_reason, extractor)
 
 
-async def _step_fails(branch: Branch, verification: Verification) -> bool:
+async def _step_fails(branch: Branch, policy: BranchPolicy) -> bool:
     """Whether the steps a running branch completed since the last check score below the
     prune threshold (a verifier failure never prunes); a passing check moves the
     branch's ``verified_text`` forward."""
-    head, steps = completed_steps(branch.text, verification.step_delimiter)
-    if steps <= branch.steps_checked or verification.verifier is None:
+    head, steps = completed_steps(branch.text, policy.step_delimiter)
+    if steps <= branch.steps_checked or policy.verifier is None:
         return False
     branch.steps_checked = steps
-    score, _ = await score_candidate(verification.verifier, verification.question, head,
-                                     aggregation=verification.aggregation, steps=steps)
-    if score is not None and score < verification.prune_threshold:
+    score, _ = await score_candidate(policy.verifier, policy.question, head,
+                                     aggregation=policy.aggregation, steps=steps)
+    if score is not None and score < policy.prune_threshold:
         return True
     if score is not None:
-        branch.verified_text = head + verification.step_delimiter
+        branch.verified_text = head + policy.step_delimiter
     return False
 
 
@@ -458,7 +461,7 @@ async def run_branches(
     early_stop: EarlyStop = True,
     early_stop_threshold: float = 0.95,
     on_progress: ProgressCallback | None = None,
-    verification: Verification | None = None,
+    policy: BranchPolicy | None = None,
     respawn: Callable[[int, str], BranchRequest] | None = None,
     spend: SpendCallback | None = None,
     lifeline: Lifeline | None = None,
@@ -468,14 +471,14 @@ async def run_branches(
 
     ``started`` and ``deadline`` are ``time.monotonic()`` values; ``early_stop`` is a
     rule of :mod:`~langchain_latts.tts.stopping` (True means ``"exact"``). With a
-    ``verification`` verifier each branch is scored as soon as it finishes, concurrently
+    verifier in ``policy`` each branch is scored as soon as it finishes, concurrently
     with the branches still running; a score still missing at the deadline (or a verifier
-    error) scores lowest, with a warning. With ``prune`` a running branch is also judged
+    error) scores lowest, with a warning. With ``prune="verifier"`` a running branch is also judged
     at each step boundary and aborted when its steps score below the threshold;
     ``respawn(index, prefix)`` then makes the request of a replacement branch that
     continues the pruned branch's verified steps ``prefix`` with a fresh sample -- launched
     while fewer than ``max_respawns`` were, the token budget is not spent and the time left
-    is at least one step of the pruned branch (:func:`step_time`). With ``confidence_prune``
+    is at least one step of the pruned branch (:func:`step_time`). With ``prune="confidence"``
     a running branch is cut at the token where its running confidence falls below the
     :class:`ConfidenceGate`'s threshold; its replacement resamples from just before the
     engine update that held that token, while the time left covers the rest of a typical
@@ -492,13 +495,13 @@ async def run_branches(
     ``on_progress`` is called each time a branch ends. However the call ends, no request
     is left running in the engine.
     """
-    verification = verification or Verification()
-    strategy = verification.strategy
+    policy = policy or BranchPolicy()
+    strategy = policy.strategy
     branches: list[Branch] = []
-    gate = ConfidenceGate(warmup_size(len(requests)), WARMUP_KEEP, verification.confidence_measure,
-                          verification.confidence_threshold,
+    gate = ConfidenceGate(warmup_size(len(requests)), WARMUP_KEEP, policy.confidence_measure,
+                          policy.confidence_threshold,
                           lambda: sum(1 for b in branches if not b.pruned and b.error is None)) \
-        if verification.confidence_prune else None
+        if policy.prune == "confidence" else None
     generating: dict[asyncio.Task[Any], Branch] = {}
     scoring: dict[asyncio.Task[Any], Branch] = {}
     every_task: list[asyncio.Task[Any]] = []
@@ -507,23 +510,23 @@ async def run_branches(
         branch = Branch(index=len(branches), request_id=f"{call_id}-{len(branches)}",
                         respawned=len(branches) >= len(requests), prefix=prefix, verified_text=prefix,
                         launched_at_s=time.monotonic() - started)
-        branch.steps_checked = completed_steps(prefix, verification.step_delimiter)[1]
+        branch.steps_checked = completed_steps(prefix, policy.step_delimiter)[1]
         branch.prefix_tokens = len(request.prompt_token_ids) - len(requests[0].prompt_token_ids)
         branches.append(branch)
-        task = asyncio.create_task(_consume(engine, branch, request, started, extractor, verification, spend, gate),
+        task = asyncio.create_task(_consume(engine, branch, request, started, extractor, policy, spend, gate),
                                    name=branch.request_id)
         generating[task] = branch
         every_task.append(task)
 
     def may_respawn(pruned: Branch) -> bool:
-        if respawn is None or sum(b.respawned for b in branches) >= verification.max_respawns:
+        if respawn is None or sum(b.respawned for b in branches) >= policy.max_respawns:
             return False
         if any(b.finish_reason == "budget" for b in branches):
             return False
         if deadline is None:
             return True
-        needed = time_to_finish(pruned, verification.typical_tokens or 1) if verification.confidence_prune \
-            else step_time(pruned, verification.step_delimiter)
+        needed = time_to_finish(pruned, policy.typical_tokens or 1) if policy.prune == "confidence" \
+            else step_time(pruned, policy.step_delimiter)
         return deadline - time.monotonic() >= needed
 
     for request in requests:
@@ -567,10 +570,10 @@ async def run_branches(
                 branch = generating.pop(task)
                 if gate is not None and branch.finished:
                     gate.learn([b for b in branches if b.finished])
-                if branch.finished and branch.answer is not None and verification.verifier is not None:
+                if branch.finished and branch.answer is not None and policy.verifier is not None:
                     job = asyncio.create_task(score_candidate(
-                        verification.verifier, verification.question, branch.text,
-                        aggregation=verification.aggregation), name=f"{branch.request_id}-score")
+                        policy.verifier, policy.question, branch.text,
+                        aggregation=policy.aggregation), name=f"{branch.request_id}-score")
                     scoring[job] = branch
                     every_task.append(job)
                 if branch.pruned and may_respawn(branch):
@@ -603,16 +606,16 @@ async def run_branches(
     failures = [b for b in branches if b.score_error is not None]
     if failures:
         logger.warning("verifier %s failed on %d of %d branches (they score lowest): %s",
-                       verification.verifier.name if verification.verifier else None, len(failures),
+                       policy.verifier.name if policy.verifier else None, len(failures),
                        len(branches), failures[0].score_error)
     vote = majority_vote([b.answer if b.finished else None for b in branches])
-    measure = verification.confidence_measure
+    measure = policy.confidence_measure
     for b in branches:
         if b.logprobs and (b.confidences or measure == "lowest_logprob"):
             b.confidence = branch_confidence(b.confidences, measure, window=WINDOW, tail=TAIL, logprobs=b.logprobs)
     selection = select([b.answer if b.finished else None for b in branches], [b.score for b in branches], strategy,
                        confidences=[None if b.confidence is None else confidence_weight(b.confidence, measure)
-                                    for b in branches], keep=verification.confidence_keep)
+                                    for b in branches], keep=policy.confidence_keep)
     spec = None
     for b in branches:
         if b.spec is not None:
