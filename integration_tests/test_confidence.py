@@ -71,7 +71,7 @@ def test_a_confidence_weighted_call_on_the_real_engine(llm: LatencyOptimalTTSLLM
 
 
 def test_the_confidence_cut_off_cuts_branches_below_its_threshold(llm: LatencyOptimalTTSLLM) -> None:
-    from langchain_latts.tts.branches import MIN_UNCUT
+    from langchain_latts.tts.pruning import MIN_UNCUT
 
     # A threshold almost every sampled token falls below: branches are cut, but
     # never so many that fewer than MIN_UNCUT are left.
