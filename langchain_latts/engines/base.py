@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import SecretStr
 
 from langchain_latts.engines._loop import LoopThread
+from langchain_latts.engines._prompt import render_chat
 
 logger = logging.getLogger(__name__)
 
@@ -240,6 +241,7 @@ class LoopEngine(Engine):
         self._loop = LoopThread(loop_name)
         self._stats = EngineStats()
         self._max_model_len = 0
+        self._tokenizer: Any = None
         self._start_task: asyncio.Task[EngineStats] | None = None
 
     async def run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -261,6 +263,14 @@ class LoopEngine(Engine):
     @property
     def max_model_len(self) -> int:
         return self._max_model_len
+
+    # Both engines render with the model's own tokenizer (``_tokenizer``, set by ``_start``).
+    def render_prompt(self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None,
+                      template_kwargs: Mapping[str, Any] | None = None) -> list[int]:
+        return render_chat(self._tokenizer, messages, tools, template_kwargs)
+
+    def tokenize(self, text: str) -> list[int]:
+        return list(self._tokenizer.encode(text, add_special_tokens=False))
 
     async def ensure_started(self, deadline: float | None = None) -> EngineStats:
         """Start (or restart) the engine; wait for it at most until ``deadline``.

@@ -19,7 +19,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +34,6 @@ from tenacity import (
 from tenacity.stop import stop_base
 
 from langchain_latts._quiet import dependency_log_level, quiet_dependencies
-from langchain_latts.engines._prompt import render_chat
 from langchain_latts.engines.base import (
     BranchRequest,
     BranchUpdate,
@@ -292,7 +291,6 @@ class VLLMEngine(LoopEngine):
         #: The registry that shares this engine (it knows the GPU shares others hold).
         self._registry = registry
         self._llm: Any = None
-        self._tokenizer: Any = None
         self._generation = 0
         #: The GPU memory share this engine holds while it runs (None on CPU).
         self._gpu_share: float | None = None
@@ -423,13 +421,6 @@ class VLLMEngine(LoopEngine):
         gc.collect()
 
     # -- requests --------------------------------------------------------------------
-    def render_prompt(self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None,
-                      template_kwargs: Mapping[str, Any] | None = None) -> list[int]:
-        return render_chat(self._tokenizer, messages, tools, template_kwargs)
-
-    def tokenize(self, text: str) -> list[int]:
-        return list(self._tokenizer.encode(text, add_special_tokens=False))
-
     def num_unfinished_requests(self) -> int:
         return 0 if self._llm is None else int(self._llm.get_num_unfinished_requests())
 

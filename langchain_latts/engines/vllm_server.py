@@ -36,7 +36,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import httpx
@@ -49,7 +49,6 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from langchain_latts.engines._prompt import render_chat
 from langchain_latts.engines.base import (
     BranchRequest,
     BranchUpdate,
@@ -100,7 +99,6 @@ class VLLMServerEngine(LoopEngine):
         super().__init__(config, "latts-fleet")
         self.replicas = [Replica(url) for url in config.endpoints]
         self._client: httpx.AsyncClient | None = None
-        self._tokenizer: Any = None
         self._probe_task: asyncio.Task[None] | None = None
         self._open: dict[str, httpx.Response] = {}
         self._transport = transport
@@ -222,13 +220,6 @@ class VLLMServerEngine(LoopEngine):
             await client.aclose()
 
     # -- prompts -------------------------------------------------------------------------
-    def render_prompt(self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None,
-                      template_kwargs: Mapping[str, Any] | None = None) -> list[int]:
-        return render_chat(self._tokenizer, messages, tools, template_kwargs)
-
-    def tokenize(self, text: str) -> list[int]:
-        return list(self._tokenizer.encode(text, add_special_tokens=False))
-
     def num_unfinished_requests(self) -> int:
         return sum(r.outstanding for r in self.replicas)
 
