@@ -120,7 +120,7 @@ async def run_call(call: Call) -> ChatResult:
     prompt, room = render(call)
     branching = plan_branches(call, ready.state, prompt, deadline)
     profiled = ready.calibrated or _profile_of(settings, engine)
-    branches = branch_requests(call, branching, prompt, room, deadline, profiled)
+    branches = branch_requests(call, branching, prompt, room, profiled)
     book = reservations(engine)
     # The sequences the engine ran during the call, sampled at its start and as each branch ends.
     plan = branching.plan
@@ -295,7 +295,7 @@ class Requests:
     extractor: AnswerExtractor
 
 
-def branch_requests(call: Call, branching: Branching, prompt: Sequence[int], room: int, deadline: float | None,
+def branch_requests(call: Call, branching: Branching, prompt: Sequence[int], room: int,
                     profiled: Profile | None) -> Requests:
     """One request per branch, the factory of replacements for pruned branches, the branch
     policy and how a branch votes."""
@@ -306,7 +306,7 @@ def branch_requests(call: Call, branching: Branching, prompt: Sequence[int], roo
 
     def request(seed: int | None) -> BranchRequest:
         return BranchRequest(prompt_token_ids=tuple(prompt), max_tokens=max_tokens, temperature=temperature,
-                             top_p=settings.top_p, seed=seed, stop=call.stop, grammar=grammar, deadline=deadline,
+                             top_p=settings.top_p, seed=seed, stop=call.stop, grammar=grammar,
                              logprobs=settings.logprobs)
 
     def respawn(index: int, prefix: str) -> BranchRequest:

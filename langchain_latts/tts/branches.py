@@ -21,7 +21,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from langchain_latts.engines.base import BranchRequest, Engine, SpecDecodeStats
@@ -435,6 +435,7 @@ async def run_branches(
     every_task: list[asyncio.Task[Any]] = []
 
     def launch(request: BranchRequest, *, prefix: str = "") -> None:
+        request = replace(request, deadline=deadline)  # the engine bounds its retries by the call's deadline
         branch = Branch(index=len(branches), request_id=f"{call_id}-{len(branches)}",
                         respawned=len(branches) >= len(requests), prefix=prefix, verified_text=prefix,
                         launched_at_s=time.monotonic() - started)
