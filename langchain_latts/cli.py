@@ -381,7 +381,7 @@ def models_eval(
     samples: int = typer.Option(16, help="Samples per problem (for pass@1, maj@k, best-of-k)."),
 ) -> None:
     """Measure the model card's numbers with vLLM on the held-out split."""
-    from langchain_latts.models.evaluate import run_evaluation
+    from langchain_latts.bench.models import run_evaluation
 
     run_evaluation(models_dir=models, num_problems=problems, samples=samples)
 
