@@ -61,7 +61,7 @@ async def test_deadline_votes_over_finished_and_aborts_the_rest() -> None:
     elapsed = time.monotonic() - started
     assert run.deadline_hit and run.vote.answer == "5"
     assert sorted(engine.aborted) == ["c-0", "c-2"]
-    assert elapsed < 2.0  # returned at the deadline, not after the 2 s slow branches
+    assert elapsed < (0.3 + 2.0) / 2  # at the deadline, not after the 2 s slow branches (halfway: no timing slack)
     assert run.branches[0].num_tokens > 0 and run.branches[0].text.startswith("x")  # partial kept
 
 

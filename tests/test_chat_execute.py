@@ -31,8 +31,11 @@ def test_deadline_votes_over_finished_and_aborts_the_rest(engine_for) -> None:  
     assert tts["branches_finished"] == 2 and tts["branches_aborted"] == 2 and tts["deadline_hit"] is True
     assert sorted(engine.aborted) == [r for r in engine.started_ids if r.endswith(("-1", "-3"))]
     assert tts["votes"] == {"5": 2} and tts["answer"] == "5" and tts["selected_branch"] == 0
-    assert tts["decided_at_s"] == pytest.approx(0.3, abs=0.1)  # decided at the deadline
-    assert elapsed < 0.3 + 0.3  # returned at the deadline, not after the 3 s branches
+    # Decided at the deadline, not when the 3 s branches would end: bounds halfway between the
+    # two, so a slow shared machine cannot fail them and a runner that waits cannot pass.
+    halfway = (0.3 + 3.0) / 2
+    assert 0.3 - 0.01 <= tts["decided_at_s"] < halfway
+    assert elapsed < halfway
     assert tts["branch_finish_reasons"] == ["stop", "abort", "stop", "abort"]
     # Prompt [1, 2, 3] once; 2 + 2 tokens of the finished branches plus what the slow ones
     # produced before the abort (one per 10 ms: about 30 each).

@@ -136,7 +136,7 @@ async def test_a_verifier_past_the_deadline_scores_lowest_with_a_warning(caplog:
         run = await run_branches(engine, _requests(2), call_id="c", extractor=extract_hash, started=started,
                                  deadline=started + 0.2, early_stop=False,
                                  policy=BranchPolicy(verifier=resolve_verifier(slow), strategy="best_of_n"))
-    assert time.monotonic() - started < 1.0 and run.deadline_hit
+    assert time.monotonic() - started < (0.2 + 5) / 2 and run.deadline_hit  # not waiting for the 5 s verifier
     assert [b.score for b in run.branches] == [None, None] and run.answer == "5"  # tie -> lowest branch
     assert all("deadline" in (b.score_error or "") for b in run.branches)
     assert "failed on 2 of 2 branches" in caplog.text
