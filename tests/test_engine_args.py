@@ -214,3 +214,43 @@ def test_a_tokenizer_that_cannot_load_is_refused_before_any_engine_starts(tmp_pa
     with pytest.raises(LattsValueError, match=r"(?s)model must have a tokenizer transformers can load .* "
                                               r"engine_kwargs=\{'tokenizer'"):
         load_tokenizer({"model": str(tmp_path)})  # an empty folder: no tokenizer files
+
+
+GIB = 1 << 30
+
+
+def test_a_share_from_nvml_takes_what_the_gpu_has_free_less_headroom() -> None:
+    from langchain_latts.engines.vllm_local import GPU_HEADROOM_BYTES, GpuMemory
+
+    idle = GpuMemory(free=79 * GIB, total=80 * GIB)
+    assert gpu_share(None, [], idle) == GPU_DEFAULT_SHARE  # alone on an idle GPU: vLLM's default
+    # A second engine (this process or another) after the first took 72 GiB: 8 free, 1 kept free.
+    busy = GpuMemory(free=8 * GIB, total=80 * GIB)
+    assert gpu_share(None, [0.9], busy) == pytest.approx((8 * GIB - GPU_HEADROOM_BYTES) / (80 * GIB))
+    with pytest.raises(LattsValueError, match=r"gpu_memory_utilization must fit in the GPU's free memory "
+                                              r"\(8\.0 of 80\.0 GiB free, less 1 GiB headroom: 0\.09 of it\)"):
+        gpu_share(0.5, [], busy)
+
+
+def test_engine_and_server_arguments_on_a_faked_one_and_four_gpu_machine() -> None:
+    from langchain_latts.engines.launch import replica_placement, server_command
+    from langchain_latts.engines.vllm_local import GpuMemory
+
+    # One GPU, two in-process engines, no settings: the first takes vLLM's default share, the
+    # second what NVML then reports free (less headroom); both keep CUDA graphs.
+    config = LatencyOptimalTTSLLM(model=LLAMA, num_speculative_tokens=0).engine_config()
+    first = engine_args(config, cpu=False, gpu_memory_utilization=gpu_share(None, [], GpuMemory(79 * GIB, 80 * GIB)))
+    second = engine_args(config, cpu=False, gpu_memory_utilization=gpu_share(
+        None, [first["gpu_memory_utilization"]], GpuMemory(7 * GIB, 80 * GIB)))
+    assert first["gpu_memory_utilization"] == 0.9 and second["gpu_memory_utilization"] == pytest.approx(0.075)
+    assert first["enforce_eager"] is False and "kv_cache_memory_bytes" not in first
+    # Four GPUs, four replicas: one GPU each, vLLM's default share, no --enforce-eager.
+    places = replica_placement(4, ["0", "1", "2", "3"])
+    assert [p.devices for p in places] == ["0", "1", "2", "3"]
+    for port, place in zip(range(8001, 8005), places):
+        command = server_command(port=port, model=LLAMA, draft=None, cpu=False,
+                                 gpu_memory_utilization=place.gpu_memory_utilization)
+        assert "--enforce-eager" not in command and "--gpu-memory-utilization" not in command
+    # Four replicas on one GPU split it.
+    shared = replica_placement(4, ["0"])
+    assert {p.devices for p in shared} == {"0"} and sum(p.gpu_memory_utilization or 0 for p in shared) <= 0.9 + 1e-9

@@ -20,7 +20,7 @@ import re
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +61,8 @@ START_ATTEMPTS = 2
 GPU_DEFAULT_SHARE = 0.9
 #: The smallest share an engine may be given (below it a model hardly fits).
 GPU_MIN_SHARE = 0.05
+#: GPU memory left free beside a share taken from NVML's reading (CUDA contexts, allocator growth).
+GPU_HEADROOM_BYTES = 1 << 30
 #: How long a shutdown waits for the engine processes to exit, in seconds.
 SHUTDOWN_TIMEOUT_S = 5.0
 #: vLLM's CPU attention kernels support these head sizes only.
@@ -89,26 +91,67 @@ def is_cpu_platform() -> bool:
     return bool(current_platform.is_cpu())
 
 
-def gpu_share(requested: float | None, claimed: Sequence[float]) -> float:
-    """The share of GPU memory a new engine gets, given the shares ``claimed`` by this
-    process's running engines (pure).
+@dataclass(frozen=True)
+class GpuMemory:
+    """One GPU's memory as NVML reports it, in bytes."""
 
-    An explicit ``requested`` share is given as is when it fits beside the others; None
-    takes what is left, up to vLLM's default of 0.9. A share that does not fit is a
-    :class:`LattsValueError` naming ``gpu_memory_utilization``.
+    free: int
+    total: int
+
+
+def nvml_memory(device: int = 0) -> GpuMemory | None:
+    """Free and total memory of GPU ``device`` from NVML (``nvidia-ml-py``, part of the
+    ``gpu`` extra); None without it or without a driver (the share then follows this
+    process's own engines only)."""
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+        try:
+            info = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(device))
+            return GpuMemory(free=int(info.free), total=int(info.total))
+        finally:
+            pynvml.nvmlShutdown()
+    except pynvml.NVMLError:
+        return None
+
+
+def gpu_share(requested: float | None, claimed: Sequence[float], memory: GpuMemory | None = None) -> float:
+    """The share of GPU memory a new engine gets (pure).
+
+    What is free: with NVML's reading (``memory``), the GPU's free memory less
+    :data:`GPU_HEADROOM_BYTES` (NVML sees every process, this one's other engines
+    included); without it, what this process's running engines have not ``claimed``. An
+    explicit ``requested`` share is given as is when it fits; None takes what is free, up
+    to vLLM's default of 0.9. A share that does not fit is a :class:`LattsValueError`
+    naming ``gpu_memory_utilization``.
     """
     used = sum(claimed)
     free = round(1.0 - used, 6)
+    if memory is not None and memory.total > 0:
+        free = round(max(0.0, (memory.free - GPU_HEADROOM_BYTES) / memory.total), 6)
     share = requested if requested is not None else min(GPU_DEFAULT_SHARE, free)
     if share > free + 1e-9 or share < GPU_MIN_SHARE:
+        where = (f"must fit in the GPU's free memory ({memory.free / (1 << 30):.1f} of "
+                 f"{memory.total / (1 << 30):.1f} GiB free, less {GPU_HEADROOM_BYTES / (1 << 30):.0f} GiB headroom: "
+                 f"{max(free, 0.0):.2f} of it)" if memory is not None
+                 else f"must fit in the GPU memory this process's {len(claimed)} other engine(s) left "
+                      f"({used:.2f} claimed, {max(free, 0.0):.2f} free)")
         raise LattsValueError.bad(
-            "gpu_memory_utilization", requested,
-            f"must fit in the GPU memory this process's {len(claimed)} other engine(s) left "
-            f"({used:.2f} claimed, {max(free, 0.0):.2f} free)",
+            "gpu_memory_utilization", requested, where,
             "Give every model an explicit share that adds up to at most 1 (e.g. gpu_memory_utilization=0.45 "
             "for two engines), or shut the other engine down first (llm.engine.shutdown()).",
         )
     return share
+
+
+def first_visible_gpu() -> int:
+    """NVML's index of the first GPU this process sees (``CUDA_VISIBLE_DEVICES``' first
+    entry when it is a number, else 0)."""
+    first = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip()
+    return int(first) if first.isdigit() else 0
 
 
 def engine_args(config: EngineConfig, *, cpu: bool, verbose: bool = False,
@@ -348,7 +391,8 @@ class VLLMEngine(LoopEngine):
             check_model_dir(draft.weights, parameter="draft_model", cpu=cpu)
         if not is_gguf(target.weights):
             check_model_dir(target.weights, parameter="model", cpu=cpu)
-        share = None if cpu else gpu_share(self.config.gpu_memory_utilization, self._claimed_gpu_shares())
+        share = None if cpu else gpu_share(self.config.gpu_memory_utilization, self._claimed_gpu_shares(),
+                                           nvml_memory(first_visible_gpu()))
         args = engine_args(config, cpu=cpu, verbose=dependency_log_level() == "INFO", gpu_memory_utilization=share)
         if target.tokenizer != target.weights:
             args["tokenizer"] = target.tokenizer
