@@ -306,7 +306,8 @@ def branch_requests(call: Call, branching: Branching, prompt: Sequence[int], roo
 
     def request(seed: int | None) -> BranchRequest:
         return BranchRequest(prompt_token_ids=tuple(prompt), max_tokens=max_tokens, temperature=temperature,
-                             top_p=settings.top_p, seed=seed, stop=call.stop, grammar=grammar,
+                             top_p=settings.top_p, top_k=settings.top_k, min_p=settings.min_p, seed=seed,
+                             stop=call.stop, grammar=grammar,
                              logprobs=settings.logprobs)
 
     def respawn(index: int, prefix: str) -> BranchRequest:

@@ -97,10 +97,19 @@ class TTSSettings(BaseModel):
 
     temperature: float = 0.8
     """Sampling temperature of every branch. 0 is greedy decoding: every branch would
-    be identical, so a single branch runs whatever ``branches`` says. Default: 0.8."""
+    be identical, so a single branch runs whatever ``branches`` says. Default: the model's
+    own (its ``generation_config.json``), else 0.8 (the built-in pair's)."""
 
     top_p: float = 1.0
-    """Nucleus sampling probability mass, in (0, 1]. Default: 1.0."""
+    """Nucleus sampling probability mass, in (0, 1]. Default: the model's own, else 1.0."""
+
+    top_k: int | None = None
+    """Sample among the ``top_k`` most likely tokens only (>= 1; None: no cut). Default:
+    the model's own (Qwen3 recommends 20), else None."""
+
+    min_p: float | None = None
+    """Drop tokens less likely than ``min_p`` times the most likely one, in [0, 1) (None:
+    no cut). Default: the model's own, else None."""
 
     max_tokens: int = 512
     """Most tokens each branch may generate (clipped to the context left after the
@@ -386,6 +395,23 @@ class TTSSettings(BaseModel):
             raise LattsValueError.bad("temperature", value, "must be a finite number >= 0", "Use e.g. 0.8.")
         return value
 
+    @field_validator("top_k", mode="before")
+    @classmethod
+    def _check_top_k(cls, value: Any) -> Any:
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise LattsValueError.bad("top_k", value, "must be a number of tokens >= 1, or None for no cut",
+                                      "Use e.g. top_k=20, or None.")
+        return value
+
+    @field_validator("min_p", mode="before")
+    @classmethod
+    def _check_min_p(cls, value: Any) -> Any:
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
+                                  or not 0 <= value < 1):
+            raise LattsValueError.bad("min_p", value, "must be in [0, 1), or None for no cut",
+                                      "Use e.g. min_p=0.05, or None.")
+        return value
+
     @field_validator("top_p")
     @classmethod
     def _check_top_p(cls, value: float) -> float:
@@ -548,6 +574,17 @@ class TTSSettings(BaseModel):
             raise LattsValueError.bad(info.field_name, value, f"must be >= {low} or None",
                                       "None means no limit.")
         return value
+
+    @model_validator(mode="after")
+    def _model_sampling_defaults(self) -> TTSSettings:
+        """Sampling settings left unset take the model's own (its ``generation_config.json``,
+        read from its folder or the Hugging Face cache, never the network)."""
+        if self.model is None or set(_GENERATION_KEYS) <= self.model_fields_set:
+            return self  # the built-in pair (the package's defaults are its own), or all given
+        for name, value in generation_defaults(self.model).items():
+            if name not in self.model_fields_set:
+                self.__dict__[name] = value
+        return self
 
     @model_validator(mode="after")
     def _check_combination(self) -> TTSSettings:
@@ -786,3 +823,59 @@ CALL_OPTIONS: tuple[str, ...] = tuple(TTSSettings.model_fields)
 ENGINE_OPTIONS: tuple[str, ...] = ("model", "draft_model", "speculative_method", "num_speculative_tokens",
                                    "max_model_len", "max_num_seqs", "kv_cache_gib", "gpu_memory_utilization",
                                    "enforce_eager", "dtype", "engine_kwargs", "endpoints", "api_key")
+
+
+#: The sampling settings a model's ``generation_config.json`` may set, and how they are read.
+_GENERATION_KEYS: dict[str, type] = {"temperature": float, "top_p": float, "top_k": int, "min_p": float}
+
+
+def generation_defaults(model: str) -> dict[str, Any]:
+    """The sampling defaults in ``model``'s ``generation_config.json`` (empty without one):
+    a local folder's own (or an alias's or GGUF's converted folder once converted), else the
+    Hugging Face cache's copy. Only values sampling uses (``do_sample: false`` means greedy:
+    temperature 0); a ``top_k`` of 0 and a ``min_p`` of 0 mean no cut."""
+    path = _generation_config_path(model)
+    if path is None:
+        return {}
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    found: dict[str, Any] = {}
+    for key, kind in _GENERATION_KEYS.items():
+        value = config.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            found[key] = kind(value)
+    if found.get("top_k") == 0:
+        found.pop("top_k")
+    if found.get("min_p") == 0:
+        found.pop("min_p")
+    if config.get("do_sample") is False:
+        found["temperature"] = 0.0
+    return found
+
+
+def _generation_config_path(model: str) -> Path | None:
+    try:
+        target = resolve_model(model)
+    except LattsValueError:
+        return None
+    if is_gguf(target):
+        if not Path(target).expanduser().is_file():
+            return None  # the model check names it
+        from langchain_latts.engines.gguf import converted_dir
+
+        converted = converted_dir(target) / "generation_config.json"  # once converted
+        return converted if converted.is_file() else None
+    local = Path(target).expanduser()
+    if local.is_dir():
+        return local / "generation_config.json" if (local / "generation_config.json").is_file() else None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    try:
+        cached = try_to_load_from_cache(target, "generation_config.json")
+    except ValueError:  # not a repo id (a missing local path: the model check names it)
+        return None
+    return Path(cached) if isinstance(cached, str) else None

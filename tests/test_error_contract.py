@@ -20,6 +20,8 @@ BAD: dict[str, list[object]] = {
     "latency_profile": [3, "/no/such/profile.json"],
     "temperature": ["hot", -0.5],
     "top_p": ["all", 1.5],
+    "top_k": ["many", 0],
+    "min_p": ["low", 1.0],
     "max_tokens": [None, 0],
     "stop": [3, [1, 2]],
     "seed": ["s", 1.5],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from langchain_latts import LatencyOptimalTTSLLM, LattsValueError
@@ -131,3 +133,35 @@ def test_on_deadline_choices() -> None:
     assert LatencyOptimalTTSLLM(on_deadline="raise").on_deadline == "raise"
     with pytest.raises(ValueError, match="on_deadline"):
         LatencyOptimalTTSLLM(on_deadline="ignore")
+
+
+def test_unset_sampling_settings_take_the_models_generation_config(tmp_path: Path) -> None:
+    import json
+
+    from langchain_latts.settings import generation_defaults
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "generation_config.json").write_text(json.dumps(
+        {"temperature": 0.6, "top_p": 0.95, "top_k": 20, "min_p": 0, "do_sample": True}))
+    assert generation_defaults(str(tmp_path)) == {"temperature": 0.6, "top_p": 0.95, "top_k": 20}
+    llm = LatencyOptimalTTSLLM(model=str(tmp_path))
+    assert (llm.temperature, llm.top_p, llm.top_k, llm.min_p) == (0.6, 0.95, 20, None)
+    given = LatencyOptimalTTSLLM(model=str(tmp_path), temperature=1.0, top_k=5)  # what the user sets wins
+    assert (given.temperature, given.top_p, given.top_k) == (1.0, 0.95, 5)
+    assert given._settings_for_call(None, {"seed": 1}).top_k == 5
+    (tmp_path / "generation_config.json").write_text(json.dumps({"do_sample": False, "temperature": 0.7}))
+    assert LatencyOptimalTTSLLM(model=str(tmp_path)).temperature == 0.0, "do_sample false: greedy"
+    # The built-in pair keeps the package's defaults; a model without a config file too.
+    assert LatencyOptimalTTSLLM().temperature == 0.8 and LatencyOptimalTTSLLM().top_k is None
+    assert generation_defaults("/no/such/model") == {}
+
+
+def test_top_k_and_min_p_reach_the_request_and_the_fleet_body() -> None:
+    from langchain_latts.engines.base import BranchRequest
+    from langchain_latts.engines.fleet_protocol import completion_body
+
+    body = completion_body("m", BranchRequest(prompt_token_ids=(1,), max_tokens=4, top_k=20, min_p=0.05), [],
+                           request_id="r")
+    assert body["top_k"] == 20 and body["min_p"] == 0.05
+    plain = completion_body("m", BranchRequest(prompt_token_ids=(1,), max_tokens=4), [], request_id="r")
+    assert "top_k" not in plain and "min_p" not in plain

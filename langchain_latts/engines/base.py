@@ -96,6 +96,10 @@ class BranchRequest:
     max_tokens: int
     temperature: float = 0.8
     top_p: float = 1.0
+    #: Sample among this many most likely tokens only (None: no cut).
+    top_k: int | None = None
+    #: Drop tokens less likely than this share of the most likely one (None: no cut).
+    min_p: float | None = None
     seed: int | None = None
     stop: tuple[str, ...] = ()
     priority: int = 0

@@ -82,6 +82,10 @@ def completion_body(model: str, request: BranchRequest, produced: Sequence[int],
         "add_special_tokens": False,
         "request_id": request_id,
     }
+    if request.top_k is not None:
+        body["top_k"] = request.top_k
+    if request.min_p is not None:
+        body["min_p"] = request.min_p
     if request.seed is not None:
         body["seed"] = request.seed + len(produced)  # a continuation samples afresh
     if request.stop:

@@ -486,6 +486,8 @@ class VLLMEngine(LoopEngine):
             n=1,
             temperature=request.temperature,
             top_p=request.top_p,
+            top_k=request.top_k or 0,  # vLLM: 0 is no cut
+            min_p=request.min_p or 0.0,
             max_tokens=request.max_tokens,
             seed=request.seed,
             stop=list(request.stop) or None,
