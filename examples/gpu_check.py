@@ -27,6 +27,7 @@ import typer
 
 from langchain_latts import LatencyOptimalTTSLLM
 from langchain_latts.engines.launch import running_fleet, visible_gpus
+from langchain_latts.settings import ENGINE_OPTIONS
 
 app = typer.Typer(add_completion=False)
 
@@ -78,7 +79,9 @@ def main(settings: str = typer.Option("{}", help="Model settings as JSON (defaul
     def fleet() -> str:
         llm.engine.shutdown()  # the replicas need the memory
         with running_fleet(2, model=options.get("model"), draft=None) as servers:
-            remote = LatencyOptimalTTSLLM(**options | {"endpoints": [s.endpoint for s in servers]})
+            # The servers hold the model's engine settings (speculation, memory): only call settings here.
+            calls = {k: v for k, v in options.items() if k not in ENGINE_OPTIONS or k == "model"}
+            remote = LatencyOptimalTTSLLM(**calls | {"endpoints": [s.endpoint for s in servers]})
             tts = remote.invoke(question, branches=branches).response_metadata["tts"]
             remote.engine.shutdown()
         if not tts["servers"] or len(tts["servers"]) < 2:

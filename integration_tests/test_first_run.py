@@ -84,3 +84,13 @@ def test_the_demo_prints_only_its_own_output(tmp_path: Path) -> None:
     assert done.stderr == "", done.stderr[-3000:]
     assert not VLLM_LOG.search(done.stdout), done.stdout[-3000:]
     assert "one sample" in done.stdout and "Over 3 questions" in done.stdout
+
+
+def test_python_c_prints_only_the_answer(tmp_path: Path) -> None:
+    # No main file: the spawned engine process has nothing of the user's to re-import first, and
+    # vLLM's import-time Triton warning reached stderr until the package named a quiet main module.
+    code = ("from langchain_latts import LatencyOptimalTTSLLM; "
+            "print(LatencyOptimalTTSLLM(seed=0).invoke('Compute 3 + 4 - 2.').response_metadata['tts']['answer'])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr == "" and done.stdout == "5\n", (done.stdout[-2000:], done.stderr[-2000:])

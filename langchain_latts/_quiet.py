@@ -20,10 +20,12 @@ The policy, in one place:
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
+import sys
 
-__all__ = ["EngineDeathFilter", "dependency_log_level", "quiet_dependencies"]
+__all__ = ["EngineDeathFilter", "dependency_log_level", "quiet_dependencies", "quiet_spawned_children"]
 
 
 class EngineDeathFilter(logging.Filter):
@@ -67,3 +69,15 @@ def quiet_dependencies() -> None:
         # Python's last-resort handler; vLLM's dictConfig later sets the same level.
         vllm_logger.setLevel(level)
         vllm_logger._latts_level = vllm_logger.level  # type: ignore[attr-defined]
+
+
+def quiet_spawned_children() -> None:
+    """Make processes spawned from a main module without a file (``python -c``, a REPL)
+    apply the policy before they import vLLM: their main module becomes
+    :mod:`langchain_latts._spawn_main`, which multiprocessing's spawn re-imports in the
+    child first. A main module with a file or a module spec is left alone (the child
+    re-imports it, and it imports this package)."""
+    main = sys.modules.get("__main__")
+    if main is None or getattr(main, "__file__", None) is not None or getattr(main, "__spec__", None) is not None:
+        return
+    main.__spec__ = importlib.util.find_spec("langchain_latts._spawn_main")

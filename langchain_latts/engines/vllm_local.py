@@ -33,7 +33,7 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from langchain_latts._quiet import dependency_log_level, quiet_dependencies
+from langchain_latts._quiet import dependency_log_level, quiet_dependencies, quiet_spawned_children
 from langchain_latts.engines.base import (
     BranchRequest,
     BranchUpdate,
@@ -72,6 +72,7 @@ CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256)
 def _import_vllm() -> Any:
     # Quiet defaults for a library; the user's own logging settings win (see _quiet).
     quiet_dependencies()
+    quiet_spawned_children()
     try:
         import vllm
     except ImportError as e:
