@@ -7,6 +7,7 @@ empty (vLLM logs to stdout; torch, Triton and Python warnings to stderr).
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -33,8 +34,22 @@ def readme_examples() -> list[str]:
     return re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
 
 
-def test_the_readme_has_runnable_examples() -> None:
-    assert len(readme_examples()) >= 2
+def test_the_readme_examples_are_whole_scripts_with_the_spawn_guard() -> None:
+    """Each example compiles as it stands, imports what it uses from the package, and builds
+    the model only under ``if __name__ == "__main__":`` or in a function (vLLM's engine
+    process imports the script again: a model built at import time would start another)."""
+    examples = readme_examples()
+    assert len(examples) >= 2
+    for code in examples:
+        tree = ast.parse(code)
+        assert any(isinstance(node, ast.ImportFrom) and node.module == "langchain_latts" for node in tree.body), code
+        top_level = [node for node in tree.body if not isinstance(node, (ast.If, ast.FunctionDef,
+                                                                         ast.AsyncFunctionDef))]
+        built_at_import = [node for stmt in top_level for node in ast.walk(stmt)
+                           if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "LatencyOptimalTTSLLM"]
+        assert not built_at_import, f"an example builds the model at import time:\n{code}"
+        guards = [node for node in tree.body if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)]
+        assert len(guards) == 1, f"an example has no `if __name__ == \"__main__\":` guard:\n{code}"
 
 
 @pytest.mark.parametrize("index", range(len(readme_examples())))

@@ -94,9 +94,10 @@ class Ready:
     state: EngineProfile | None
     started: float
     engine_start_s: float
-    #: The profile the call reads measured choices from (extractor, cut-off): the planner's,
-    #: or for a pinned confidence-pruned call the one calibrated at start-up (None: the cached one).
-    calibrated: Profile | None = None
+    #: The profile the call reads measured choices from (extractor, cut-off): the planner's;
+    #: for a pinned confidence-pruned call the one calibrated at start-up; else the cached one
+    #: of this setup (None: none, or a fleet).
+    profile: Profile | None = None
 
 
 @dataclass(frozen=True)
@@ -119,8 +120,7 @@ async def run_call(call: Call) -> ChatResult:
     deadline = call_deadline(call, ready)
     prompt, room = render(call)
     branching = plan_branches(call, ready.state, prompt, deadline)
-    profiled = ready.calibrated or _profile_of(settings, engine)
-    branches = branch_requests(call, branching, prompt, room, profiled)
+    branches = branch_requests(call, branching, prompt, room, ready.profile)
     book = reservations(engine)
     # The sequences the engine ran during the call, sampled at its start and as each branch ends.
     plan = branching.plan
@@ -200,9 +200,12 @@ async def wait_for_engine(call: Call) -> Ready:
         # Pinned branches calibrate the confidence cut-off as planned calls do (once per engine).
         calibrated = await engine_profile(call.engine, settings, stats.max_num_seqs)
         await price_confidence(calibrated, call.engine, settings)
+    if calibrated is not None:
+        profile = calibrated.current(settings.max_tokens)
+    else:  # pinned branches read the cached profile of this setup (in-process engines only)
+        profile = None if call.engine.config.endpoints else cached_profile(settings)
     ready = time.monotonic()
-    return Ready(stats, state, call.started if strict else ready, ready - call.started,
-                 calibrated=None if calibrated is None else calibrated.current(settings.max_tokens))
+    return Ready(stats, state, call.started if strict else ready, ready - call.started, profile=profile)
 
 
 def _needs_cut_off_calibration(call: Call) -> bool:
@@ -349,11 +352,6 @@ def output_rules(call: Call, profiled: Profile | None = None) -> tuple[str | Non
     read = constrained_calls if constrained else parser_calls(settings.tool_parser, call.tools)
     grammar = call_grammar(call.tools, call.tool_choice) if constrained else None
     return grammar, tool_extractor(read, names, call.tool_choice, settings.extractor(chosen))
-
-
-def _profile_of(settings: TTSSettings, engine: Engine) -> Profile | None:
-    """The cached profile of this setup (in-process engines; None: none or a fleet)."""
-    return None if engine.config.endpoints else cached_profile(settings)
 
 
 # -- 6. settle --------------------------------------------------------------------------------

@@ -224,9 +224,11 @@ class LatencyOptimalTTSLLM(BaseChatModel, TTSSettings):
                  progress: ProgressCallback | None = None) -> Call:
         started = time.monotonic()
         settings = self._settings_for_call(stop, kwargs)
-        config = engine_config(settings)
-        if config != self.engine_config() and not engine_exists(config):
-            changed = sorted(k for k in ENGINE_OPTIONS if k in kwargs and kwargs[k] != getattr(self, k))
+        # Only engine settings choose the engine: the rest (max_tokens too) may vary per call.
+        changed = sorted(k for k in ENGINE_OPTIONS if k in kwargs and kwargs[k] != getattr(self, k))
+        config = self.engine_config() if not changed else engine_config(
+            self._settings_for_call(None, {k: kwargs[k] for k in changed}))
+        if changed and config != self.engine_config() and not engine_exists(config):
             logger.warning(
                 "per-call setting(s) %s need a separate vLLM engine: starting one, which stays until exit or "
                 "llm.engine.shutdown(); set engine options on the model instead of per call.", ", ".join(changed))

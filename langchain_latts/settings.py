@@ -47,6 +47,14 @@ OnDeadline = Literal["best_partial", "raise"]
 DEFAULT_MODEL_NAME = "latts-tiny-arith"
 
 
+def _ranged(default: Any, must: str, fix: str, **bounds: Any) -> Any:
+    """A setting whose only check is a range: pydantic enforces ``bounds`` (``ge``, ``gt``,
+    ``le``, ``lt``, ``allow_inf_nan``; None passes when the type allows it), and a value out
+    of range gets the error contract's message, ``"<name> <must>, got <value>. <fix>"``
+    (:func:`as_latts_error`)."""
+    return Field(default, **bounds, json_schema_extra={"must": must, "fix": fix})
+
+
 class TTSSettings(BaseModel):
     """Settings shared by the chat model's constructor and its per-call overrides."""
 
@@ -87,7 +95,7 @@ class TTSSettings(BaseModel):
     on the engine as loaded now, and without a deadline the fewest branches within half a
     point of the plateau (see :mod:`langchain_latts.planner`). Default: ``"auto"``."""
 
-    max_branches: int = 16
+    max_branches: int = _ranged(16, "must be >= 1", "Use e.g. max_branches=16.", ge=1)
     """Most branches ``branches="auto"`` may choose. Default: 16."""
 
     latency_profile: str | None = None
@@ -95,23 +103,24 @@ class TTSSettings(BaseModel):
     the cached profile of this setup, else a start-up profile measured when the engine
     starts (see :mod:`langchain_latts.planner.runtime`)."""
 
-    temperature: float = 0.8
+    temperature: float = _ranged(0.8, "must be a finite number >= 0", "Use e.g. 0.8.", ge=0, allow_inf_nan=False)
     """Sampling temperature of every branch. 0 is greedy decoding: every branch would
     be identical, so a single branch runs whatever ``branches`` says. Default: the model's
     own (its ``generation_config.json``), else 0.8 (the built-in pair's)."""
 
-    top_p: float = 1.0
+    top_p: float = _ranged(1.0, "must be in (0, 1]", "Use 1.0 for no nucleus cut.", gt=0, le=1)
     """Nucleus sampling probability mass, in (0, 1]. Default: the model's own, else 1.0."""
 
     top_k: int | None = None
     """Sample among the ``top_k`` most likely tokens only (>= 1; None: no cut). Default:
     the model's own (Qwen3 recommends 20), else None."""
 
-    min_p: float | None = None
+    min_p: float | None = _ranged(None, "must be in [0, 1), or None for no cut", "Use e.g. min_p=0.05, or None.",
+                                  ge=0, lt=1)
     """Drop tokens less likely than ``min_p`` times the most likely one, in [0, 1) (None:
     no cut). Default: the model's own, else None."""
 
-    max_tokens: int = 512
+    max_tokens: int = _ranged(512, "must be >= 1", "Use e.g. 512.", ge=1)
     """Most tokens each branch may generate (clipped to the context left after the
     prompt). Default: 512."""
 
@@ -149,7 +158,8 @@ class TTSSettings(BaseModel):
     the better answer (Adaptive-Consistency's Beta criterion, see
     :mod:`langchain_latts.tts.stopping`); False never. Default: True (exact)."""
 
-    early_stop_threshold: float = 0.95
+    early_stop_threshold: float = _ranged(0.95, "must be in (0.5, 1)", "Use e.g. 0.95 (higher stops later and is safer).",
+                                          gt=0.5, lt=1)
     """Posterior probability at which ``early_stop="adaptive"`` stops, in (0.5, 1).
     Default: 0.95."""
 
@@ -194,7 +204,9 @@ class TTSSettings(BaseModel):
     (on the built-in task the only one that tells a question's right branches from its
     wrong ones: ``latts bench confidence``)."""
 
-    confidence_keep: float = 0.25
+    confidence_keep: float = _ranged(
+        0.25, "must be in (0, 1]", "e.g. confidence_keep=0.25 keeps the most confident quarter of the branches.",
+        gt=0, le=1)
     """The share of answering branches a ``confidence_filtered`` vote keeps (the most
     confident ones, at least one), in (0, 1]. Default: 0.25 (on held-out problems of the
     built-in task the best of 0.1-0.9 with ``"lowest_logprob"``)."""
@@ -225,20 +237,22 @@ class TTSSettings(BaseModel):
     token. Replacements start while the deadline and budget allow
     (at most ``max_respawns``); pruned branches never vote. Default: False."""
 
-    prune_threshold: float = 0.5
+    prune_threshold: float = _ranged(
+        0.5, "must be in (0, 1]",
+        "Scores lie in [0, 1]; e.g. prune_threshold=0.5 aborts a branch with a wrong step.", gt=0, le=1)
     """Step score below which ``prune`` aborts a running branch, in (0, 1]. Default: 0.5."""
 
     step_delimiter: str = "\n"
     """What ends a step of a running branch's text, for ``prune``. Default: a newline."""
 
-    max_respawns: int | None = None
+    max_respawns: int | None = _ranged(None, "must be >= 0 or None", "None means no limit.", ge=0)
     """Most replacement branches one call launches for pruned ones (0: none). A
     replacement starts only while the token budget is not spent and the time left before
     the deadline is at least the time the pruned branch took per step (``prune=True``) or
     the time a typical branch's remaining tokens take at its pace (``"confidence"``).
     Default: None -- as many as the call's branches."""
 
-    token_budget: int | None = None
+    token_budget: int | None = _ranged(None, "must be >= 1 or None", "None means no limit.", ge=1)
     """Most tokens one call generates over all its branches: the plan shrinks to fit and
     the branches stop once it is spent (each may finish its current engine step), the
     selection runs over what finished. Runs share a budget across calls with
@@ -259,7 +273,9 @@ class TTSSettings(BaseModel):
     ``mistral``, ...). Default: ``"hermes"``."""
 
     # -- deadlines ----------------------------------------------------------------------
-    deadline_s: float | None = None
+    deadline_s: float | None = _ranged(
+        None, "must be a finite number of seconds > 0 (or None for no deadline)",
+        "Use e.g. deadline_s=2.0, or deadline_s=None.", gt=0, allow_inf_nan=False)
     """Wall-clock budget of one call, in seconds. At the deadline the vote runs over the
     finished branches and the rest are aborted. The clock starts when the call starts or,
     if the engine is still starting (the first call of a process), once it is ready
@@ -279,19 +295,25 @@ class TTSSettings(BaseModel):
     raises :class:`~langchain_latts.DeadlineExceededError`. Default: ``"best_partial"``."""
 
     # -- the engine ---------------------------------------------------------------------
-    max_model_len: int | None = None
+    max_model_len: int | None = _ranged(None, "must be >= 1 (or None for vLLM's default)",
+                                        "Use e.g. max_model_len=4096, or None.", ge=1)
     """Context length of the engine, in tokens. Default: None (the model's)."""
 
-    max_num_seqs: int | None = None
+    max_num_seqs: int | None = _ranged(None, "must be >= 1 (or None for vLLM's default)",
+                                       "Use e.g. max_num_seqs=64, or None.", ge=1)
     """Most sequences the engine runs at once, shared by all concurrent calls; further
     branches queue. Default: None (vLLM's default)."""
 
-    kv_cache_gib: float | None = None
+    kv_cache_gib: float | None = _ranged(None, "must be a finite number of GiB > 0 (or None)",
+                                         "Use e.g. kv_cache_gib=1.0, or None for the platform's default.",
+                                         gt=0, allow_inf_nan=False)
     """KV-cache memory of the engine, in GiB (per GPU under tensor parallelism). Default:
     None (on GPU, what ``gpu_memory_utilization`` leaves after the weights; on CPU
     ``VLLM_CPU_KVCACHE_SPACE`` or 1 GiB)."""
 
-    gpu_memory_utilization: float | None = None
+    gpu_memory_utilization: float | None = _ranged(
+        None, "must be in (0, 1] (or None)", "Use e.g. gpu_memory_utilization=0.45 to fit two engines on one GPU.",
+        gt=0, le=1)
     """Share of each GPU's memory this engine may use (weights, activations and KV cache),
     in (0, 1]; vLLM's ``gpu_memory_utilization``. Several engines in one process must
     share a GPU: None takes what this process's running engines left, up to vLLM's 0.9,
@@ -349,13 +371,6 @@ class TTSSettings(BaseModel):
                                       "Use branches='auto' to let the planner choose, or e.g. branches=8.")
         return value
 
-    @field_validator("max_branches")
-    @classmethod
-    def _check_max_branches(cls, value: int) -> int:
-        if value < 1:
-            raise LattsValueError.bad("max_branches", value, "must be >= 1", "Use e.g. max_branches=16.")
-        return value
-
     @field_validator("latency_profile")
     @classmethod
     def _check_latency_profile(cls, value: str | None) -> str | None:
@@ -388,52 +403,12 @@ class TTSSettings(BaseModel):
             )
         return value
 
-    @field_validator("temperature")
-    @classmethod
-    def _check_temperature(cls, value: float) -> float:
-        if not math.isfinite(value) or value < 0:
-            raise LattsValueError.bad("temperature", value, "must be a finite number >= 0", "Use e.g. 0.8.")
-        return value
-
     @field_validator("top_k", mode="before")
     @classmethod
     def _check_top_k(cls, value: Any) -> Any:
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise LattsValueError.bad("top_k", value, "must be a number of tokens >= 1, or None for no cut",
                                       "Use e.g. top_k=20, or None.")
-        return value
-
-    @field_validator("min_p", mode="before")
-    @classmethod
-    def _check_min_p(cls, value: Any) -> Any:
-        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
-                                  or not 0 <= value < 1):
-            raise LattsValueError.bad("min_p", value, "must be in [0, 1), or None for no cut",
-                                      "Use e.g. min_p=0.05, or None.")
-        return value
-
-    @field_validator("top_p")
-    @classmethod
-    def _check_top_p(cls, value: float) -> float:
-        if not 0 < value <= 1:
-            raise LattsValueError.bad("top_p", value, "must be in (0, 1]", "Use 1.0 for no nucleus cut.")
-        return value
-
-    @field_validator("max_tokens")
-    @classmethod
-    def _check_max_tokens(cls, value: int) -> int:
-        if value < 1:
-            raise LattsValueError.bad("max_tokens", value, "must be >= 1", "Use e.g. 512.")
-        return value
-
-    @field_validator("deadline_s")
-    @classmethod
-    def _check_deadline(cls, value: float | None) -> float | None:
-        if value is not None and (not math.isfinite(value) or value <= 0):
-            raise LattsValueError.bad(
-                "deadline_s", value, "must be a finite number of seconds > 0 (or None for no deadline)",
-                "Use e.g. deadline_s=2.0, or deadline_s=None.",
-            )
         return value
 
     @field_validator("quorum", mode="before")
@@ -443,38 +418,6 @@ class TTSSettings(BaseModel):
                                                       or value < 1):
             raise LattsValueError.bad("quorum", value, "must be a number of branches >= 1, 'auto' or None",
                                       "Use e.g. quorum=6 with branches=8, quorum='auto', or None for every branch.")
-        return value
-
-    @field_validator("early_stop_threshold")
-    @classmethod
-    def _check_threshold(cls, value: float) -> float:
-        if not 0.5 < value < 1:
-            raise LattsValueError.bad("early_stop_threshold", value, "must be in (0.5, 1)",
-                                      "Use e.g. 0.95 (higher stops later and is safer).")
-        return value
-
-    @field_validator("max_model_len", "max_num_seqs")
-    @classmethod
-    def _check_positive_int(cls, value: int | None, info: Any) -> int | None:
-        if value is not None and value < 1:
-            raise LattsValueError.bad(info.field_name, value, "must be >= 1 (or None for vLLM's default)",
-                                      f"Use e.g. {info.field_name}={_EXAMPLES[info.field_name]!r}, or None.")
-        return value
-
-    @field_validator("kv_cache_gib")
-    @classmethod
-    def _check_kv_cache(cls, value: float | None) -> float | None:
-        if value is not None and (not math.isfinite(value) or value <= 0):
-            raise LattsValueError.bad("kv_cache_gib", value, "must be a finite number of GiB > 0 (or None)",
-                                      "Use e.g. kv_cache_gib=1.0, or None for the platform's default.")
-        return value
-
-    @field_validator("gpu_memory_utilization")
-    @classmethod
-    def _check_gpu_share(cls, value: float | None) -> float | None:
-        if value is not None and not 0 < value <= 1:
-            raise LattsValueError.bad("gpu_memory_utilization", value, "must be in (0, 1] (or None)",
-                                      "Use e.g. gpu_memory_utilization=0.45 to fit two engines on one GPU.")
         return value
 
     @field_validator("dtype")
@@ -528,13 +471,6 @@ class TTSSettings(BaseModel):
         resolve_verifier(value)
         return value
 
-    @field_validator("prune_threshold", "confidence_keep")
-    @classmethod
-    def _check_unit_share(cls, value: float, info: Any) -> float:
-        if not 0 < value <= 1:
-            raise LattsValueError.bad(info.field_name, value, "must be in (0, 1]", _UNIT_SHARE_FIXES[info.field_name])
-        return value
-
     def _check_confidence_threshold(self) -> None:
         value = self.confidence_threshold
         if value is None:
@@ -564,15 +500,6 @@ class TTSSettings(BaseModel):
         if not value.strip():
             raise LattsValueError.bad("tool_parser", value, "must name one of vLLM's tool-call parsers",
                                       "e.g. tool_parser='hermes' (what `vllm serve --tool-call-parser` takes).")
-        return value
-
-    @field_validator("max_respawns", "token_budget")
-    @classmethod
-    def _check_counts(cls, value: int | None, info: Any) -> int | None:
-        low = 0 if info.field_name == "max_respawns" else 1
-        if value is not None and value < low:
-            raise LattsValueError.bad(info.field_name, value, f"must be >= {low} or None",
-                                      "None means no limit.")
         return value
 
     @model_validator(mode="after")
@@ -731,12 +658,6 @@ class TTSSettings(BaseModel):
         return resolve_extractor(self.answer_extractor)
 
 
-#: The fix named when a setting in (0, 1] is out of range.
-_UNIT_SHARE_FIXES: dict[str, str] = {
-    "prune_threshold": "Scores lie in [0, 1]; e.g. prune_threshold=0.5 aborts a branch with a wrong step.",
-    "confidence_keep": "e.g. confidence_keep=0.25 keeps the most confident quarter of the branches.",
-}
-
 #: dtypes vLLM accepts by name.
 DTYPES: tuple[str, ...] = ("auto", "half", "float16", "bfloat16", "float", "float32")
 
@@ -766,14 +687,21 @@ def as_latts_error(error: ValidationError, values: dict[str, Any] | None = None)
     detail = details[0]
     loc = [str(part) for part in detail["loc"]] or ["settings"]
     name = loc[0]
+    value = (values or {}).get(name, detail.get("input"))
+    field = TTSSettings.model_fields.get(name)
+    ranged = field.json_schema_extra if field is not None and isinstance(field.json_schema_extra, dict) else None
+    if ranged is not None and len(loc) == 1 and detail["type"] in _RANGE_ERRORS:
+        return LattsValueError.bad(name, value, str(ranged["must"]), str(ranged["fix"]))
     requirement = str(detail["msg"]).replace("Input should be", "must be").replace("Value error, ", "")
     if len(loc) > 1:  # an item inside the setting, e.g. stop[0]
         requirement = f"must hold valid items (item {'.'.join(loc[1:])}: {requirement})"
-    value = (values or {}).get(name, detail.get("input"))
-    field = TTSSettings.model_fields.get(name)
     example = _EXAMPLES.get(name, None if field is None else field.default)
     fix = f"Use e.g. {name}={example!r}." if example is not None else "See the setting's documentation."
     return LattsValueError.bad(name, value, requirement, fix)
+
+
+#: pydantic's error types for a value outside a ``_ranged`` setting's bounds.
+_RANGE_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number"})
 
 
 def _check_schedule(value: Sequence[Any]) -> list[tuple[int, int, int]]:
@@ -802,11 +730,17 @@ def _looks_local(value: str) -> bool:
     return value.startswith(("/", ".", "~")) or Path(value).is_absolute()
 
 
-#: Engine settings a fleet's servers own (``endpoints`` set), and the server flag for each.
-SERVER_SIDE_OPTIONS: dict[str, str] = {
+#: The settings that choose the engine, each with the server flag that sets it when a fleet's
+#: servers own it (``endpoints`` set; None: set here with a fleet too). Overriding one per
+#: call runs the call on another engine (started on first use, kept until exit); every other
+#: setting, including those ``num_speculative_tokens="auto"`` prices with (``max_tokens``,
+#: ``max_branches``), is taken from the model for the engine and may vary per call freely.
+ENGINE_SETTINGS: dict[str, str | None] = {
+    "model": None,
     "draft_model": "--speculative-config '{\"method\": \"draft_model\", \"model\": ...}'",
     "speculative_method": "--speculative-config '{\"method\": ...}'",
     "num_speculative_tokens": "--speculative-config '{\"num_speculative_tokens\": ...}'",
+    "latency_profile": None,  # refused with endpoints by its own check (a profile is of one machine)
     "max_model_len": "--max-model-len N",
     "max_num_seqs": "--max-num-seqs N",
     "kv_cache_gib": "--kv-cache-memory-bytes N (or VLLM_CPU_KVCACHE_SPACE on CPU)",
@@ -814,15 +748,17 @@ SERVER_SIDE_OPTIONS: dict[str, str] = {
     "enforce_eager": "--enforce-eager",
     "dtype": "--dtype D",
     "engine_kwargs": "--<argument> per key, e.g. --tensor-parallel-size 2",
+    "reasoning_parser": None,  # with endpoints the reasoning is split here
+    "endpoints": None,
+    "api_key": None,
 }
+#: Engine settings a fleet's servers own, and the server flag for each.
+SERVER_SIDE_OPTIONS: dict[str, str] = {name: flag for name, flag in ENGINE_SETTINGS.items() if flag is not None}
 
 #: Settings a call may override (``invoke(..., **options)`` or ``bind(**options)``).
 CALL_OPTIONS: tuple[str, ...] = tuple(TTSSettings.model_fields)
-#: Settings that choose the engine: overriding one per call runs the call on another
-#: engine (started on first use, kept until exit).
-ENGINE_OPTIONS: tuple[str, ...] = ("model", "draft_model", "speculative_method", "num_speculative_tokens",
-                                   "max_model_len", "max_num_seqs", "kv_cache_gib", "gpu_memory_utilization",
-                                   "enforce_eager", "dtype", "engine_kwargs", "endpoints", "api_key")
+#: Settings that choose the engine (:data:`ENGINE_SETTINGS`).
+ENGINE_OPTIONS: tuple[str, ...] = tuple(ENGINE_SETTINGS)
 
 
 #: The sampling settings a model's ``generation_config.json`` may set, and how they are read.

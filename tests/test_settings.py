@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from langchain_core.messages import HumanMessage
 
 from langchain_latts import LatencyOptimalTTSLLM, LattsValueError
 from langchain_latts.models import DEFAULT_DRAFT, DEFAULT_TARGET
@@ -165,3 +166,98 @@ def test_top_k_and_min_p_reach_the_request_and_the_fleet_body() -> None:
     assert body["top_k"] == 20 and body["min_p"] == 0.05
     plain = completion_body("m", BranchRequest(prompt_token_ids=(1,), max_tokens=4), [], request_id="r")
     assert "top_k" not in plain and "min_p" not in plain
+
+
+#: Every setting checked by a range alone (pydantic ``Field`` bounds), a value out of range
+#: and the whole message the error contract promises for it.
+RANGE_ERRORS: dict[str, tuple[object, str]] = {
+    "max_branches": (0, "max_branches must be >= 1, got 0. Use e.g. max_branches=16."),
+    "temperature": (-0.1, "temperature must be a finite number >= 0, got -0.1. Use e.g. 0.8."),
+    "top_p": (1.5, "top_p must be in (0, 1], got 1.5. Use 1.0 for no nucleus cut."),
+    "min_p": (1.0, "min_p must be in [0, 1), or None for no cut, got 1.0. Use e.g. min_p=0.05, or None."),
+    "max_tokens": (0, "max_tokens must be >= 1, got 0. Use e.g. 512."),
+    "early_stop_threshold": (0.5, "early_stop_threshold must be in (0.5, 1), got 0.5. Use e.g. 0.95 (higher "
+                                  "stops later and is safer)."),
+    "prune_threshold": (0.0, "prune_threshold must be in (0, 1], got 0.0. Scores lie in [0, 1]; e.g. "
+                             "prune_threshold=0.5 aborts a branch with a wrong step."),
+    "confidence_keep": (2.0, "confidence_keep must be in (0, 1], got 2.0. e.g. confidence_keep=0.25 keeps the "
+                             "most confident quarter of the branches."),
+    "max_respawns": (-1, "max_respawns must be >= 0 or None, got -1. None means no limit."),
+    "token_budget": (0, "token_budget must be >= 1 or None, got 0. None means no limit."),
+    "deadline_s": (float("inf"), "deadline_s must be a finite number of seconds > 0 (or None for no deadline), "
+                                 "got inf. Use e.g. deadline_s=2.0, or deadline_s=None."),
+    "max_model_len": (0, "max_model_len must be >= 1 (or None for vLLM's default), got 0. Use e.g. "
+                         "max_model_len=4096, or None."),
+    "max_num_seqs": (-3, "max_num_seqs must be >= 1 (or None for vLLM's default), got -3. Use e.g. "
+                         "max_num_seqs=64, or None."),
+    "kv_cache_gib": (float("nan"), "kv_cache_gib must be a finite number of GiB > 0 (or None), got nan. Use e.g. "
+                                   "kv_cache_gib=1.0, or None for the platform's default."),
+    "gpu_memory_utilization": (1.01, "gpu_memory_utilization must be in (0, 1] (or None), got 1.01. Use e.g. "
+                                     "gpu_memory_utilization=0.45 to fit two engines on one GPU."),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RANGE_ERRORS))
+def test_range_settings_keep_the_error_contract(name: str) -> None:
+    """Plain ranges are pydantic ``Field`` bounds; the message is the contract's, whole,
+    at construction and per call alike."""
+    value, message = RANGE_ERRORS[name]
+    with pytest.raises(LattsValueError) as built:
+        LatencyOptimalTTSLLM(**{name: value})
+    assert str(built.value) == message
+    with pytest.raises(LattsValueError) as called:
+        LatencyOptimalTTSLLM().invoke("Compute 1 + 2.", **{name: value})
+    assert str(called.value) == message
+
+
+def test_every_range_setting_has_its_message_pinned() -> None:
+    """A new range-only setting must be added to RANGE_ERRORS (its message is the contract)."""
+    from langchain_latts.settings import TTSSettings
+
+    ranged = {name for name, field in TTSSettings.model_fields.items()
+              if isinstance(field.json_schema_extra, dict) and "must" in field.json_schema_extra}
+    assert ranged == set(RANGE_ERRORS)
+
+
+def test_none_passes_an_optional_range() -> None:
+    llm = LatencyOptimalTTSLLM(deadline_s=None, kv_cache_gib=None, min_p=None, token_budget=None)
+    assert (llm.deadline_s, llm.kv_cache_gib, llm.min_p, llm.token_budget) == (None, None, None, None)
+
+
+def test_the_engine_reads_only_engine_settings() -> None:
+    """ENGINE_OPTIONS (the one list of settings that choose the engine) covers every setting
+    ``engine_config`` reads, apart from the two ``num_speculative_tokens="auto"`` prices
+    with, which a call takes from the model (next test)."""
+    from langchain_latts.planner.engine_config import engine_config
+    from langchain_latts.settings import ENGINE_OPTIONS, TTSSettings
+
+    read: set[str] = set()
+    counting = [False]  # validation reads every setting it checks: only engine_config's reads count
+
+    class Recording(TTSSettings):
+        def __getattribute__(self, name: str) -> object:
+            if counting[0] and name in TTSSettings.model_fields:
+                read.add(name)
+            return super().__getattribute__(name)
+
+    for values in ({}, {"num_speculative_tokens": 3, "speculative_method": "ngram"},
+                   {"model": str(DEFAULT_TARGET), "draft_model": str(DEFAULT_DRAFT), "num_speculative_tokens": 2},
+                   {"reasoning_parser": "qwen3", "engine_kwargs": {"seed": 1}},
+                   {"endpoints": ["http://127.0.0.1:8001/v1"], "model": "served"}):
+        settings = Recording(**values)
+        counting[0] = True
+        engine_config(settings)
+        counting[0] = False
+    assert read - set(ENGINE_OPTIONS) <= {"max_tokens", "max_branches"}
+    assert set(ENGINE_OPTIONS) <= read
+
+
+def test_per_call_planning_settings_keep_the_models_engine() -> None:
+    """A per-call max_tokens or max_branches never moves the call to another engine (they
+    feed ``num_speculative_tokens="auto"``, which is the model's choice, not the call's)."""
+    llm = LatencyOptimalTTSLLM()
+    call = llm._prepare([HumanMessage("Compute 1 + 2.")], None, {"max_tokens": 7, "max_branches": 2})
+    assert call.engine is llm.engine
+    assert call.settings.max_tokens == 7
+    moved = llm._prepare([HumanMessage("Compute 1 + 2.")], None, {"dtype": "float32"})
+    assert moved.engine.config.dtype == "float32" and moved.engine is not llm.engine

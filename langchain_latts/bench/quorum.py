@@ -31,7 +31,7 @@ from rich.table import Table
 from langchain_latts.bench.stats import summarize
 from langchain_latts.bench.tts import bench_items
 from langchain_latts.chat_models import LatencyOptimalTTSLLM
-from langchain_latts.planner.latency import first_token_seconds, seconds_per_token
+from langchain_latts.planner.latency import first_token_seconds, mth_finish_seconds, seconds_per_token
 from langchain_latts.planner.runtime import engine_profile, speculation_of
 
 __all__ = ["predicted_quorum_latency", "run_quorum_bench"]
@@ -39,11 +39,12 @@ __all__ = ["predicted_quorum_latency", "run_quorum_bench"]
 
 def predicted_quorum_latency(profile: Any, question: str, *, m: int, b: int, prompt_tokens: int,
                              max_tokens: int, speculation: Any) -> float:
-    """Seconds until the ``m``-th of ``b`` branches finishes, by the profile's latency and
-    length models (module docstring)."""
-    length = profile.length_estimate(question, max_tokens=max_tokens)
-    return (first_token_seconds(profile, b, prompt_tokens, speculation)
-            + min(float(max_tokens), length.mth_of(m, b)) * seconds_per_token(profile, b, speculation, prompt_tokens))
+    """Seconds until the ``m``-th of ``b`` branches finishes on an idle engine, as the
+    planner predicts it (:func:`~langchain_latts.planner.latency.mth_finish_seconds`)."""
+    return mth_finish_seconds(profile.length_estimate(question, max_tokens=max_tokens), m, b,
+                              first_token_s=first_token_seconds(profile, b, prompt_tokens, speculation),
+                              seconds_per_token=seconds_per_token(profile, b, speculation, prompt_tokens),
+                              max_tokens=max_tokens)
 
 
 def run_quorum_bench(*, settings: dict[str, Any], dataset: str, dataset_options: dict[str, Any] | None = None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
@@ -275,6 +276,18 @@ class LoopEngine(Engine):
 
     def tokenize(self, text: str) -> list[int]:
         return list(self._tokenizer.encode(text, add_special_tokens=False))
+
+    # Both engines time the same warm-up branch once started: its fastest decode step is a
+    # lower bound on any deadline (``EngineStats.min_step_s``).
+    def warmup_request(self, tokenizer: Any) -> BranchRequest:
+        """A short greedy branch of a fixed length: the BOS token four times, 8 tokens."""
+        bos = getattr(tokenizer, "bos_token_id", None) or 0
+        return BranchRequest(prompt_token_ids=(bos,) * 4, max_tokens=8, temperature=0.0, ignore_eos=True)
+
+    @staticmethod
+    def fastest_step(stamps: Sequence[float]) -> float:
+        """The shortest gap between consecutive token arrivals (0.0 with fewer than two)."""
+        return min((b - a for a, b in itertools.pairwise(stamps)), default=0.0)
 
     async def ensure_started(self, deadline: float | None = None) -> EngineStats:
         """Start (or restart) the engine; wait for it at most until ``deadline``.

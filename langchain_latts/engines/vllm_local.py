@@ -437,16 +437,10 @@ class VLLMEngine(LoopEngine):
         del llm
 
     async def _measure(self) -> None:
-        """Warm up with one short request and record the fastest decode step."""
-        from vllm import SamplingParams
-
-        params = SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True)
-        stamps: list[float] = []
-        prompt = {"prompt_token_ids": [self._tokenizer.bos_token_id or 0] * 4}
-        async for _ in self._llm.generate(prompt, params, f"latts-warmup-{self._generation}"):
-            stamps.append(time.perf_counter())
-        steps = [b - a for a, b in zip(stamps, stamps[1:])]
-        self._stats.min_step_s = min(steps) if steps else 0.0
+        """Warm up with one short branch and record the fastest decode step."""
+        stamps = [time.perf_counter() async for update in self.branch(
+            self.warmup_request(self._tokenizer), f"latts-warmup-{self._generation}") if update.num_new_tokens]
+        self._stats.min_step_s = self.fastest_step(stamps)
 
     async def _close(self) -> None:
         """Shut the current ``AsyncLLM`` down (on the loop: its output task lives here)."""

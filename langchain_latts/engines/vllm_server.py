@@ -33,7 +33,6 @@ budgets, deadlines -- is unchanged.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -129,8 +128,9 @@ class VLLMServerEngine(LoopEngine):
                 "template: a local directory or a Hugging Face id.") from e
         cards = await self._describe_servers()
         self._max_model_len = min(cards.values())
-        bos = getattr(tokenizer, "bos_token_id", None) or 0  # the engine is not "started" (no tokenizer) until ready
-        self._stats = EngineStats(start_s=time.perf_counter() - started, min_step_s=await self._fastest_step(bos))
+        # The engine is not "started" (no tokenizer) until ready: the warm-up takes it as an argument.
+        self._stats = EngineStats(start_s=time.perf_counter() - started,
+                                  min_step_s=await self._fastest_step(self.warmup_request(tokenizer)))
         self._tokenizer = tokenizer
         self._probe_task = asyncio.get_running_loop().create_task(self._probe_forever())
         logger.info("fleet of %d server(s) ready: %s", len(self.replicas), self.status())
@@ -177,11 +177,10 @@ class VLLMServerEngine(LoopEngine):
                 replica.failed(replica.last_error or "did not answer at start", time.monotonic())
         return cards
 
-    async def _fastest_step(self, bos: int) -> float:
-        """The fastest gap between streamed tokens of a short warm-up branch (the ``bos``
-        token four times) on each replica (a lower bound on any deadline, as in-process)."""
-        probe = BranchRequest(prompt_token_ids=(bos,) * 4, max_tokens=8, temperature=0.0, ignore_eos=True)
-        steps: list[float] = []
+    async def _fastest_step(self, probe: BranchRequest) -> float:
+        """The fastest decode step of the warm-up branch ``probe`` over the replicas (a
+        lower bound on any deadline, as in-process)."""
+        fastest: list[float] = []
         for replica in [r for r in self.replicas if r.in_rotation]:
             stamps: list[float] = []
             try:
@@ -191,8 +190,9 @@ class VLLMServerEngine(LoopEngine):
             except (ReplicaError, BranchFailure) as e:
                 replica.failed(describe(e), time.monotonic())
                 continue
-            steps += [b - a for a, b in itertools.pairwise(stamps)]
-        return min(steps, default=0.0)
+            if len(stamps) > 1:
+                fastest.append(self.fastest_step(stamps))
+        return min(fastest, default=0.0)
 
     async def _probe(self, replica: Replica) -> None:
         assert self._client is not None

@@ -37,9 +37,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from langchain_latts.planner.lengths import LengthEstimate
 from langchain_latts.planner.profile import Profile
 
-__all__ = ["NO_SPECULATION", "SpeculationSetting", "first_token_seconds", "predict_latency", "seconds_per_token"]
+__all__ = ["NO_SPECULATION", "SpeculationSetting", "first_token_seconds", "mth_finish_seconds", "predict_latency",
+           "seconds_per_token"]
 
 #: A dynamic speculation schedule: inclusive ``(first_batch, last_batch, k)`` ranges
 #: starting at 1 (vLLM's ``num_speculative_tokens_per_batch_size``).
@@ -142,6 +144,15 @@ def seconds_per_token(profile: Profile, batch: int, speculation: SpeculationSett
     context over the tokens a step gains."""
     curve = profile.steps[speculation.curve_name(batch)]
     return curve.step_at(batch, prompt_tokens) / curve.tokens_per_step
+
+
+def mth_finish_seconds(length: LengthEstimate, m: int, branches: int, *, first_token_s: float,
+                       seconds_per_token: float, max_tokens: int) -> float:
+    """Seconds until the ``m``-th of ``branches`` branches finishes (a quorum decides then):
+    their first token, then the ``m``-th shortest of their lengths, by the question's
+    length estimate (:meth:`~langchain_latts.planner.lengths.LengthEstimate.mth_of`, capped
+    at ``max_tokens``), at the pace of the whole batch -- the others run until the quorum."""
+    return first_token_s + min(float(max_tokens), length.mth_of(m, branches)) * seconds_per_token
 
 
 def steps_for(length: float, tokens_per_step: float) -> int:

@@ -49,6 +49,7 @@ from langchain_latts.planner.latency import (
     NO_SPECULATION,
     SpeculationSetting,
     first_token_seconds,
+    mth_finish_seconds,
     predict_latency,
     seconds_per_token,
 )
@@ -190,8 +191,8 @@ def plan_call(profile: Profile, *, prompt_tokens: int, max_tokens: int, max_bran
     latency = slowdown * predict_latency(profile, lengths=[length.median] * b, prompt_tokens=prompt_tokens,
                                          load=max(load, peers * b), speculation=speculation, max_num_seqs=max_num_seqs)
     m = quorum_size(model, b, tolerance) if quorum and b > 1 else None
-    quorum_latency = None if m is None else (
-        timing[b][0] + min(float(max_tokens), length.mth_of(m, b)) * timing[b][1])
+    quorum_latency = None if m is None else mth_finish_seconds(
+        length, m, b, first_token_s=timing[b][0], seconds_per_token=timing[b][1], max_tokens=max_tokens)
     return Plan(b, speculation.name, latency, outcome.expected_accuracy, round(length.median), profile.profile_id,
                 limited_by, load, outcome.p_complete, outcome.p_none, *timing[b], peers=peers,
                 quorum=m, quorum_latency_s=quorum_latency)
