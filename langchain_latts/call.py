@@ -119,6 +119,9 @@ async def run_call(call: Call) -> ChatResult:
     ready = await wait_for_engine(call)
     deadline = call_deadline(call, ready)
     prompt, room = render(call)
+    # From here on the call's max_tokens is a number: its own, or the room its prompt leaves.
+    call = replace(call, settings=call.settings.model_copy(update={"max_tokens": call.settings.output_budget(room)}))
+    settings = call.settings
     branching = plan_branches(call, ready.state, prompt, deadline)
     branches = branch_requests(call, branching, prompt, room, ready.profile)
     book = reservations(engine)
@@ -157,7 +160,8 @@ async def run_call(call: Call) -> ChatResult:
         latency_s=time.monotonic() - ready.started, speculative=speculation_metadata(engine.config, run),
         deadline_s=settings.deadline_s, engine_start_s=ready.engine_start_s,
         plan=plan_meta, typical_lengths=typical_lengths,
-        extra={"verifier": branches.policy.verifier.name if branches.policy.verifier else None, "token_budget": branching.token_cap,
+        extra={"verifier": branches.policy.verifier.name if branches.policy.verifier else None,
+               "greedy_member": greedy_member(settings, branching), "token_budget": branching.token_cap,
                "budget": None if call.budget is None else call.budget.as_metadata()},
     )
 
@@ -305,7 +309,7 @@ def branch_requests(call: Call, branching: Branching, prompt: Sequence[int], roo
     settings, engine = call.settings, call.engine
     grammar, extractor = output_rules(call, profiled)
     temperature = 0.0 if branching.plan is not None and branching.plan.greedy else settings.temperature
-    max_tokens = min(settings.max_tokens, room)
+    max_tokens = settings.output_budget(room)
 
     def request(seed: int | None) -> BranchRequest:
         return BranchRequest(prompt_token_ids=tuple(prompt), max_tokens=max_tokens, temperature=temperature,
@@ -334,8 +338,21 @@ def branch_requests(call: Call, branching: Branching, prompt: Sequence[int], roo
                                                                                     engine.tokenizer),
         **(cut_off_calibration(settings, profiled) if settings.prune == "confidence" else {}),
     )
-    return Requests([request(seed) for seed in branch_seeds(settings.seed, prompt, branching.branches)],
-                    respawn, policy, extractor)
+    requests = [request(seed) for seed in branch_seeds(settings.seed, prompt, branching.branches)]
+    if greedy_member(settings, branching):
+        # Branch 0 decodes greedily inside the vote; as the lowest index it wins the vote's ties.
+        requests[0] = replace(requests[0], temperature=0.0)
+    return Requests(requests, respawn, policy, extractor)
+
+
+def greedy_member(settings: TTSSettings, branching: Branching) -> bool:
+    """Whether the call's vote holds a greedy member (``greedy_member``: always, or where
+    its plan chose one), in a sampled vote of two or more branches."""
+    plan = branching.plan
+    if branching.branches < 2 or settings.temperature == 0 or (plan is not None and plan.greedy):
+        return False
+    return settings.greedy_member is True or (settings.greedy_member == "auto" and plan is not None
+                                              and plan.greedy_member)
 
 
 def output_rules(call: Call, profiled: Profile | None = None) -> tuple[str | None, AnswerExtractor]:

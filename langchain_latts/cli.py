@@ -56,21 +56,20 @@ def profile(
     force: bool = typer.Option(False, help="Re-measure even when a matching profile is cached."),
     calibrate: bool = typer.Option(True, help="Fit the vote-accuracy model on calibration answers (the built-in "
                                    "task's, or the prompts file's 'answer' fields)."),
-    validate: bool = typer.Option(False, help="Check the latency model against measured calls it was not fitted on "
-                                  "(built-in model)."),
+    validate: bool = typer.Option(False, help="Then check the latency model against measured calls it was not "
+                                  "fitted on (built-in model)."),
     plot: str = typer.Option("", help="Also save the step-time curves as a PNG here."),
 ) -> None:
     """Measure this machine: step time per batch size and speculative length, prefill, output lengths, accuracy."""
 
+    from langchain_latts.planner.report import run_profile
+
+    run_profile(json.loads(settings), prompts=prompts, force=force, calibrate=calibrate,
+                plot=Path(plot) if plot else None)  # a cached profile is reused unless --force
     if validate:
         from langchain_latts.planner.validate import validate_latency_model
 
         validate_latency_model(json.loads(settings))
-        return
-    from langchain_latts.planner.report import run_profile
-
-    run_profile(json.loads(settings), prompts=prompts, force=force, calibrate=calibrate,
-                plot=Path(plot) if plot else None)
 
 
 @bench_app.command("core")
@@ -387,8 +386,18 @@ def models_eval(
 
 
 def main() -> None:
-    """Entry point of the ``latts`` console script."""
-    app()
+    """Entry point of the ``latts`` console script: a bad setting or a failed start is one
+    line naming what to change, not a traceback."""
+    from pydantic import ValidationError
+
+    from langchain_latts.errors import LattsError
+    from langchain_latts.settings import as_latts_error
+
+    try:
+        app()
+    except (LattsError, ValidationError) as e:
+        typer.echo(f"latts: {as_latts_error(e) if isinstance(e, ValidationError) else e}", err=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -120,9 +120,13 @@ class TTSSettings(BaseModel):
     """Drop tokens less likely than ``min_p`` times the most likely one, in [0, 1) (None:
     no cut). Default: the model's own, else None."""
 
-    max_tokens: int = _ranged(512, "must be >= 1", "Use e.g. 512.", ge=1)
-    """Most tokens each branch may generate (clipped to the context left after the
-    prompt). Default: 512."""
+    max_tokens: int | None = _ranged(None, "must be >= 1", "Use e.g. 512, or None for the context left after the "
+                                     "prompt.", ge=1)
+    """Most tokens each branch may generate, at most the context left after the prompt.
+    Default: None -- all of that room, as ``vllm serve`` does when a request sets none: a
+    reasoning model is never cut short silently (its reasoning may need thousands of
+    tokens); the planner predicts lengths from the profile, not from this cap, and a
+    deadline bounds the time. Set it to cap a model that rambles."""
 
     stop: list[str] | None = None
     """Stop strings for every branch; a per-call ``stop`` replaces them. Default: None."""
@@ -142,6 +146,14 @@ class TTSSettings(BaseModel):
     profile`` measures each), else the first of boxed, hash, answer tag, last number that
     matches. Answers are normalized (``"40,"``, ``"**40**"``, ``"40 cows"`` all vote for
     ``"40"``; see :mod:`langchain_latts.tts.answers`). Default: ``"auto"``."""
+
+    greedy_member: bool | Literal["auto"] = "auto"
+    """Decode branch 0 of a sampled vote greedily (temperature 0; the others sample): as the
+    lowest branch index it also wins the vote's ties. True: in every vote of 2 or more
+    branches; False: never; ``"auto"``: where the planner (``branches="auto"``) expects it to
+    beat a sampled vote of the same size, by the profile's count of that vote on the
+    calibration questions (``profile.accuracy.greedy_member``). It costs nothing: the greedy
+    branch runs in the same batch. Default: ``"auto"``."""
 
     stop_at_answer: bool = False
     """End each branch as soon as it has stated its final answer and reached a boundary (a
@@ -645,6 +657,11 @@ class TTSSettings(BaseModel):
         if not self.uses_confidence:
             return None
         return 0 if self.confidence_measure == "lowest_logprob" else TOP_K
+
+    def output_budget(self, room: int) -> int:
+        """Tokens a branch may write when ``room`` tokens of context are left after its
+        prompt: ``max_tokens`` (None: all of the room), never more than the room."""
+        return max(1, min(self.max_tokens or room, room))
 
     def resolved_verifier(self) -> Verifier | None:
         """The verifier, ready to call (None: none)."""

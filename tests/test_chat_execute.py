@@ -76,6 +76,18 @@ def test_max_tokens_is_clipped_to_the_context_left(engine_for) -> None:  # type:
     assert [r.max_tokens for r in engine.requests] == [7, 7]
 
 
+def test_max_tokens_unset_gives_each_branch_the_context_left(engine_for) -> None:  # type: ignore[no-untyped-def]
+    """The default (None) is what `vllm serve` does for a request without max_tokens: a
+    reasoning model is never cut short by a package default."""
+    engine = engine_for(ScriptedEngine([FAST, FAST], max_model_len=40))
+    LatencyOptimalTTSLLM(branches=2, seed=0).invoke("q")
+    assert LatencyOptimalTTSLLM().max_tokens is None
+    assert [r.max_tokens for r in engine.requests] == [37, 37]
+    engine.requests.clear()
+    LatencyOptimalTTSLLM(branches=2, seed=0).invoke("q", max_tokens=5)
+    assert [r.max_tokens for r in engine.requests] == [5, 5]
+
+
 def test_prompt_filling_the_context_is_refused(engine_for) -> None:  # type: ignore[no-untyped-def]
     engine_for(ScriptedEngine([FAST], max_model_len=3))
     with pytest.raises(LattsValueError, match=r"messages must fit the model's context of 3 tokens"):
@@ -127,7 +139,7 @@ def test_exact_tts_metadata_of_a_complete_call(engine_for) -> None:  # type: ign
         "branch_finish_reasons": ["stop", "stop", "stop"],
         "strategy": "majority", "weights": {"5": 2.0, "4": 1.0}, "branch_scores": [None, None, None],
         "score_errors": 0, "branches_pruned": 0, "branches_respawned": 0, "budget_hit": False,
-        "verifier": None, "token_budget": None, "budget": None, "branch_errors": [], "servers": None,
+        "verifier": None, "greedy_member": False, "token_budget": None, "budget": None, "branch_errors": [], "servers": None,
         "branch_confidences": None, "no_branch_finished": False, "kept_alone": False, "quorum": None, "quorum_reached": False,
     }
     assert message.content == "#### 5"
@@ -234,6 +246,37 @@ def test_a_greedy_plan_decodes_one_branch_at_temperature_zero(engine_for) -> Non
     voted = LatencyOptimalTTSLLM(seed=0, max_branches=16, temperature=0.7, verifier="arithmetic_steps")
     tts = voted.invoke("q").response_metadata["tts"]  # a verifier needs samples to choose among
     assert tts["plan"]["greedy"] is False and {r.temperature for r in engine.requests} == {0.7}
+
+
+def test_a_greedy_member_plan_decodes_branch_zero_at_temperature_zero(engine_for) -> None:  # type: ignore[no-untyped-def]
+    from langchain_latts.planner.engine_config import profile_identity
+    from langchain_latts.planner.profile import save_profile
+    from langchain_latts.settings import TTSSettings
+    from tests.test_planner import profile as hand_built
+
+    engine = engine_for(ScriptedEngine(_scripts(16), step_s=0.001))
+    saved = hand_built()
+    model = saved.accuracy
+    member = [0.5, *(model.vote_accuracy(b) + 0.03 for b in range(2, 17))]  # a member helps at every size
+    save_profile(saved.model_copy(update={"identity": profile_identity(TTSSettings()),
+                                          "accuracy": model.model_copy(update={"greedy_member": member})}))
+    tts = LatencyOptimalTTSLLM(seed=0, max_branches=16, temperature=0.7).invoke("q").response_metadata["tts"]
+    assert tts["plan"]["greedy_member"] is True and tts["plan"]["greedy"] is False
+    temperatures = [r.temperature for r in engine.requests]
+    assert len(temperatures) == tts["branches_launched"] > 1
+    assert temperatures[0] == 0.0 and set(temperatures[1:]) == {0.7}
+
+
+def test_a_pinned_greedy_member_decodes_branch_zero_greedily_and_wins_ties(engine_for) -> None:  # type: ignore[no-untyped-def]
+    engine = engine_for(ScriptedEngine([["#### ", "4"], ["#### ", "5"], ["#### ", "6"]]))
+    tts = LatencyOptimalTTSLLM(branches=3, seed=0, temperature=0.7, greedy_member=True).invoke(
+        "q").response_metadata["tts"]
+    assert [r.temperature for r in engine.requests] == [0.0, 0.7, 0.7]
+    assert tts["greedy_member"] is True and tts["votes"] == {"4": 1, "5": 1, "6": 1} and tts["answer"] == "4"
+    engine.requests.clear()
+    off = LatencyOptimalTTSLLM(branches=3, seed=0, temperature=0.7, greedy_member=False).invoke("q")
+    assert [r.temperature for r in engine.requests] == [0.7] * 3
+    assert off.response_metadata["tts"]["greedy_member"] is False
 
 
 def test_auto_branches_without_a_profile_measure_one_at_start(engine_for) -> None:  # type: ignore[no-untyped-def]

@@ -641,3 +641,73 @@ def test_a_quorum_plan_predicts_the_time_until_its_mth_branch_finishes() -> None
     expected = plan.first_token_s + length.mth_of(plan.quorum, plan.branches) * plan.seconds_per_token
     assert plan.quorum_latency_s == pytest.approx(expected)
     assert plan.as_metadata()["quorum"] == plan.quorum
+
+
+def test_profile_identity_keeps_old_ids_and_tells_engine_options_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A default setup hashes as before engine options were recorded (cached profiles keep
+    their id); memory, context, engine arguments and the model runner each change it."""
+    import hashlib
+
+    from langchain_latts.planner.engine_config import profile_identity
+    from langchain_latts.settings import TTSSettings
+
+    plain = identity()
+    before = hashlib.sha256(plain.model_dump_json(exclude={"engine"}).encode()).hexdigest()[:16]
+    assert plain.engine == {} and plain.profile_id == before
+    monkeypatch.delenv("VLLM_USE_V2_MODEL_RUNNER", raising=False)
+    base = profile_identity(TTSSettings())
+    assert base.engine == {}
+    ids = {base.profile_id}
+    for changes in ({"max_model_len": 2048}, {"kv_cache_gib": 2.0}, {"gpu_memory_utilization": 0.45},
+                    {"engine_kwargs": {"tensor_parallel_size": 2}},
+                    {"engine_kwargs": {"compilation_config": {"cudagraph_mode": "PIECEWISE"}}}):
+        changed = profile_identity(TTSSettings(**changes))
+        assert changed.engine == changes.get("engine_kwargs", changes)
+        assert "engine: {} (profile) != " in " ".join(changed.differences(base))
+        ids.add(changed.profile_id)
+    monkeypatch.setenv("VLLM_USE_V2_MODEL_RUNNER", "1")
+    runner = profile_identity(TTSSettings())
+    assert runner.engine == {"VLLM_USE_V2_MODEL_RUNNER": "1"}
+    ids.add(runner.profile_id)
+    assert len(ids) == 7
+
+
+def test_member_vote_accuracy_counts_every_subset_with_ties_to_greedy() -> None:
+    from langchain_latts.planner.accuracy import member_vote_accuracy
+
+    # Question 1: greedy right, samples [right, wrong "9", wrong "9"].
+    # k=0: greedy alone, 1. k=1: {r} 1, {9} tie -> greedy 1, {9} 1: 1. k=2: {r,9} 1, {r,9} 1, {9,9} 0: 2/3.
+    # k=3: 7 vs 2/2 -> "7" twice, "9" twice: tie -> greedy: 1.
+    # Question 2: greedy wrong ("4"), samples [right, right, None].
+    # k=0: 0. k=1: {r} tie -> greedy "4": 0, {r}: 0, {None}: 0 -> 0. k=2: {r,r} 1, {r,None} tie -> 0, again 0: 1/3.
+    # k=3: "5" x2 vs "4": 1.
+    curve = member_vote_accuracy([["7", "9", "9"], ["5", "5", None]], ["7", "4"], ["7", "5"])
+    assert curve == pytest.approx([0.5, 0.5, (2 / 3 + 1 / 3) / 2, 1.0])
+    assert member_vote_accuracy([], [], []) == []
+
+
+def test_a_greedy_member_is_planned_where_it_was_counted_better() -> None:
+    base = greedy_profile(0.6)
+    sampled = [base.accuracy.vote_accuracy(b) for b in range(1, 10)]
+    better = base.model_copy(update={"accuracy": base.accuracy.model_copy(
+        update={"greedy_member": [0.6, *(a + 0.02 for a in sampled[1:])]})})
+    plan = plan_call(better, prompt_tokens=0, max_tokens=512, max_branches=8, length=exact(100))
+    assert plan.greedy_member and not plan.greedy and plan.branches > 1
+    assert plan.expected_accuracy == pytest.approx(sampled[plan.branches - 1] + 0.02)
+    assert plan.as_metadata()["greedy_member"] is True
+    worse = base.model_copy(update={"accuracy": base.accuracy.model_copy(
+        update={"greedy_member": [0.6, *(a - 0.02 for a in sampled[1:])]})})
+    assert not plan_call(worse, prompt_tokens=0, max_tokens=512, max_branches=8, length=exact(100)).greedy_member
+    barred = plan_call(better, prompt_tokens=0, max_tokens=512, max_branches=8, length=exact(100), greedy=False)
+    assert not barred.greedy_member  # a verifier or confidence strategy needs samples only
+    # Beyond the sizes the calibration counted, the sampled curve is all there is.
+    assert better.accuracy.member_accuracy(9) is not None and better.accuracy.member_accuracy(10) is None
+    assert better.accuracy.best_vote(12) == (pytest.approx(base.accuracy.vote_accuracy(12)), False)
+
+
+def test_the_greedy_member_curve_follows_the_question_s_length() -> None:
+    model = AccuracyModel(alpha=2.0, beta=1.0, concentration=0.2, length_slope=-2.0, reference_length=50,
+                          greedy_accuracy=0.8, greedy_member=[0.8, 0.8, 0.85])
+    hard = model.for_length(100)
+    assert hard.greedy_member is not None and hard.greedy_member[0] == pytest.approx(hard.greedy_accuracy)
+    assert hard.greedy_member[2] < 0.85

@@ -175,7 +175,7 @@ RANGE_ERRORS: dict[str, tuple[object, str]] = {
     "temperature": (-0.1, "temperature must be a finite number >= 0, got -0.1. Use e.g. 0.8."),
     "top_p": (1.5, "top_p must be in (0, 1], got 1.5. Use 1.0 for no nucleus cut."),
     "min_p": (1.0, "min_p must be in [0, 1), or None for no cut, got 1.0. Use e.g. min_p=0.05, or None."),
-    "max_tokens": (0, "max_tokens must be >= 1, got 0. Use e.g. 512."),
+    "max_tokens": (0, "max_tokens must be >= 1, got 0. Use e.g. 512, or None for the context left after the prompt."),
     "early_stop_threshold": (0.5, "early_stop_threshold must be in (0.5, 1), got 0.5. Use e.g. 0.95 (higher "
                                   "stops later and is safer)."),
     "prune_threshold": (0.0, "prune_threshold must be in (0, 1], got 0.0. Scores lie in [0, 1]; e.g. "
@@ -261,3 +261,24 @@ def test_per_call_planning_settings_keep_the_models_engine() -> None:
     assert call.settings.max_tokens == 7
     moved = llm._prepare([HumanMessage("Compute 1 + 2.")], None, {"dtype": "float32"})
     assert moved.engine.config.dtype == "float32" and moved.engine is not llm.engine
+
+
+def test_output_budget_is_max_tokens_within_the_room() -> None:
+    from langchain_latts.settings import TTSSettings
+
+    assert TTSSettings().output_budget(700) == 700  # unset: all the room the prompt leaves
+    assert TTSSettings(max_tokens=64).output_budget(700) == 64
+    assert TTSSettings(max_tokens=64).output_budget(20) == 20
+
+
+def test_the_cli_reports_a_bad_setting_in_one_line(tmp_path: Path) -> None:
+    """`latts` turns a LattsValueError into one line on stderr and exit code 2 (no traceback)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "from langchain_latts.cli import main; main()", "profile",
+                           "--settings", '{"max_tokens": 0}'], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip() == ("latts: max_tokens must be >= 1, got 0. Use e.g. 512, or None for the context "
+                                   "left after the prompt.")

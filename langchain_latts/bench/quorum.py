@@ -73,7 +73,8 @@ def run_quorum_bench(*, settings: dict[str, Any], dataset: str, dataset_options:
                 m = tts["quorum"] or branches
                 prompt_tokens = message.usage_metadata["input_tokens"] if message.usage_metadata else 0
                 predicted = predicted_quorum_latency(profile, item.question, m=m, b=branches,
-                                                     prompt_tokens=prompt_tokens, max_tokens=llm.max_tokens,
+                                                     prompt_tokens=prompt_tokens,
+                                                     max_tokens=llm.output_budget(engine.max_model_len - prompt_tokens),
                                                      speculation=speculation)
                 errors.append(abs(predicted - tts["decided_at_s"]) / tts["decided_at_s"])
                 rows.append({"correct": item.grade(tts["answer"]), "elapsed_s": elapsed, "m": m,

@@ -10,7 +10,7 @@ plain chat model, and the default engine (speculation ``auto``) for the package:
   chat model); *parallel n=N* (``ChatOpenAI(n=N)``-style: N samples in one call, all to the
   end, majority vote, no early stop, deadline or speculation);
 * **default engine** -- one branch with speculative decoding; ``LatencyOptimalTTSLLM`` at 8
-  branches (fixed); and at deadlines of 1, 1.5 and 2x one sample's p90 latency: one sample,
+  branches (fixed), sampled and with a greedy member (branch 0 at temperature 0); and at deadlines of 1, 1.5 and 2x one sample's p90 latency: one sample,
   8 fixed branches, ``branches="auto"``, ``auto`` with the step verifier (``weighted_majority``
   and ``best_of_n``) and with pruning (``best_of_n``).
 
@@ -195,7 +195,8 @@ def run_tts_bench(*, problems: int = 200, quick: bool = False, out_dir: Path = P
                              ("latts auto + verifier", {"verifier": "arithmetic_steps", "strategy": "best_of_n"}),
                              ("latts auto + prune", {"verifier": "arithmetic_steps", "strategy": "best_of_n",
                                                      "prune": True})]
-    free_methods: list[tuple[str, dict[str, Any]]] = [("latts, 8 branches", {"branches": 8})]
+    free_methods: list[tuple[str, dict[str, Any]]] = [("latts, 8 branches", {"branches": 8}),
+                                                      ("latts 8, greedy member", {"branches": 8, "greedy_member": True})]
     if gym:
         free_methods += [("latts 8, confidence_weighted", {"branches": 8, "strategy": "confidence_weighted"}),
                          ("latts 8, confidence_filtered", {"branches": 8, "strategy": "confidence_filtered"})]

@@ -23,13 +23,20 @@ grid, right even where a calibrated ``beta < 1`` piles the density up at ``p = 1
 profile``: per question, how many of ``k`` samples were correct) and ``c`` so that the
 model's vote of ``k`` scores what the calibration questions' own votes of ``k`` scored.
 
+A vote may also hold one *greedy member*: branch 0 decodes at temperature 0, the others
+sample, and a tie goes to the greedy answer. Its accuracy is not modelled but counted:
+:func:`member_vote_accuracy` averages, over the calibration questions, the vote of their
+greedy answer and every subset of their samples (``AccuracyModel.greedy_member``).
+
 Without calibration :data:`DEFAULT_ACCURACY_MODEL` is used: ``Beta(1, 1)`` (no idea
 how hard the questions are: single-sample accuracy uniform on [0, 1]) and ``c = 0.5``.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections import Counter
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -38,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "DEFAULT_ACCURACY_MODEL", "AccuracyModel", "concentration_for_vote", "fit_accuracy_model", "fit_length_slope",
-    "observed_vote", "paired_standard_error", "quorum_size", "vote_accuracy",
+    "member_vote_accuracy", "observed_vote", "paired_standard_error", "quorum_size", "vote_accuracy",
 ]
 
 
@@ -66,6 +73,11 @@ class AccuracyModel(BaseModel):
     #: be planned over it: a gain the calibration cannot tell from noise does not justify
     #: a sampled vote that may lose to greedy on the user's questions.
     vote_gain_se: float = Field(default=0.0, ge=0)
+    #: Accuracy of a vote with one greedy member: the plurality of one greedy answer and
+    #: ``B - 1`` samples, ties to the greedy answer, for ``B = 1, 2, ...`` (item ``B - 1``;
+    #: item 0 is greedy alone), measured on the calibration questions
+    #: (:func:`member_vote_accuracy`). None: not measured.
+    greedy_member: list[float] | None = None
 
     @property
     def mean_single_accuracy(self) -> float:
@@ -81,12 +93,62 @@ class AccuracyModel(BaseModel):
         shifted = round(_shift(self.mean_single_accuracy, shift), 3)  # rounded: vote_accuracy is cached
         strength = self.alpha + self.beta
         greedy = None if self.greedy_accuracy is None else _shift(self.greedy_accuracy, shift)
+        member = None if self.greedy_member is None else [_shift(a, shift) for a in self.greedy_member]
         return self.model_copy(update={"alpha": shifted * strength, "beta": (1 - shifted) * strength,
-                                       "length_slope": 0.0, "greedy_accuracy": greedy})
+                                       "length_slope": 0.0, "greedy_accuracy": greedy, "greedy_member": member})
 
     def vote_accuracy(self, branches: int) -> float:
         """Expected accuracy of the plurality vote of ``branches`` samples."""
         return vote_accuracy(branches, self.alpha, self.beta, self.concentration)
+
+    def member_accuracy(self, branches: int) -> float | None:
+        """Expected accuracy of a vote of ``branches`` with one greedy member (None: not
+        measured at that size; the calibration measures up to its samples + 1)."""
+        if self.greedy_member is None or not 1 <= branches <= len(self.greedy_member):
+            return None
+        return self.greedy_member[branches - 1]
+
+    def best_vote(self, branches: int) -> tuple[float, bool]:
+        """The better of a sampled vote of ``branches`` and one with a greedy member (same
+        cost: the greedy branch runs in the same batch): its accuracy, and whether it is the
+        greedy-member vote (which must do strictly better to be chosen)."""
+        sampled = self.vote_accuracy(branches)
+        member = self.member_accuracy(branches)
+        if branches >= 2 and member is not None and member > sampled:
+            return member, True
+        return sampled, False
+
+
+def member_vote_accuracy(samples: Sequence[Sequence[str | None]], greedy: Sequence[str | None],
+                         truths: Sequence[str]) -> list[float]:
+    """Mean accuracy over questions of the vote of one greedy answer and ``k`` of the
+    question's samples, for ``k = 0 .. n`` (every ``k``-subset of its ``n`` samples equally
+    likely): answers normalized, an answer-less branch votes for nothing, the plurality wins
+    and a tie goes to the greedy answer when it is among the leaders (it is branch 0, and
+    ties go to the lowest branch index), else is split evenly."""
+    if not samples:
+        return []
+    n = min(len(s) for s in samples)
+    totals = [0.0] * (n + 1)
+    for answers, first, truth in zip(samples, greedy, truths):
+        for k in range(n + 1):
+            outcomes = [_member_vote(first, [answers[i] for i in subset], truth)
+                        for subset in itertools.combinations(range(n), k)]
+            totals[k] += sum(outcomes) / len(outcomes)
+    return [t / len(samples) for t in totals]
+
+
+def _member_vote(first: str | None, others: Sequence[str | None], truth: str) -> float:
+    """1 if the greedy-member vote of ``first`` and ``others`` picks ``truth``, 0 if not, the
+    share of a split tie."""
+    counts = Counter(a for a in (first, *others) if a is not None)
+    if not counts:
+        return 0.0
+    top = max(counts.values())
+    leaders = [a for a, c in counts.items() if c == top]
+    if first is not None and first in leaders:
+        return float(first == truth)
+    return (truth in leaders) / len(leaders)
 
 
 def quorum_size(model: AccuracyModel, branches: int, tolerance: float) -> int:

@@ -10,6 +10,7 @@ imports neither.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from langchain_latts.engines.base import EngineConfig, SpeculativeConfig, SpeculativeMethod
@@ -18,8 +19,8 @@ from langchain_latts.planner.plan import choose_speculation, derive_schedule
 from langchain_latts.planner.profile import Identity, Profile, cache_dir, load_profile, model_identity
 from langchain_latts.settings import TTSSettings
 
-__all__ = ["auto_speculation", "cached_profile", "engine_config", "forget_cached_profiles", "profile_identity",
-           "speculative_config", "speculative_method", "to_speculative_config"]
+__all__ = ["auto_speculation", "cached_profile", "engine_config", "engine_identity", "forget_cached_profiles",
+           "profile_identity", "speculative_config", "speculative_method", "to_speculative_config"]
 
 
 def speculative_config(settings: TTSSettings) -> SpeculativeConfig | None:
@@ -68,7 +69,25 @@ def profile_identity(settings: TTSSettings) -> Identity:
     """The identity a profile for ``settings`` is measured and looked up under."""
     method, draft = settings.candidate_drafter or (None, None)
     return model_identity(target=settings.model_path, draft=draft, speculative_method=method, dtype=settings.dtype,
-                          max_num_seqs=settings.max_num_seqs or 0, enforce_eager=settings.enforce_eager)
+                          max_num_seqs=settings.max_num_seqs or 0, enforce_eager=settings.enforce_eager,
+                          engine=engine_identity(settings))
+
+
+#: vLLM environment variables that choose how the engine runs (and so its step times).
+RUNNER_ENV: tuple[str, ...] = ("VLLM_USE_V2_MODEL_RUNNER",)
+
+
+def engine_identity(settings: TTSSettings) -> dict[str, Any]:
+    """The engine options, set by the user, that a profile's step times depend on beyond
+    model, drafter, dtype, ``max_num_seqs`` and eagerness: memory shares, context length,
+    the extra engine arguments (tensor parallelism, quantization, KV dtype, the CUDA-graph
+    mode) and the model runner chosen by environment. Empty for a default setup."""
+    found: dict[str, Any] = {name: getattr(settings, name) for name in
+                             ("gpu_memory_utilization", "kv_cache_gib", "max_model_len")
+                             if getattr(settings, name) is not None}
+    found |= settings.engine_kwargs
+    found |= {name: os.environ[name] for name in RUNNER_ENV if os.environ.get(name)}
+    return found
 
 
 # -- the engine's speculation (num_speculative_tokens="auto") -----------------------------------
@@ -82,7 +101,8 @@ _CACHED: dict[tuple[Any, ...], Profile | None] = {}
 def cached_profile(settings: TTSSettings) -> Profile | None:
     """The profile of ``settings``' setup (``latency_profile`` or the cache), read once per process."""
     key = (str(cache_dir()), settings.model_path, settings.draft_model, settings.speculative_method, settings.dtype,
-           settings.max_num_seqs, settings.enforce_eager, settings.latency_profile)
+           settings.max_num_seqs, settings.enforce_eager, settings.latency_profile,
+           json.dumps(engine_identity(settings), sort_keys=True))
     if key not in _CACHED:
         _CACHED[key] = load_profile(profile_identity(settings), settings.latency_profile)
     return _CACHED[key]
@@ -113,7 +133,7 @@ def auto_speculation(settings: TTSSettings) -> SpeculativeConfig | None:
     method, draft = settings.candidate_drafter
     allowed = [SpeculationSetting.off(), *(SpeculationSetting.fixed(k) for k in profile.speculative_lengths()),
                derive_schedule(profile, profile.max_batch)]
-    chosen, _ = choose_speculation(profile, allowed, prompt_tokens=_COMPARE_PROMPT, max_tokens=settings.max_tokens,
+    chosen, _ = choose_speculation(profile, allowed, prompt_tokens=_COMPARE_PROMPT, max_tokens=settings.max_tokens or 1 << 30,
                                 max_branches=settings.max_branches)
     return to_speculative_config(chosen, method, draft)
 

@@ -12,7 +12,10 @@ Per call (:func:`plan_call`), for ``B = 1 .. max_branches``:
 
 4. **greedy decoding is a plan too**: one branch at temperature 0, whose accuracy the
    calibration measured (``AccuracyModel.greedy_accuracy``), with one branch's chance of
-   finishing. Where models' errors are sampled slips, one greedy answer beats a vote.
+   finishing. Where models' errors are sampled slips, one greedy answer beats a vote;
+5. **and a vote with a greedy member**: branch 0 decodes at temperature 0 in the same batch
+   (no extra cost) and wins ties, when the calibration counted that vote of ``B`` more
+   accurate than a sampled one (``AccuracyModel.greedy_member``, :meth:`best_vote`).
 
 The plan is the **smallest** ``B`` whose expected accuracy is within ``tolerance`` (half a
 point) of the best: no branch is spent on a plateau, and a plan that would only just make
@@ -109,6 +112,8 @@ class Plan:
     #: and the latency predicted until that many have finished.
     quorum: int | None = None
     quorum_latency_s: float | None = None
+    #: Branch 0 decodes greedily inside the sampled vote (and wins its ties).
+    greedy_member: bool = False
 
     def as_metadata(self) -> dict[str, Any]:
         data = asdict(self)
@@ -124,7 +129,7 @@ def plan_call(profile: Profile, *, prompt_tokens: int, max_tokens: int, max_bran
               token_budget: int | None = None, load: int = 0, accuracy: AccuracyModel | None = None,
               length: LengthEstimate | None = None, tolerance: float = DEFAULT_TOLERANCE,
               max_num_seqs: int | None = None, slowdown: float = 1.0, peers: int = 0,
-              greedy: bool = True, quorum: bool = False) -> Plan:
+              greedy: bool = True, quorum: bool = False, greedy_member: bool = True) -> Plan:
     """Choose the branches of one call (module docstring). ``deadline_s`` is the time left;
     ``length`` the question's predicted output length (None: the profile's length
     distribution); ``load`` the sequences other calls run or reserved; ``peers`` the other
@@ -132,13 +137,18 @@ def plan_call(profile: Profile, *, prompt_tokens: int, max_tokens: int, max_bran
     (a fair share: ``B`` branches are timed at ``max(load, peers * B) + B`` sequences);
     ``slowdown`` scales every step time (the call asks for log-probs:
     :meth:`~langchain_latts.planner.profile.Profile.slowdown`); ``greedy``: whether greedy
-    decoding may be chosen (when the accuracy model measured it); ``quorum``: whether the
+    decoding may be chosen (when the accuracy model measured it), ``greedy_member``: and a
+    vote with a greedy member (both need ``greedy``); ``quorum``: whether the
     call decides on the first :func:`~langchain_latts.planner.accuracy.quorum_size` branches
     to finish (the plan then predicts the time until that many have: the order statistic
     of the question's branch lengths, :meth:`~langchain_latts.planner.lengths.LengthEstimate.mth_of`)."""
     if length is None:
         length = marginal_length_model(profile.output_lengths).estimate("", max_tokens=max_tokens)
     model = (accuracy or profile.accuracy).for_length(length.median)  # longer questions may be harder
+
+    def vote(finished: int) -> float:
+        """The vote the plan would run (sampled, or with a greedy member where measured better)."""
+        return model.best_vote(finished)[0] if greedy and greedy_member else model.vote_accuracy(finished)
     error = profile.timing_error
     slots = (max_num_seqs or profile.identity.max_num_seqs or 1 << 30) - load
     upper = min(float(max_tokens), length.quantile(Z90))
@@ -154,7 +164,7 @@ def plan_call(profile: Profile, *, prompt_tokens: int, max_tokens: int, max_bran
                      slowdown * seconds_per_token(profile, b + others, speculation, prompt_tokens))
         scored.append((b, expected_outcome(
             b, seconds_per_token=timing[b][1], first_token_s=timing[b][0], deadline_s=deadline_s, length=length,
-            vote_accuracy=model.vote_accuracy, timing_bias=error.bias_at(b), timing_sigma=error.sigma,
+            vote_accuracy=vote, timing_bias=error.bias_at(b), timing_sigma=error.sigma,
             free_slots=slots - (others - load), max_tokens=max_tokens)))
         # Past the point where more branches only lose (3 counts in a row well below the
         # best so far), more are not worth computing: a plan costs the call's own time.
@@ -176,8 +186,8 @@ def plan_call(profile: Profile, *, prompt_tokens: int, max_tokens: int, max_bran
             return Plan(1, speculation.name, latency, one.expected_accuracy, round(length.median),
                         profile.profile_id, "greedy", load, one.p_complete, one.p_none, *timing[1], peers=peers,
                         greedy=True, sampled=(b, round(outcome.expected_accuracy, 4)))
-    plateau = max(model.vote_accuracy(c) for c, _ in scored)
-    unconstrained = next(c for c, _ in scored if model.vote_accuracy(c) >= plateau - tolerance)
+    plateau = max(vote(c) for c, _ in scored)
+    unconstrained = next(c for c, _ in scored if vote(c) >= plateau - tolerance)
     if deadline_s is not None and scored[0][1].p_none > NOTHING_FITS and b == 1:
         limited_by = "nothing fits"
     elif b < unconstrained:
@@ -195,7 +205,8 @@ def plan_call(profile: Profile, *, prompt_tokens: int, max_tokens: int, max_bran
         length, m, b, first_token_s=timing[b][0], seconds_per_token=timing[b][1], max_tokens=max_tokens)
     return Plan(b, speculation.name, latency, outcome.expected_accuracy, round(length.median), profile.profile_id,
                 limited_by, load, outcome.p_complete, outcome.p_none, *timing[b], peers=peers,
-                quorum=m, quorum_latency_s=quorum_latency)
+                quorum=m, quorum_latency_s=quorum_latency,
+                greedy_member=greedy and greedy_member and model.best_vote(b)[1])
 
 
 def derive_schedule(profile: Profile, max_batch: int) -> SpeculationSetting:

@@ -57,11 +57,18 @@ class Identity(BaseModel):
     dtype: str = "auto"
     max_num_seqs: int = 0
     enforce_eager: bool | None = None
+    #: Engine options that change step times or capacity beyond the fields above, when
+    #: set: memory (``gpu_memory_utilization``, ``kv_cache_gib``), ``max_model_len``, the
+    #: extra engine arguments (tensor parallelism, quantization, KV dtype, the CUDA-graph
+    #: mode in ``compilation_config``) and vLLM's model runner (``VLLM_USE_V2_MODEL_RUNNER``).
+    engine: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def profile_id(self) -> str:
-        """A short stable name of this identity (the cache file's name)."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+        """A short stable name of this identity (the cache file's name). An identity with
+        no engine options hashes as before they were recorded: existing profiles keep their id."""
+        dump = self.model_dump_json(exclude=None if self.engine else {"engine"})
+        return hashlib.sha256(dump.encode()).hexdigest()[:16]
 
     def differences(self, other: Identity) -> list[str]:
         """Human-readable ``field: ours != theirs`` lines."""
@@ -398,7 +405,8 @@ def _version(package: str) -> str:
 
 
 def model_identity(*, target: str, draft: str | None, speculative_method: str | None, dtype: str,
-                   max_num_seqs: int, enforce_eager: bool | None) -> Identity:
+                   max_num_seqs: int, enforce_eager: bool | None,
+                   engine: dict[str, Any] | None = None) -> Identity:
     """The identity of this machine, these libraries and this model pair."""
     from langchain_latts._version import __version__
 
@@ -407,4 +415,5 @@ def model_identity(*, target: str, draft: str | None, speculative_method: str | 
         target=_model_name(target), target_hash=_model_hash(target),
         draft=None if draft is None else _model_name(draft), draft_hash=None if draft is None else _model_hash(draft),
         speculative_method=speculative_method, dtype=dtype, max_num_seqs=max_num_seqs, enforce_eager=enforce_eager,
+        engine=engine or {},
     )

@@ -61,6 +61,7 @@ from langchain_latts.planner.accuracy import (
     DEFAULT_ACCURACY_MODEL,
     fit_accuracy_model,
     fit_length_slope,
+    member_vote_accuracy,
     observed_vote,
     paired_standard_error,
 )
@@ -259,10 +260,14 @@ async def context_slope(engine: Engine, questions: Sequence[str], *, speculative
     return max(0.0, (statistics.median(ratios) - 1.0) / max(1, extra))
 
 
-async def natural_samples(engine: Engine, prompts: Sequence[list[int]], samples: int, max_tokens: int,
+async def natural_samples(engine: Engine, prompts: Sequence[list[int]], samples: int, max_tokens: int | None,
                           temperature: float, logprobs: int | None = None) -> list[list[dict[str, Any]]]:
-    """``samples`` natural completions of each prompt (seeded), as :func:`run_requests` gives them, per prompt."""
-    requests = [BranchRequest(prompt_token_ids=tuple(p), max_tokens=max_tokens, temperature=temperature,
+    """``samples`` natural completions of each prompt (seeded), as :func:`run_requests` gives
+    them, per prompt; each may write ``max_tokens`` (None: the room its prompt leaves in the
+    context -- the output budget the model's calls have, so calibration is not cut short)."""
+    requests = [BranchRequest(prompt_token_ids=tuple(p), max_tokens=min(max_tokens or engine.max_model_len - len(p),
+                                                                       engine.max_model_len - len(p)),
+                              temperature=temperature,
                               seed=7919 * q + s, logprobs=logprobs) for q, p in enumerate(prompts) for s in range(samples)]
     runs = await run_requests(engine, requests, "natural")
     return [runs[q * samples:(q + 1) * samples] for q in range(len(prompts))]
@@ -353,7 +358,8 @@ def grade_runs(runs: Sequence[dict[str, Any]], answer: str, extractor: Callable[
     return [(given := extractor(r["text"])) is not None and normalize_answer(given) == truth for r in runs]
 
 
-async def graded_samples(engine: Engine, calibration: Sequence[CalibrationPrompt], *, samples: int, max_tokens: int,
+async def graded_samples(engine: Engine, calibration: Sequence[CalibrationPrompt], *, samples: int,
+                         max_tokens: int | None,
                          temperature: float, extractor: Callable[[str], str | None]
                          ) -> list[list[tuple[dict[str, Any], bool]]]:
     """Per calibration question with an answer, ``samples`` natural samples with log-probs
@@ -364,13 +370,18 @@ async def graded_samples(engine: Engine, calibration: Sequence[CalibrationPrompt
     return [list(zip(runs, grade_runs(runs, p.answer or "", extractor))) for runs, p in zip(natural, answered)]
 
 
-async def greedy_answers(engine: Engine, prompts: Sequence[Sequence[int]], answered: Sequence[CalibrationPrompt],
-                         max_tokens: int, extractor: Callable[[str], str | None]) -> list[bool]:
-    """Whether one greedy (temperature 0) answer gets each of the ``answered`` calibration
-    questions right: what the planner weighs greedy decoding with
-    (``AccuracyModel.greedy_accuracy`` and ``vote_gain_se``)."""
+async def greedy_answers(engine: Engine, prompts: Sequence[Sequence[int]], max_tokens: int | None,
+                         extractor: Callable[[str], str | None]) -> list[str | None]:
+    """One greedy (temperature 0) answer per prompt, normalized (None: none stated): what
+    the planner weighs greedy decoding and a greedy vote member with
+    (``AccuracyModel.greedy_accuracy``, ``vote_gain_se`` and ``greedy_member``)."""
     runs = await natural_samples(engine, prompts, 1, max_tokens, 0.0)
-    return [ok for q, p in zip(runs, answered) for ok in grade_runs(q, p.answer or "", extractor)]
+    return [_answer_of(q[0], extractor) for q in runs]
+
+
+def _answer_of(run: dict[str, Any], extractor: Callable[[str], str | None]) -> str | None:
+    given = extractor(run["text"])
+    return None if given is None else normalize_answer(given)
 
 
 def _grade(runs: Sequence[dict[str, Any]], answer: str, extractor: Callable[[str], str | None]) -> tuple[int, int, float]:
@@ -489,13 +500,17 @@ def measure_profile(settings: TTSSettings, calibration: Sequence[CalibrationProm
                                                   votes=[v for _, _, v in graded])
                     harder, reference = fit_length_slope([c for c, _, _ in graded], samples,
                                                          [statistics.median(r["tokens"] for r in q) for q, _ in answered])
-                    greedy = engine.run_sync(greedy_answers(engine, [prompts[i] for i, p in enumerate(calibration)
+                    firsts = engine.run_sync(greedy_answers(engine, [prompts[i] for i, p in enumerate(calibration)
                                                                      if p.answer is not None],
-                                                            [p for _, p in answered], settings.max_tokens, extractor))
+                                                            settings.max_tokens, extractor))
+                    truths = [normalize_answer(p.answer or "") for _, p in answered]
+                    greedy = [first == truth for first, truth in zip(firsts, truths)]
                     accuracy = accuracy.model_copy(update={
                         "length_slope": harder, "reference_length": reference,
                         "greedy_accuracy": sum(greedy) / len(greedy),
-                        "vote_gain_se": paired_standard_error([v for _, _, v in graded], [float(g) for g in greedy])})
+                        "vote_gain_se": paired_standard_error([v for _, _, v in graded], [float(g) for g in greedy]),
+                        "greedy_member": member_vote_accuracy([[_answer_of(r, extractor) for r in q] for q, _ in answered],
+                                                              firsts, truths)})
                 report("output lengths and accuracy", 1)
                 prefill = engine.run_sync(_prefill(engine, len(engine._tokenizer), engine.max_model_len, report))
                 slowdown = engine.run_sync(logprobs_slowdown(engine, prompts, min(16, sizes[-1]),

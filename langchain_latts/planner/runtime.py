@@ -209,7 +209,7 @@ async def _startup_profile(engine: Engine, settings: TTSSettings, identity: Iden
                                         [[r["tokens"] for r in runs] for runs in natural],
                                         source=f"start-up: {len(problems)} held-out problems x {STARTUP_SAMPLES}")
     else:
-        lengths = [settings.max_tokens]
+        lengths = [settings.output_budget(engine.max_model_len - len(fresh[0]))]
     # Seconds per token per sequence, stored as the "off" curve: the lookup is always "off".
     profile = Profile(
         identity=identity,
@@ -336,7 +336,7 @@ def plan_for_call(state: EngineProfile, settings: TTSSettings, engine: Engine, *
             speculation=state.lookup, deadline_s=time_left_s,
             token_budget=token_budget, load=load, peers=peers, length=length,
             slowdown=profile.slowdown(settings.logprobs), greedy=settings.plans_greedy,
-            quorum=settings.quorum == "auto",
+            quorum=settings.quorum == "auto", greedy_member=settings.greedy_member == "auto",
         )
 
     plan = reservations(engine).plan(call_id, engine.num_unfinished_requests(), make)
