@@ -254,3 +254,20 @@ def test_engine_and_server_arguments_on_a_faked_one_and_four_gpu_machine() -> No
     # Four replicas on one GPU split it.
     shared = replica_placement(4, ["0"])
     assert {p.devices for p in shared} == {"0"} and sum(p.gpu_memory_utilization or 0 for p in shared) <= 0.9 + 1e-9
+
+
+def test_profiling_waits_until_the_previous_engines_gpu_memory_is_back() -> None:
+    """`latts profile` starts one engine per setting on the same GPU: each waits until NVML
+    shows the memory the previous one held free again (vLLM frees it after shutdown returns)."""
+    from langchain_latts.engines.vllm_local import GpuMemory, wait_for_memory_back
+
+    before = GpuMemory(free=70 * GIB, total=80 * GIB)
+    readings = iter([GpuMemory(10 * GIB, 80 * GIB), GpuMemory(40 * GIB, 80 * GIB), GpuMemory(int(69.9 * GIB), 80 * GIB)])
+    slept: list[float] = []
+    assert wait_for_memory_back(before, lambda: next(readings), sleep=slept.append, clock=lambda: 0.0)
+    assert slept == [0.5, 0.5]  # back on the third reading (within the slack)
+    clock = iter([0.0, 30.0, 61.0])
+    stuck = wait_for_memory_back(before, lambda: GpuMemory(10 * GIB, 80 * GIB), sleep=lambda _: None,
+                                 clock=lambda: next(clock))
+    assert stuck is False  # gives up after the timeout; the next start's own check names the setting
+    assert wait_for_memory_back(None, lambda: None)  # CPU: no NVML, nothing to wait for

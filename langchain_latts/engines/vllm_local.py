@@ -19,7 +19,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -146,6 +146,36 @@ def gpu_share(requested: float | None, claimed: Sequence[float], memory: GpuMemo
             "for two engines), or shut the other engine down first (llm.engine.shutdown()).",
         )
     return share
+
+
+#: How close to its free memory before an engine started a GPU must come again after the
+#: engine shut down (other processes' use moves a little), and how long that may take.
+MEMORY_RETURN_SLACK_BYTES = 256 << 20
+MEMORY_RETURN_TIMEOUT_S = 60.0
+
+
+def wait_for_memory_back(before: GpuMemory | None, read: Callable[[], GpuMemory | None], *,
+                         timeout_s: float = MEMORY_RETURN_TIMEOUT_S, poll_s: float = 0.5,
+                         sleep: Callable[[float], None] = time.sleep,
+                         clock: Callable[[], float] = time.monotonic) -> bool:
+    """After an engine shut down, wait until its GPU has the free memory it had before the
+    engine started (``before``, less :data:`MEMORY_RETURN_SLACK_BYTES`): vLLM's engine
+    process frees its memory some seconds after shutdown returns, and the next engine's
+    start would otherwise see too little free. True once back (or nothing to wait for: no
+    NVML reading, as on CPU); False when ``timeout_s`` passed first (the next start then
+    names ``gpu_memory_utilization`` if it does not fit)."""
+    if before is None:
+        return True
+    end = clock() + timeout_s
+    while True:
+        now = read()
+        if now is None or now.free >= before.free - MEMORY_RETURN_SLACK_BYTES:
+            return True
+        if clock() >= end:
+            logger.warning("GPU memory not free %.0f s after an engine shut down (%.1f GiB free, %.1f GiB before "
+                           "it started)", timeout_s, now.free / (1 << 30), before.free / (1 << 30))
+            return False
+        sleep(poll_s)
 
 
 def first_visible_gpu() -> int:

@@ -55,7 +55,12 @@ from langchain_latts.engines.base import (
     EngineConfig,
     SpeculativeConfig,
 )
-from langchain_latts.engines.vllm_local import VLLMEngine
+from langchain_latts.engines.vllm_local import (
+    VLLMEngine,
+    first_visible_gpu,
+    nvml_memory,
+    wait_for_memory_back,
+)
 from langchain_latts.errors import LattsValueError
 from langchain_latts.planner.accuracy import (
     DEFAULT_ACCURACY_MODEL,
@@ -159,8 +164,10 @@ def _engine_configs(settings: TTSSettings, lengths: Sequence[int] = SPECULATIVE_
     method, draft = settings.candidate_drafter
     for k in lengths:
         configs[f"k={k}"] = _with_spec(off, SpeculativeConfig(method=method, num_speculative_tokens=k, model=draft))
-    configs["k=0+draft"] = _with_spec(off, SpeculativeConfig(method=method, num_speculative_tokens=1, model=draft,
-                                                               schedule=((1, 1 << 16, 0),)))
+    # k = 0 with the drafter loaded, sized as a schedule over these lengths sizes it (the
+    # largest k: what the drafter's buffers and graphs are built for).
+    configs["k=0+draft"] = _with_spec(off, SpeculativeConfig(method=method, num_speculative_tokens=max(lengths),
+                                                               model=draft, schedule=((1, 1 << 16, 0),)))
     return configs
 
 
@@ -463,8 +470,10 @@ def measure_profile(settings: TTSSettings, calibration: Sequence[CalibrationProm
     chosen: str | None = None
     accuracy = DEFAULT_ACCURACY_MODEL
     extractor = settings.extractor()
+    gpu = first_visible_gpu()
     for name, config in configs.items():
         report(f"starting the engine ({name})", 0)
+        free_before = nvml_memory(gpu)  # None on CPU
         engine = VLLMEngine(config)
         try:
             stats = engine.run_sync(engine.ensure_started())
@@ -531,6 +540,7 @@ def measure_profile(settings: TTSSettings, calibration: Sequence[CalibrationProm
                                      context_slope=slope)
         finally:
             engine.shutdown()
+            wait_for_memory_back(free_before, lambda: nvml_memory(gpu))  # before the next engine starts
     assert prefill is not None
     return Profile(
         identity=profile_identity(settings), created=datetime.now(UTC).isoformat(timespec="seconds"),
