@@ -47,6 +47,17 @@ OnDeadline = Literal["best_partial", "raise"]
 DEFAULT_MODEL_NAME = "latts-tiny-arith"
 
 
+def _count(name: str, value: Any, low: int, words: tuple[Any, ...], must: str, fix: str) -> Any:
+    """``value`` if it is one of ``words`` (``"auto"``, None) or an integer >= ``low`` (not a
+    bool: ``True`` is no count), else the error contract's :class:`LattsValueError`. For the
+    settings that take a count or a word, checked before pydantic's type coercion."""
+    if any(value is word or (isinstance(word, str) and value == word) for word in words):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise LattsValueError.bad(name, value, must, fix)
+    return value
+
+
 def _ranged(default: Any, must: str, fix: str, **bounds: Any) -> Any:
     """A setting whose only check is a range: pydantic enforces ``bounds`` (``ge``, ``gt``,
     ``le``, ``lt``, ``allow_inf_nan``; None passes when the type allows it), and a value out
@@ -376,12 +387,8 @@ class TTSSettings(BaseModel):
     @field_validator("branches", mode="before")
     @classmethod
     def _check_branches(cls, value: Any) -> Any:
-        if value == "auto":
-            return value
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise LattsValueError.bad("branches", value, "must be an integer >= 1 or 'auto'",
-                                      "Use branches='auto' to let the planner choose, or e.g. branches=8.")
-        return value
+        return _count("branches", value, 1, ("auto",), "must be an integer >= 1 or 'auto'",
+                      "Use branches='auto' to let the planner choose, or e.g. branches=8.")
 
     @field_validator("latency_profile")
     @classmethod
@@ -398,12 +405,8 @@ class TTSSettings(BaseModel):
             return value
         if isinstance(value, (list, tuple)):
             return _check_schedule(value)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise LattsValueError.bad(
-                "num_speculative_tokens", value, "must be an integer >= 0 or 'auto'",
-                "Use 0 to turn speculation off, 1-8 to fix it, or 'auto' to let the profile choose.",
-            )
-        return value
+        return _count("num_speculative_tokens", value, 0, ("auto",), "must be an integer >= 0 or 'auto'",
+                      "Use 0 to turn speculation off, 1-8 to fix it, or 'auto' to let the profile choose.")
 
     @field_validator("speculative_method", mode="before")
     @classmethod
@@ -418,19 +421,14 @@ class TTSSettings(BaseModel):
     @field_validator("top_k", mode="before")
     @classmethod
     def _check_top_k(cls, value: Any) -> Any:
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise LattsValueError.bad("top_k", value, "must be a number of tokens >= 1, or None for no cut",
-                                      "Use e.g. top_k=20, or None.")
-        return value
+        return _count("top_k", value, 1, (None,), "must be a number of tokens >= 1, or None for no cut",
+                      "Use e.g. top_k=20, or None.")
 
     @field_validator("quorum", mode="before")
     @classmethod
     def _check_quorum(cls, value: Any) -> Any:
-        if value is not None and value != "auto" and (not isinstance(value, int) or isinstance(value, bool)
-                                                      or value < 1):
-            raise LattsValueError.bad("quorum", value, "must be a number of branches >= 1, 'auto' or None",
-                                      "Use e.g. quorum=6 with branches=8, quorum='auto', or None for every branch.")
-        return value
+        return _count("quorum", value, 1, ("auto", None), "must be a number of branches >= 1, 'auto' or None",
+                      "Use e.g. quorum=6 with branches=8, quorum='auto', or None for every branch.")
 
     @field_validator("dtype")
     @classmethod

@@ -711,3 +711,50 @@ def test_the_greedy_member_curve_follows_the_question_s_length() -> None:
     hard = model.for_length(100)
     assert hard.greedy_member is not None and hard.greedy_member[0] == pytest.approx(hard.greedy_accuracy)
     assert hard.greedy_member[2] < 0.85
+
+
+def test_a_schedule_timed_as_a_whole_is_priced_with_its_own_step_times() -> None:
+    """`latts profile` times the derived schedule on its own engine; when vLLM runs it slower
+    than the fixed lengths it is made of, the planner prices it so and keeps the fixed length."""
+    p = profile()
+    p.steps["k=4"] = StepCurve(batch_sizes=BATCHES, step_s=[0.014 + 0.003 * b for b in BATCHES], tokens_per_step=3.5)
+    schedule = derive_schedule(p, 64)
+    assert schedule.dynamic
+    allowed = [SpeculationSetting.off(), SpeculationSetting.fixed(4), schedule]
+    untimed, _ = choose_speculation(p, allowed, prompt_tokens=20, max_tokens=512, max_branches=16)
+    assert untimed == schedule  # priced from the fixed lengths' curves, the schedule wins
+    fixed_latency = predict_latency(p, lengths=[100] * 8, prompt_tokens=20, speculation=schedule)
+    slow = StepCurve(batch_sizes=BATCHES, step_s=[3 * (0.014 + 0.003 * b) for b in BATCHES])  # e.g. no full graphs
+    timed = p.model_copy(update={"steps": p.steps | {"schedule": slow},
+                                 "timed_schedule": [tuple(r) for r in schedule.schedule]})
+    assert timed.schedule_curve(schedule.schedule) is slow
+    assert predict_latency(timed, lengths=[100] * 8, prompt_tokens=20, speculation=schedule) > 2 * fixed_latency
+    chosen, _ = choose_speculation(timed, allowed, prompt_tokens=20, max_tokens=512, max_branches=16)
+    assert chosen != schedule
+    # Another schedule, or a fixed length, is still priced from the fixed-length curves.
+    other = SpeculationSetting(drafter=True, schedule=((1, 2, 4), (3, 1 << 30, 0)))
+    assert timed.schedule_curve(other.schedule) is None
+    assert predict_latency(timed, lengths=[100], prompt_tokens=20, speculation=SpeculationSetting.fixed(4)) == \
+        predict_latency(p, lengths=[100], prompt_tokens=20, speculation=SpeculationSetting.fixed(4))
+    assert timed.speculative_lengths() == [4] and timed.max_batch == 64
+
+
+def test_a_greedy_member_vote_must_clear_two_standard_errors_of_its_own_gain() -> None:
+    """The member vote's gain over greedy is weighed against its own paired standard error
+    (GAIN_Z = 2 of them), not the sampled vote's."""
+    from langchain_latts.planner.plan import GAIN_Z
+
+    base = greedy_profile(0.95)
+    member = [0.95, *[0.99] * 8]  # +4 points over greedy from 2 branches on (sampled votes plateau at 0.948)
+    sampled = base.accuracy.model_copy(update={"greedy_member": member, "vote_gain_se": 0.001})
+
+    def plan(se: float) -> Plan:
+        accuracy = sampled.model_copy(update={"member_gain_se": se})
+        return plan_call(base.model_copy(update={"accuracy": accuracy}), prompt_tokens=0, max_tokens=512,
+                         max_branches=8, length=exact(100))
+
+    assert GAIN_Z == 2.0
+    sure = plan(0.01)  # 4 points > 2 x 1 point
+    assert sure.greedy_member and not sure.greedy and sure.branches >= 2
+    noisy = plan(0.03)  # 4 points < 2 x 3 points: greedy
+    assert noisy.greedy and noisy.branches == 1 and noisy.limited_by == "greedy"

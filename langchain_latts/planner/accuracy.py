@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "DEFAULT_ACCURACY_MODEL", "AccuracyModel", "concentration_for_vote", "fit_accuracy_model", "fit_length_slope",
-    "member_vote_accuracy", "observed_vote", "paired_standard_error", "quorum_size", "vote_accuracy",
+    "member_vote", "member_vote_accuracy", "observed_vote", "paired_standard_error", "quorum_size", "vote_accuracy",
 ]
 
 
@@ -78,6 +78,9 @@ class AccuracyModel(BaseModel):
     #: item 0 is greedy alone), measured on the calibration questions
     #: (:func:`member_vote_accuracy`). None: not measured.
     greedy_member: list[float] | None = None
+    #: Standard error of the calibration's mean gain of the greedy-member vote with every
+    #: sample over greedy alone, paired per question (0: not measured).
+    member_gain_se: float = Field(default=0.0, ge=0)
 
     @property
     def mean_single_accuracy(self) -> float:
@@ -132,13 +135,13 @@ def member_vote_accuracy(samples: Sequence[Sequence[str | None]], greedy: Sequen
     totals = [0.0] * (n + 1)
     for answers, first, truth in zip(samples, greedy, truths):
         for k in range(n + 1):
-            outcomes = [_member_vote(first, [answers[i] for i in subset], truth)
+            outcomes = [member_vote(first, [answers[i] for i in subset], truth)
                         for subset in itertools.combinations(range(n), k)]
             totals[k] += sum(outcomes) / len(outcomes)
     return [t / len(samples) for t in totals]
 
 
-def _member_vote(first: str | None, others: Sequence[str | None], truth: str) -> float:
+def member_vote(first: str | None, others: Sequence[str | None], truth: str) -> float:
     """1 if the greedy-member vote of ``first`` and ``others`` picks ``truth``, 0 if not, the
     share of a split tie."""
     counts = Counter(a for a in (first, *others) if a is not None)

@@ -16,7 +16,9 @@ tokens. Then::
                      that measurement, the fitted prefill a + c * P
     t_step(b, k)   = the profiled step time at b running sequences with k speculative
                      tokens (linear between measured batch sizes), longer by the
-                     profiled share per prompt token beyond the profile's prompt
+                     profiled share per prompt token beyond the profile's prompt; for
+                     a dynamic schedule the profile timed as a whole, that schedule's
+                     own measured step time at b
     n_s            = branches of this call still running at step s: branch i runs while
                      the tokens it has gained after its first, sum over earlier steps of
                      tau(k(n + m)), are fewer than L_i - 1
@@ -38,10 +40,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from langchain_latts.planner.lengths import LengthEstimate
-from langchain_latts.planner.profile import Profile
+from langchain_latts.planner.profile import Profile, StepCurve
 
 __all__ = ["NO_SPECULATION", "SpeculationSetting", "first_token_seconds", "mth_finish_seconds", "predict_latency",
-           "seconds_per_token"]
+           "seconds_per_token", "step_at"]
 
 #: A dynamic speculation schedule: inclusive ``(first_batch, last_batch, k)`` ranges
 #: starting at 1 (vLLM's ``num_speculative_tokens_per_batch_size``).
@@ -116,10 +118,10 @@ def predict_latency(profile: Profile, *, lengths: Sequence[float], prompt_tokens
     # Advance phase by phase: the batch is constant until the shortest running branch ends.
     while running:
         batch = len(running) + load
-        curve = profile.steps[speculation.curve_name(batch)]
-        steps = steps_for(min(running), curve.tokens_per_step)
-        seconds += steps * curve.step_at(batch, prompt_tokens)
-        gained = steps * curve.tokens_per_step
+        step_s, per_step = step_at(profile, speculation, batch, prompt_tokens)
+        steps = steps_for(min(running), per_step)
+        seconds += steps * step_s
+        gained = steps * per_step
         running = [r - gained for r in running if r - gained > 1e-9]
         while waiting and len(running) < slots:
             running.append(waiting.pop(0))
@@ -130,7 +132,7 @@ def first_token_seconds(profile: Profile, branches: int, prompt_tokens: int,
                         speculation: SpeculationSetting = NO_SPECULATION) -> float:
     """Seconds until all of ``branches`` branches of a ``prompt_tokens``-token prompt have
     their first token (module docstring: ``t_first``)."""
-    curve = profile.steps[speculation.curve_name(branches)]
+    curve = _timed(profile, speculation) or profile.steps[speculation.curve_name(branches)]
     launched = curve.first_token_at(branches)
     if launched is None:
         return profile.prefill.at(prompt_tokens)
@@ -142,8 +144,24 @@ def seconds_per_token(profile: Profile, batch: int, speculation: SpeculationSett
     """Seconds one sequence waits per output token while ``batch`` sequences of a
     ``prompt_tokens``-token prompt run: the step time in force at that batch size and
     context over the tokens a step gains."""
+    step_s, per_step = step_at(profile, speculation, batch, prompt_tokens)
+    return step_s / per_step
+
+
+def step_at(profile: Profile, speculation: SpeculationSetting, batch: int,
+            prompt_tokens: int = 0) -> tuple[float, float]:
+    """(seconds per engine step, tokens a sequence gains per step) while ``batch``
+    sequences run under ``speculation``: the step time of the curve in force at that
+    batch size -- or, for a dynamic schedule the profile timed as a whole, its own curve --
+    and the acceptance of the length in force."""
     curve = profile.steps[speculation.curve_name(batch)]
-    return curve.step_at(batch, prompt_tokens) / curve.tokens_per_step
+    timed = _timed(profile, speculation)
+    return (timed or curve).step_at(batch, prompt_tokens), curve.tokens_per_step
+
+
+def _timed(profile: Profile, speculation: SpeculationSetting) -> StepCurve | None:
+    """The measured curve of ``speculation`` when it is the dynamic schedule the profile timed."""
+    return profile.schedule_curve(speculation.schedule) if speculation.dynamic else None
 
 
 def mth_finish_seconds(length: LengthEstimate, m: int, branches: int, *, first_token_s: float,

@@ -249,6 +249,19 @@ class Profile(BaseModel):
     #: candidate's share of right samples.
     extractor: str | None = None
     extractor_scores: dict[str, float] = Field(default_factory=dict)
+    #: The dynamic speculation schedule (``(first_batch, last_batch, k)`` ranges) timed as a
+    #: whole, its step curve stored as ``steps["schedule"]``: vLLM runs a schedule
+    #: differently from the fixed lengths it is made of (on CUDA, piecewise instead of
+    #: full graphs), so that schedule is priced with its own measured step times. None:
+    #: none timed (the drafter's fixed-length curves price every schedule).
+    timed_schedule: list[tuple[int, int, int]] | None = None
+
+    def schedule_curve(self, schedule: Sequence[tuple[int, int, int]]) -> StepCurve | None:
+        """The measured step curve of exactly ``schedule`` (None: that schedule was not timed)."""
+        if self.timed_schedule is None or "schedule" not in self.steps:
+            return None
+        same = [tuple(r) for r in self.timed_schedule] == [tuple(r) for r in schedule]
+        return self.steps["schedule"] if same else None
 
     def length_estimate(self, question: str, *, max_tokens: int | None = None) -> LengthEstimate:
         """The output length the planner expects for ``question``: the fitted length
@@ -281,7 +294,8 @@ class Profile(BaseModel):
         return lengths[rank]
 
     def speculative_lengths(self) -> list[int]:
-        """The fixed speculative lengths measured (ascending)."""
+        """The fixed speculative lengths measured (ascending; ``k=0+draft`` and a timed
+        ``schedule`` are not fixed lengths)."""
         return sorted(int(name[2:]) for name in self.steps if name.startswith("k=") and name[2:].isdigit())
 
 

@@ -66,12 +66,14 @@ from langchain_latts.planner.accuracy import (
     DEFAULT_ACCURACY_MODEL,
     fit_accuracy_model,
     fit_length_slope,
+    member_vote,
     member_vote_accuracy,
     observed_vote,
     paired_standard_error,
 )
-from langchain_latts.planner.engine_config import engine_config, profile_identity
+from langchain_latts.planner.engine_config import engine_config, profile_identity, to_speculative_config
 from langchain_latts.planner.lengths import MIN_QUESTIONS, LengthModel, fit_length_model
+from langchain_latts.planner.plan import derive_schedule
 from langchain_latts.planner.profile import (
     ConfidenceCalibration,
     Prefill,
@@ -514,12 +516,15 @@ def measure_profile(settings: TTSSettings, calibration: Sequence[CalibrationProm
                                                             settings.max_tokens, extractor))
                     truths = [normalize_answer(p.answer or "") for _, p in answered]
                     greedy = [first == truth for first, truth in zip(firsts, truths)]
+                    given = [[_answer_of(r, extractor) for r in q] for q, _ in answered]
                     accuracy = accuracy.model_copy(update={
                         "length_slope": harder, "reference_length": reference,
                         "greedy_accuracy": sum(greedy) / len(greedy),
                         "vote_gain_se": paired_standard_error([v for _, _, v in graded], [float(g) for g in greedy]),
-                        "greedy_member": member_vote_accuracy([[_answer_of(r, extractor) for r in q] for q, _ in answered],
-                                                              firsts, truths)})
+                        "greedy_member": member_vote_accuracy(given, firsts, truths),
+                        "member_gain_se": paired_standard_error(
+                            [member_vote(f, a, t) for a, f, t in zip(given, firsts, truths)],
+                            [float(g) for g in greedy])})
                 report("output lengths and accuracy", 1)
                 prefill = engine.run_sync(_prefill(engine, len(engine._tokenizer), engine.max_model_len, report))
                 slowdown = engine.run_sync(logprobs_slowdown(engine, prompts, min(16, sizes[-1]),
@@ -542,7 +547,7 @@ def measure_profile(settings: TTSSettings, calibration: Sequence[CalibrationProm
             engine.shutdown()
             wait_for_memory_back(free_before, lambda: nvml_memory(gpu))  # before the next engine starts
     assert prefill is not None
-    return Profile(
+    profile = Profile(
         identity=profile_identity(settings), created=datetime.now(UTC).isoformat(timespec="seconds"),
         duration_s=time.perf_counter() - started, steps=curves, prefill=prefill, output_lengths=lengths,
         accuracy=accuracy, confidence=confidence, logprobs_slowdown=slowdown, length_model=length_model,
@@ -550,6 +555,43 @@ def measure_profile(settings: TTSSettings, calibration: Sequence[CalibrationProm
         calibration=(f"{len(calibration)} prompts, " + ("built-in held-out arithmetic" if settings.model is None
                                                          else "user-given")),
     )
+    profile = _time_schedule(profile, settings, calibration, report, gpu)
+    return profile.model_copy(update={"duration_s": time.perf_counter() - started})
+
+
+def _time_schedule(profile: Profile, settings: TTSSettings, calibration: Sequence[CalibrationPrompt],
+                   report: Progress, gpu: int) -> Profile:
+    """``profile`` with the dynamic schedule the planner would derive from it timed as a
+    whole on its own engine (``steps["schedule"]``, ``timed_schedule``): vLLM may run a
+    schedule slower than the fixed lengths it is made of (on CUDA a schedule downgrades
+    full CUDA graphs to piecewise), and the planner must not choose it on the fixed
+    lengths' times. Unchanged without a drafter or when one length wins at every batch size."""
+    drafter = settings.candidate_drafter
+    if drafter is None or "k=0+draft" not in profile.steps:
+        return profile
+    setting = derive_schedule(profile, profile.max_batch)
+    spec = to_speculative_config(setting, *drafter)
+    if not setting.dynamic or spec is None:
+        return profile
+    config = _with_spec(engine_config(settings.model_copy(update={"num_speculative_tokens": 0})), spec)
+    report("starting the engine (schedule)", 0)
+    free_before = nvml_memory(gpu)
+    engine = VLLMEngine(config)
+    try:
+        stats = engine.run_sync(engine.ensure_started())
+        prompts = [engine.render_prompt([{"role": r, "content": c} for r, c in p.messages],
+                                        template_kwargs=settings.chat_template_kwargs) for p in calibration]
+        sizes, times, first = engine.run_sync(_step_curve(engine, prompts, batch_sizes_for(stats.max_num_seqs),
+                                                          speculative=True, progress=report))
+    finally:
+        engine.shutdown()
+        wait_for_memory_back(free_before, lambda: nvml_memory(gpu))
+    longest = profile.steps[f"k={setting.max_k}"]  # the context slope of its longest drafts
+    curve = StepCurve(batch_sizes=sizes, step_s=times, first_token_s=first,
+                      prompt_tokens=round(statistics.median(len(p) for p in prompts)),
+                      context_slope=longest.context_slope)
+    return profile.model_copy(update={"steps": profile.steps | {"schedule": curve},
+                                      "timed_schedule": [tuple(r) for r in setting.schedule]})
 
 
 def profile_steps(settings: TTSSettings) -> int:

@@ -10,6 +10,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from langchain_latts.planner.engine_config import forget_cached_profiles, profile_identity
+from langchain_latts.planner.plan import GAIN_Z
 from langchain_latts.planner.profile import Profile, load_profile, save_profile
 from langchain_latts.planner.profiler import (
     load_calibration,
@@ -81,8 +82,12 @@ def print_profile(profile: Profile, console: Console) -> None:
                   f"Beta({acc.alpha:.2f}, {acc.beta:.2f}), wrong-answer concentration {acc.concentration:.2f}; "
                   + ", ".join(f"vote of {b}: {acc.vote_accuracy(b):.1%}" for b in (1, 4, 8, 16))
                   + ("" if acc.greedy_accuracy is None else f"; greedy {acc.greedy_accuracy:.1%}")
-                  + (f" (a vote is planned over greedy when it gains more than {acc.vote_gain_se:.1%}, the "
-                     "standard error of the vote of 8's measured gain)" if acc.vote_gain_se else ""))
+                  + (f" (a vote is planned over greedy when it gains more than {GAIN_Z * acc.vote_gain_se:.1%}, {GAIN_Z:g} "
+                     "standard errors of the vote of 8's measured gain)" if acc.vote_gain_se else "")
+                  + ("" if not acc.greedy_member else
+                     "; with a greedy member: " + ", ".join(f"vote of {b}: {acc.greedy_member[b - 1]:.1%}"
+                                                            for b in (2, 4, 8, len(acc.greedy_member)))
+                     + f" (gain SE {acc.member_gain_se:.1%})"))
 
 
 def plot_steps(profile: Profile, path: Path) -> None:
