@@ -673,16 +673,18 @@ def test_profile_identity_keeps_old_ids_and_tells_engine_options_apart(monkeypat
 
 
 def test_member_vote_accuracy_counts_every_subset_with_ties_to_greedy() -> None:
-    from langchain_latts.planner.accuracy import member_vote_accuracy
+    from langchain_latts.planner.accuracy import member_vote_accuracy, member_vote_table
 
     # Question 1: greedy right, samples [right, wrong "9", wrong "9"].
     # k=0: greedy alone, 1. k=1: {r} 1, {9} tie -> greedy 1, {9} 1: 1. k=2: {r,9} 1, {r,9} 1, {9,9} 0: 2/3.
-    # k=3: 7 vs 2/2 -> "7" twice, "9" twice: tie -> greedy: 1.
+    # (k=3, all samples, one draw per question, is not counted.)
     # Question 2: greedy wrong ("4"), samples [right, right, None].
     # k=0: 0. k=1: {r} tie -> greedy "4": 0, {r}: 0, {None}: 0 -> 0. k=2: {r,r} 1, {r,None} tie -> 0, again 0: 1/3.
-    # k=3: "5" x2 vs "4": 1.
-    curve = member_vote_accuracy([["7", "9", "9"], ["5", "5", None]], ["7", "4"], ["7", "5"])
-    assert curve == pytest.approx([0.5, 0.5, (2 / 3 + 1 / 3) / 2, 1.0])
+    samples, greedy, truths = [["7", "9", "9"], ["5", "5", None]], ["7", "4"], ["7", "5"]
+    assert member_vote_table(samples, greedy, truths) == [[1.0, 1.0, pytest.approx(2 / 3)],
+                                                          [0.0, 0.0, pytest.approx(1 / 3)]]
+    curve = member_vote_accuracy(samples, greedy, truths)
+    assert curve == pytest.approx([0.5, 0.5, (2 / 3 + 1 / 3) / 2])
     assert member_vote_accuracy([], [], []) == []
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import statistics
 from collections import Counter
 from collections.abc import Sequence
 from functools import lru_cache
@@ -45,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "DEFAULT_ACCURACY_MODEL", "AccuracyModel", "concentration_for_vote", "fit_accuracy_model", "fit_length_slope",
-    "member_vote", "member_vote_accuracy", "observed_vote", "paired_standard_error", "quorum_size", "vote_accuracy",
+    "member_vote", "member_vote_accuracy", "member_vote_table", "observed_vote", "paired_standard_error", "quorum_size", "vote_accuracy",
 ]
 
 
@@ -74,12 +75,12 @@ class AccuracyModel(BaseModel):
     #: a sampled vote that may lose to greedy on the user's questions.
     vote_gain_se: float = Field(default=0.0, ge=0)
     #: Accuracy of a vote with one greedy member: the plurality of one greedy answer and
-    #: ``B - 1`` samples, ties to the greedy answer, for ``B = 1, 2, ...`` (item ``B - 1``;
-    #: item 0 is greedy alone), measured on the calibration questions
-    #: (:func:`member_vote_accuracy`). None: not measured.
+    #: ``B - 1`` samples, ties to the greedy answer, for ``B = 1 .. k`` with ``k`` samples
+    #: per calibration question (item ``B - 1``; item 0 is greedy alone), counted on the
+    #: calibration questions (:func:`member_vote_accuracy`). None: not measured.
     greedy_member: list[float] | None = None
-    #: Standard error of the calibration's mean gain of the greedy-member vote with every
-    #: sample over greedy alone, paired per question (0: not measured).
+    #: Standard error of the calibration's mean gain of the greedy-member vote of ``k``
+    #: (the largest counted) over greedy alone, paired per question (0: not measured).
     member_gain_se: float = Field(default=0.0, ge=0)
 
     @property
@@ -106,7 +107,7 @@ class AccuracyModel(BaseModel):
 
     def member_accuracy(self, branches: int) -> float | None:
         """Expected accuracy of a vote of ``branches`` with one greedy member (None: not
-        measured at that size; the calibration measures up to its samples + 1)."""
+        measured at that size; the calibration counts up to its samples per question)."""
         if self.greedy_member is None or not 1 <= branches <= len(self.greedy_member):
             return None
         return self.greedy_member[branches - 1]
@@ -122,23 +123,27 @@ class AccuracyModel(BaseModel):
         return sampled, False
 
 
+def member_vote_table(samples: Sequence[Sequence[str | None]], greedy: Sequence[str | None],
+                      truths: Sequence[str]) -> list[list[float]]:
+    """Per question, the accuracy of the vote of its greedy answer and ``k`` of its ``n``
+    samples, for ``k = 0 .. n - 1`` (B = 1 .. n branches), each the mean over every
+    ``k``-subset of the samples: answers normalized, an answer-less branch votes for
+    nothing, the plurality wins and a tie goes to the greedy answer when it is among the
+    leaders (it is branch 0, and ties go to the lowest branch index), else is split evenly.
+    ``k = n`` (one draw per question, no subsets to average) is left out: the best point of
+    a curve that noisy is where the calibration flatters the member vote most."""
+    n = min((len(s) for s in samples), default=0)
+    return [[statistics.fmean(member_vote(first, [answers[i] for i in subset], truth)
+                              for subset in itertools.combinations(range(n), k)) for k in range(n)]
+            for answers, first, truth in zip(samples, greedy, truths)]
+
+
 def member_vote_accuracy(samples: Sequence[Sequence[str | None]], greedy: Sequence[str | None],
                          truths: Sequence[str]) -> list[float]:
-    """Mean accuracy over questions of the vote of one greedy answer and ``k`` of the
-    question's samples, for ``k = 0 .. n`` (every ``k``-subset of its ``n`` samples equally
-    likely): answers normalized, an answer-less branch votes for nothing, the plurality wins
-    and a tie goes to the greedy answer when it is among the leaders (it is branch 0, and
-    ties go to the lowest branch index), else is split evenly."""
-    if not samples:
-        return []
-    n = min(len(s) for s in samples)
-    totals = [0.0] * (n + 1)
-    for answers, first, truth in zip(samples, greedy, truths):
-        for k in range(n + 1):
-            outcomes = [member_vote(first, [answers[i] for i in subset], truth)
-                        for subset in itertools.combinations(range(n), k)]
-            totals[k] += sum(outcomes) / len(outcomes)
-    return [t / len(samples) for t in totals]
+    """The greedy-member vote's accuracy for B = 1 .. n branches, averaged over the
+    questions (:func:`member_vote_table`)."""
+    table = member_vote_table(samples, greedy, truths)
+    return [statistics.fmean(column) for column in zip(*table)] if table else []
 
 
 def member_vote(first: str | None, others: Sequence[str | None], truth: str) -> float:

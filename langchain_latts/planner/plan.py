@@ -127,9 +127,9 @@ class Plan:
 
 
 #: Standard errors by which a vote's measured gain over greedy must clear its noise to be
-#: planned over one greedy answer (about a 95% one-sided bound). One standard error let
-#: the built-in model's greedy-member vote of 9 (+6.3 points on the calibration questions,
-#: SE 4.6) be planned where it scored 2 points below greedy on held-out problems.
+#: planned over one greedy answer (about a 95% one-sided bound). With one standard error
+#: the built-in model's greedy-member vote of 9 (+6.3 points on the calibration questions)
+#: was planned where it scored 2 points below greedy on held-out problems.
 GAIN_Z = 2.0
 
 

@@ -66,8 +66,7 @@ from langchain_latts.planner.accuracy import (
     DEFAULT_ACCURACY_MODEL,
     fit_accuracy_model,
     fit_length_slope,
-    member_vote,
-    member_vote_accuracy,
+    member_vote_table,
     observed_vote,
     paired_standard_error,
 )
@@ -516,15 +515,15 @@ def measure_profile(settings: TTSSettings, calibration: Sequence[CalibrationProm
                                                             settings.max_tokens, extractor))
                     truths = [normalize_answer(p.answer or "") for _, p in answered]
                     greedy = [first == truth for first, truth in zip(firsts, truths)]
-                    given = [[_answer_of(r, extractor) for r in q] for q, _ in answered]
+                    members = member_vote_table([[_answer_of(r, extractor) for r in q] for q, _ in answered],
+                                                firsts, truths)
                     accuracy = accuracy.model_copy(update={
                         "length_slope": harder, "reference_length": reference,
                         "greedy_accuracy": sum(greedy) / len(greedy),
                         "vote_gain_se": paired_standard_error([v for _, _, v in graded], [float(g) for g in greedy]),
-                        "greedy_member": member_vote_accuracy(given, firsts, truths),
-                        "member_gain_se": paired_standard_error(
-                            [member_vote(f, a, t) for a, f, t in zip(given, firsts, truths)],
-                            [float(g) for g in greedy])})
+                        "greedy_member": [statistics.fmean(c) for c in zip(*members)],
+                        "member_gain_se": paired_standard_error([row[-1] for row in members],
+                                                                [float(g) for g in greedy])})
                 report("output lengths and accuracy", 1)
                 prefill = engine.run_sync(_prefill(engine, len(engine._tokenizer), engine.max_model_len, report))
                 slowdown = engine.run_sync(logprobs_slowdown(engine, prompts, min(16, sizes[-1]),
