@@ -86,7 +86,7 @@ def print_profile(profile: Profile, console: Console) -> None:
                      "standard errors of the vote of 8's measured gain)" if acc.vote_gain_se else "")
                   + ("" if not acc.greedy_member else
                      "; with a greedy member: " + ", ".join(f"vote of {b}: {acc.greedy_member[b - 1]:.1%}"
-                                                            for b in sorted({2, 4, len(acc.greedy_member)}))
+                                                            for b in sorted({min(b, len(acc.greedy_member)) for b in (2, 4, 8)}))
                      + f" (gain SE {acc.member_gain_se:.1%})"))
 
 
