@@ -41,12 +41,6 @@ def running_requests(server: ServerProcess) -> float:
     return metrics.get("vllm:num_requests_running", 0.0) + metrics.get("vllm:num_requests_waiting", 0.0)
 
 
-def generated_tokens(server: ServerProcess) -> float:
-    """Tokens the server has generated since it started (its Prometheus /metrics)."""
-    metrics = parse_prometheus(httpx.get(f"{server_root(server.endpoint)}/metrics", timeout=5).text)
-    return metrics.get("vllm:generation_tokens_total", 0.0)
-
-
 def wait_until_idle(server: ServerProcess, timeout_s: float = 3.0) -> float:
     """The server's running requests once they reach 0 (aborts land within ms), or at the timeout."""
     end = time.monotonic() + timeout_s
@@ -148,16 +142,23 @@ def test_killing_a_server_mid_call_still_returns_the_voted_answer(fleet: list[Se
         result["message"] = llm.invoke(HARD)
         result["elapsed"] = time.monotonic() - started
 
-    before = generated_tokens(victim)
+    # Watch which branches have received tokens from the victim (the engine's own updates): a
+    # branch frozen before its first token restarts on the survivor rather than continuing.
+    streaming: set[str] = set()
+    branch = engine.branch
+
+    async def watched(request: Any, request_id: str) -> Any:
+        async for update in branch(request, request_id):
+            if update.num_new_tokens and update.server == victim.endpoint:
+                streaming.add(request_id)
+            yield update
+
+    engine.branch = watched  # type: ignore[method-assign]
     thread = threading.Thread(target=call)
     thread.start()
     end = time.monotonic() + 10
-    while engine.replicas[1].outstanding < 8 and time.monotonic() < end:
-        time.sleep(0.002)
-    # Its branches are prefilled and streaming: every one has sent a few tokens (on a fast day
-    # a fixed wait left them unstarted, and a branch with no tokens restarts, not continues).
-    while generated_tokens(victim) < before + 8 * 3 and time.monotonic() < end:
-        time.sleep(0.005)
+    while len(streaming) < 4 and time.monotonic() < end:
+        time.sleep(0.001)
     victim.pause()  # frozen mid-branch: the call cannot finish on it any more
     in_flight = engine.replicas[1].outstanding
     time.sleep(0.1)
